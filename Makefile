@@ -1,0 +1,33 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export SHOPMTL_HOME ?= $(CURDIR)/.shopmtl
+DEMO_START ?= 2026-01-01
+DEMO_END ?= 2026-02-04
+DEMO_SCALE ?= 1
+DEMO_SEED ?= 7
+
+.PHONY: install demo test test-all clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Seed the embedded demo warehouse and run the nightly DAG for its last day through Airflow.
+demo: install
+	$(BIN)/python -m etl.demo --start $(DEMO_START) --end $(DEMO_END) --scale $(DEMO_SCALE) --seed $(DEMO_SEED)
+
+## The test suite (PostgreSQL tests run when a server answers; see README).
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(SHOPMTL_HOME) .pytest_cache

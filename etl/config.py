@@ -1,0 +1,95 @@
+"""Settings: the one place that reads the environment.
+
+``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse, run artifacts and models.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOME = Path("~/.shopmtl")
+WAREHOUSE_CONN_ID = "shopmtl_warehouse"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where shopmtl keeps its files; everything else is passed explicitly."""
+
+    home: Path
+
+    @property
+    def embedded_warehouse_url(self) -> str:
+        return f"sqlite:///{self.home / 'warehouse.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    def run_dir(self, ds: date) -> Path:
+        """Artifacts of the run for day ``ds``; one directory per day so concurrent days never share files."""
+        return self.runs_dir / ds.isoformat()
+
+
+def load_settings() -> Settings:
+    """Read ``SHOPMTL_HOME`` (or the documented default) into a Settings object."""
+    home = Path(os.environ.get("SHOPMTL_HOME") or DEFAULT_HOME).expanduser().resolve()
+    return Settings(home=home)
+
+
+def resolve_warehouse_url(conn_id: str = WAREHOUSE_CONN_ID) -> str:
+    """The warehouse URL from the Airflow connection ``conn_id``, else the embedded SQLite default.
+
+    Called inside Airflow tasks only (never at DAG parse time). The URL may carry a password: never
+    log it unmasked (use ``etl.warehouse.mask_url``).
+    """
+    from airflow.sdk import Connection  # Airflow is needed only when the task really runs
+
+    try:
+        connection = Connection.get(conn_id)
+    except Exception as error:  # AirflowNotFoundException, or a secrets backend saying no
+        if type(error).__name__ not in {"AirflowNotFoundException", "AirflowRuntimeError"}:
+            raise
+        url = load_settings().embedded_warehouse_url
+        log.info("Airflow connection %r is not defined: using the embedded warehouse %s", conn_id, url)
+        return url
+    return connection_to_url(
+        conn_type=connection.conn_type,
+        host=connection.host,
+        login=connection.login,
+        password=connection.password,
+        port=connection.port,
+        schema=connection.schema,
+    )
+
+
+def connection_to_url(
+    conn_type: str | None,
+    host: str | None,
+    login: str | None,
+    password: str | None,
+    port: int | None,
+    schema: str | None,
+) -> str:
+    """Turn Airflow connection fields into a SQLAlchemy URL string (psycopg 3 for PostgreSQL)."""
+    from sqlalchemy.engine import URL
+
+    kind = (conn_type or "").lower()
+    if kind in {"postgres", "postgresql"}:
+        url = URL.create(
+            "postgresql+psycopg", username=login, password=password, host=host, port=port, database=schema
+        )
+        return url.render_as_string(hide_password=False)
+    if kind == "sqlite":
+        # AIRFLOW_CONN_X=sqlite:////abs/path.db arrives as host="/abs/path.db"
+        path = "/".join(part for part in (host, schema) if part) or ":memory:"
+        return f"sqlite:///{path}"
+    raise ValueError(f"Unsupported warehouse connection type {conn_type!r}: use postgres or sqlite")

@@ -1,0 +1,279 @@
+"""Warehouse access: engines, the DDL in ``sql/``, and typed Polars reads and bulk writes.
+
+Timestamps are naive UTC everywhere. SQLite has no timestamp type, so they are stored there as
+ISO text ``YYYY-MM-DD HH:MM:SS.ffffff``, which sorts and compares like the instant it names;
+bind parameters use the same text form (see ``bind_timestamp``).
+"""
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
+
+# The warehouse contract as Polars types: column order and types of every table shopmtl reads or
+# writes. tests/unit/test_warehouse.py checks that it matches the DDL files in sql/.
+TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "users": {"user_id": pl.Int64, "signup_at": pl.Datetime("us"), "country": pl.String, "birth_year": pl.Int32},
+    "items": {
+        "item_id": pl.Int64,
+        "category": pl.String,
+        "price": pl.Float64,
+        "seller_id": pl.Int64,
+        "title": pl.String,
+        "created_at": pl.Datetime("us"),
+    },
+    "item_images": {"item_id": pl.Int64, "image": pl.Binary, "updated_at": pl.Datetime("us")},
+    "clicks": {
+        "event_id": pl.Int64,
+        "event_time": pl.Datetime("us"),
+        "user_id": pl.Int64,
+        "item_id": pl.Int64,
+        "session_id": pl.String,
+        "event_type": pl.String,
+        "position": pl.Int32,
+    },
+    "orders": {
+        "order_id": pl.Int64,
+        "user_id": pl.Int64,
+        "created_at": pl.Datetime("us"),
+        "amount": pl.Float64,
+        "payment_method": pl.String,
+        "device_id": pl.String,
+        "ip_address": pl.String,
+        "channel": pl.String,
+        "ship_country": pl.String,
+        "status": pl.String,
+    },
+    "order_items": {"order_id": pl.Int64, "item_id": pl.Int64, "quantity": pl.Int32, "unit_price": pl.Float64},
+    "fraud_labels": {"order_id": pl.Int64, "is_fraud": pl.Boolean, "labeled_at": pl.Datetime("us")},
+    "reviews": {
+        "review_id": pl.Int64,
+        "order_id": pl.Int64,
+        "user_id": pl.Int64,
+        "item_id": pl.Int64,
+        "rating": pl.Int16,
+        "title": pl.String,
+        "body": pl.String,
+        "created_at": pl.Datetime("us"),
+    },
+    "truth_impressions": {"event_id": pl.Int64, "p_click": pl.Float64, "p_convert": pl.Float64},
+    "truth_orders": {"order_id": pl.Int64, "p_fraud": pl.Float64},
+    "truth_reviews": {"review_id": pl.Int64, "p_negative": pl.Float64},
+    "truth_items": {"item_id": pl.Int64, "true_category": pl.String},
+    "score_user_item": {
+        "ds": pl.Date,
+        "user_id": pl.Int64,
+        "item_id": pl.Int64,
+        "p_click": pl.Float64,
+        "p_purchase": pl.Float64,
+        "rank": pl.Int32,
+        "model_version": pl.String,
+    },
+    "score_order_fraud": {
+        "ds": pl.Date,
+        "order_id": pl.Int64,
+        "p_fraud_mtl": pl.Float64,
+        "p_fraud_lgbm": pl.Float64,
+        "model_version": pl.String,
+    },
+    "model_runs": {
+        "run_id": pl.String,
+        "ds": pl.Date,
+        "model_name": pl.String,
+        "model_version": pl.String,
+        "task": pl.String,
+        "metric": pl.String,
+        "value": pl.Float64,
+        "created_at": pl.Datetime("us"),
+        "n_rows": pl.Int64,
+    },
+    "data_quality_results": {
+        "run_id": pl.String,
+        "ds": pl.Date,
+        "table_name": pl.String,
+        "column_name": pl.String,
+        "expectation": pl.String,
+        "critical": pl.Boolean,
+        "success": pl.Boolean,
+        "element_count": pl.Int64,
+        "unexpected_count": pl.Int64,
+        "sample_values": pl.String,
+        "details_json": pl.String,
+        "created_at": pl.Datetime("us"),
+    },
+}
+
+SOURCE_TABLES = ("users", "items", "item_images", "clicks", "orders", "order_items", "fraud_labels", "reviews")
+DDL_AREAS = ("warehouse", "truth", "scores", "ops")
+
+
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs given without a driver (``postgresql://`` / ``postgres://``)."""
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, safe for logs."""
+    return sa.make_url(normalize_url(url)).render_as_string(hide_password=True)
+
+
+def create_warehouse_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url``; SQLite waits for locks instead of failing at once."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        path = sa.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, connect_args={"timeout": 60})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def is_sqlite(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def read_ddl(area: str) -> list[tuple[str, str]]:
+    """(file stem, SQL text) for every DDL file of ``area`` (``warehouse``, ``truth``, ``scores``, ``ops``)."""
+    return [(path.stem, path.read_text()) for path in sorted((SQL_DIR / area).glob("*.sql"))]
+
+
+def create_tables(engine: Engine, areas: Iterable[str] = DDL_AREAS) -> None:
+    """Run the DDL of ``areas`` (idempotent: every statement is IF NOT EXISTS)."""
+    with engine.begin() as conn:
+        for area in areas:
+            for _, text in read_ddl(area):
+                for statement in split_sql(text):
+                    conn.exec_driver_sql(statement)
+
+
+def split_sql(text: str) -> list[str]:
+    """Statements of a DDL file (no semicolons inside our DDL, so a plain split is exact)."""
+    without_comments = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+    return [statement.strip() for statement in without_comments.split(";") if statement.strip()]
+
+
+def bind_timestamp(conn: Connection, value: datetime | date) -> datetime | str:
+    """A bind parameter for comparing with a TIMESTAMP column on this dialect."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None) - (value.utcoffset() or value - value)
+    if is_sqlite(conn):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def bind_date(conn: Connection, value: date) -> date | str:
+    """A bind parameter for comparing with a DATE column on this dialect (SQLite stores ISO text)."""
+    return value.isoformat() if is_sqlite(conn) else value
+
+
+def cast_to_schema(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """Cast the columns of a raw query result to the contract types (SQLite returns text timestamps)."""
+    columns = []
+    for name, dtype in schema.items():
+        if name not in frame.columns:
+            columns.append(pl.lit(None, dtype=dtype).alias(name))
+            continue
+        column = pl.col(name)
+        source = frame.schema[name]
+        if isinstance(dtype, pl.Datetime) and source == pl.String:
+            column = column.str.to_datetime(time_unit="us", strict=True)
+        elif dtype == pl.Date and source == pl.String:
+            column = column.str.to_date()
+        elif dtype == pl.Boolean and source != pl.Boolean:
+            column = column.cast(pl.Int8).cast(pl.Boolean)
+        columns.append(column.cast(dtype).alias(name))
+    extra = [name for name in frame.columns if name not in schema]
+    return frame.select(columns + extra)
+
+
+def read_frame(
+    conn: Connection, query: str, params: Mapping[str, object] | None = None, table: str | None = None
+) -> pl.DataFrame:
+    """Run a parameterised query and return a Polars frame, cast to ``table``'s contract types."""
+    result = conn.execute(sa.text(query), dict(params or {}))
+    names = list(result.keys())
+    rows = result.fetchall()
+    frame = pl.DataFrame(
+        {name: pl.Series(name, [row[i] for row in rows], strict=False) for i, name in enumerate(names)}
+    )
+    schema = TABLE_SCHEMAS.get(table or "")
+    return cast_to_schema(frame, {name: schema[name] for name in names if name in schema}) if schema else frame
+
+
+def _sqlite_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def insert_frame(conn: Connection, table: str, frame: pl.DataFrame) -> int:
+    """Append ``frame`` to ``table`` inside the caller's transaction; COPY on PostgreSQL."""
+    if frame.is_empty():
+        return 0
+    columns = list(frame.columns)
+    if is_sqlite(conn):
+        placeholders = ", ".join("?" for _ in columns)
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+        rows = [tuple(_sqlite_value(value) for value in row) for row in frame.iter_rows()]
+        conn.exec_driver_sql(statement, rows)
+        return frame.height
+    _copy_frame(conn, table, frame)
+    return frame.height
+
+
+def _copy_frame(conn: Connection, table: str, frame: pl.DataFrame) -> None:
+    """Stream the frame through psycopg's COPY ... FROM STDIN (CSV), the fast path into PostgreSQL."""
+    encoded = frame.with_columns(
+        [
+            (pl.lit("\\x") + pl.col(name).bin.encode("hex")).alias(name)
+            for name, dtype in frame.schema.items()
+            if dtype == pl.Binary
+        ]
+    )
+    buffer = io.StringIO()
+    encoded.write_csv(buffer, include_header=False, null_value="", quote_style="necessary", datetime_format="%Y-%m-%d %H:%M:%S%.6f")
+    columns = ", ".join(frame.columns)
+    driver_cursor = conn.connection.driver_connection.cursor()
+    with driver_cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+        copy.write(buffer.getvalue())
+
+
+def replace_rows(
+    conn: Connection, table: str, frame: pl.DataFrame, where: str, params: Mapping[str, object]
+) -> int:
+    """Delete the rows selected by ``where`` and insert ``frame``, in the caller's transaction."""
+    conn.execute(sa.text(f"DELETE FROM {table} WHERE {where}"), dict(params))
+    return insert_frame(conn, table, frame)
+
+
+def table_exists(conn: Connection, table: str) -> bool:
+    return sa.inspect(conn).has_table(table)
+
+
+__all__ = [
+    "SOURCE_TABLES",
+    "TABLE_SCHEMAS",
+    "bind_date",
+    "bind_timestamp",
+    "cast_to_schema",
+    "create_tables",
+    "create_warehouse_engine",
+    "insert_frame",
+    "mask_url",
+    "normalize_url",
+    "read_frame",
+    "replace_rows",
+]

@@ -1,0 +1,13 @@
+-- One row per metric per task of each nightly evaluation (day ds).
+CREATE TABLE IF NOT EXISTS model_runs (
+    run_id        TEXT NOT NULL,
+    ds            DATE NOT NULL,
+    model_name    TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    task          TEXT NOT NULL,
+    metric        TEXT NOT NULL,
+    value         DOUBLE PRECISION NULL,
+    created_at    TIMESTAMP NOT NULL,
+    n_rows        BIGINT NULL,
+    PRIMARY KEY (ds, model_name, task, metric)
+);

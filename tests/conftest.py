@@ -1,0 +1,84 @@
+"""Shared fixtures: real SQLite files and real PostgreSQL databases, created per test and dropped after.
+
+PostgreSQL tests run when ``SHOPMTL_TEST_POSTGRES_URL`` is set or a server answers on 127.0.0.1:5432.
+With ``SHOPMTL_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) an unreachable server fails them instead.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_admin_url() -> tuple[str | None, str]:
+    """(admin URL, reason) — the URL is None when no server is configured or answering."""
+    configured = os.environ.get("SHOPMTL_TEST_POSTGRES_URL")
+    if configured:
+        return configured, "SHOPMTL_TEST_POSTGRES_URL is set"
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return DEFAULT_POSTGRES_URL, "a server answers on 127.0.0.1:5432"
+    except OSError as error:
+        return None, (
+            f"PostgreSQL tests skipped: SHOPMTL_TEST_POSTGRES_URL is not set and nothing answers on "
+            f"127.0.0.1:5432 ({error})"
+        )
+
+
+@pytest.fixture
+def shopmtl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private SHOPMTL_HOME for one test."""
+    home = tmp_path / "shopmtl_home"
+    home.mkdir()
+    monkeypatch.setenv("SHOPMTL_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of an empty SQLite warehouse file."""
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database, dropped after the test."""
+    import sqlalchemy as sa
+
+    from etl.warehouse import normalize_url
+
+    admin_url, reason = _postgres_admin_url()
+    if admin_url is None:
+        if os.environ.get("SHOPMTL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (SHOPMTL_REQUIRE_POSTGRES=1) but unreachable: {reason}")
+        pytest.skip(reason)
+    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    name = f"shopmtl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as error:
+        if os.environ.get("SHOPMTL_REQUIRE_POSTGRES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL tests skipped: cannot create a database via {reason}: {error}")
+    url = sa.make_url(normalize_url(admin_url)).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest) -> str:
+    """The same test on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")
