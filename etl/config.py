@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from etl.contract import WAREHOUSE_CONN_ID
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOME = Path("~/.shopmtl")
-WAREHOUSE_CONN_ID = "shopmtl_warehouse"
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,13 @@ def resolve_warehouse_url(conn_id: str = WAREHOUSE_CONN_ID) -> str:
     Called inside Airflow tasks only (never at DAG parse time). The URL may carry a password: never
     log it unmasked (use ``etl.warehouse.mask_url``).
     """
-    from airflow.sdk import Connection  # Airflow is needed only when the task really runs
+    # Airflow is needed only when a task really runs, never at import time.
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         connection = Connection.get(conn_id)
-    except Exception as error:  # AirflowNotFoundException, or a secrets backend saying no
-        if type(error).__name__ not in {"AirflowNotFoundException", "AirflowRuntimeError"}:
-            raise
+    except AirflowNotFoundException:
         url = load_settings().embedded_warehouse_url
         log.info("Airflow connection %r is not defined: using the embedded warehouse %s", conn_id, url)
         return url

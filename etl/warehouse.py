@@ -16,6 +16,8 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from etl.contract import SOURCE_TABLES
+
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
 
@@ -112,7 +114,6 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     },
 }
 
-SOURCE_TABLES = ("users", "items", "item_images", "clicks", "orders", "order_items", "fraud_labels", "reviews")
 DDL_AREAS = ("warehouse", "truth", "scores", "ops")
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,23 @@ from pathlib import Path
 import pytest
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REPO_DIR = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration when first imported, so the test Airflow is set up before any test
+# module can import it: a private AIRFLOW_HOME (SQLite metadata DB) and this repository's DAG folder.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="shopmtl_airflow_")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_DIR / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.pop("AIRFLOW_CONN_SHOPMTL_WAREHOUSE", None)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """A migrated Airflow metadata database for ``dag.test()`` (once per session)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return os.environ["AIRFLOW_HOME"]
 
 
 def _postgres_admin_url() -> tuple[str | None, str]:

@@ -1,0 +1,133 @@
+"""### Nightly retrain: extract -> validate -> features -> train -> publish
+
+For day **D** (the run's logical date; its data interval is D 00:00 to D+1 00:00 UTC, and the
+scheduled run starts just after D ends):
+
+1. **extract** each warehouse source for the training window ending with D into Parquet
+   (`$SHOPMTL_HOME/runs/D/extract/`); nothing at or after the interval end is read;
+2. **validate** every extract with the Great Expectations suites in `validation/`; a failed
+   critical expectation stops the run here, naming table, column, rule and sample values
+   (results in `data_quality_results`, data docs in `runs/D/data_docs/`);
+3. **build features** with Polars, point-in-time correct;
+4. **train** the multi-task network (click, ESMM conversion, fraud) and the LightGBM fraud baseline;
+5. **publish** `score_user_item`, `score_order_fraud` and `model_runs` for D, replacing D's rows.
+
+The warehouse is the Airflow connection `shopmtl_warehouse`; without it the embedded SQLite
+warehouse under `$SHOPMTL_HOME` is used. Backfill days from the UI (or `airflow backfill create`);
+the `ds` Param reprocesses one day from a manual trigger.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from etl.contract import SOURCE_TABLES  # a plain tuple: cheap at parse time
+
+
+
+@dag(
+    dag_id="nightly_retrain",
+    # A data-interval timetable: the run for D covers [D, D+1) and starts once D is over. ("@daily"
+    # would give zero-length intervals in Airflow 3.)
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    tags=["shopmtl", "etl", "ml"],
+    default_args={"owner": "shopmtl", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "window_days": Param(28, type="integer", minimum=7, maximum=365, description="Training window length (days) ending with D"),
+        "maturity_days": Param(14, type="integer", minimum=1, maximum=120, description="Unlabelled orders count as legitimate once this old"),
+        "fraud_eval_days": Param(3, type="integer", minimum=1, maximum=30, description="Newest mature days held out to evaluate fraud models"),
+        "seed": Param(7, type="integer", description="Seed for training (same data + seed = same scores)"),
+        "ds": Param(None, type=["null", "string"], format="date", description="Process this day instead of the logical date"),
+    },
+    doc_md=__doc__,
+)
+def nightly_retrain():
+    @task
+    def plan(params=None, logical_date=None, data_interval_start=None) -> dict:
+        from etl.runs import plan_run
+
+        return plan_run(logical_date, data_interval_start, params["ds"], params["window_days"]).to_dict()
+
+    @task
+    def extract(table: str, run_plan: dict) -> dict:
+        from etl.config import resolve_warehouse_url
+        from etl.extract import extract_source
+        from etl.runs import RunPlan
+
+        run = RunPlan.from_dict(run_plan)
+        return extract_source(table, resolve_warehouse_url(), run.window, run.extract_dir).to_dict()
+
+    @task
+    def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from etl.config import resolve_warehouse_url
+        from etl.runs import RunPlan
+        from validation.run import DataQualityError, validate_extracts
+
+        run = RunPlan.from_dict(run_plan)
+        try:
+            return validate_extracts(
+                extract_dir=run.extract_dir,
+                docs_dir=run.data_docs_dir,
+                warehouse_url=resolve_warehouse_url(),
+                ds=run.ds,
+                run_id=run_id,
+                window_start=run.window.window_start,
+                window_end=run.window.window_end,
+                tables=[extract["table"] for extract in extracts],
+            ).to_dict()
+        except DataQualityError as error:
+            # Bad data does not get better by retrying: fail now, with the reason in the log.
+            raise AirflowFailException(str(error)) from error
+
+    @task
+    def build_features(run_plan: dict, validation: dict, params=None) -> dict:
+        from etl.features import FeatureConfig, build_features
+        from etl.runs import RunPlan
+
+        run = RunPlan.from_dict(run_plan)
+        config = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
+        return build_features(run.extract_dir, run.features_dir, run.ds, config).to_dict()
+
+    @task
+    def train_multitask(run_plan: dict, features: dict, params=None) -> dict:
+        from etl.runs import RunPlan
+        from training.config import MultiTaskConfig
+        from training.train_multitask import train_multitask
+
+        run = RunPlan.from_dict(run_plan)
+        return train_multitask(run.features_dir, run.model_dir("multitask"), MultiTaskConfig(seed=params["seed"])).to_dict()
+
+    @task
+    def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
+        from etl.runs import RunPlan
+        from training.config import FraudBaselineConfig
+        from training.fraud_baseline import train_fraud_baseline
+
+        run = RunPlan.from_dict(run_plan)
+        return train_fraud_baseline(run.features_dir, run.model_dir("fraud_baseline"), FraudBaselineConfig(seed=params["seed"])).to_dict()
+
+    @task
+    def publish(run_plan: dict, multitask: dict, fraud_baseline: dict, run_id=None) -> dict:
+        from etl.config import resolve_warehouse_url
+        from etl.publish import publish_scores
+        from etl.runs import RunPlan
+
+        run = RunPlan.from_dict(run_plan)
+        return publish_scores(resolve_warehouse_url(), run.ds, run_id, multitask, fraud_baseline).to_dict()
+
+    run_plan = plan()
+    extracts = extract.partial(run_plan=run_plan).expand(table=list(SOURCE_TABLES))
+    validation = validate(run_plan, extracts)
+    features = build_features(run_plan, validation)
+    publish(run_plan, train_multitask(run_plan, features), train_fraud_baseline(run_plan, features))
+
+
+nightly_retrain()

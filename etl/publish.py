@@ -1,0 +1,152 @@
+"""Publish day D's scores and metrics to the warehouse, replacing that day's rows.
+
+Each table is replaced in one transaction (delete day D, insert day D), so readers see either the
+previous rows of the day or the new ones, and a retried or re-run day leaves no duplicates.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from etl.warehouse import bind_date, create_tables, create_warehouse_engine, mask_url, replace_rows
+
+log = logging.getLogger(__name__)
+
+TOP_K = 20
+
+
+@dataclass(frozen=True)
+class PublishSummary:
+    ds: str
+    score_user_item: int
+    score_order_fraud: int
+    model_runs: int
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def rank_recommendations(candidate_scores: pl.DataFrame, ds: date, model_version: str, top_k: int = TOP_K) -> pl.DataFrame:
+    """Top ``top_k`` items per user by purchase probability (ties: click probability, then item id)."""
+    return (
+        candidate_scores.sort(["user_id", "p_purchase", "p_click", "item_id"], descending=[False, True, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int32).alias("rank"))
+        .filter(pl.col("rank") <= top_k)
+        .select(
+            pl.lit(ds).alias("ds"),
+            "user_id",
+            "item_id",
+            pl.col("p_click").cast(pl.Float64),
+            pl.col("p_purchase").cast(pl.Float64),
+            "rank",
+            pl.lit(model_version).alias("model_version"),
+        )
+    )
+
+
+def join_fraud_scores(
+    multitask_orders: pl.DataFrame, baseline_orders: pl.DataFrame, ds: date, model_version: str
+) -> pl.DataFrame:
+    """Both models' fraud probabilities for every order of day D (split ``score``)."""
+    mtl = multitask_orders.filter(pl.col("split") == "score").select("order_id", pl.col("p_fraud").alias("p_fraud_mtl"))
+    lgbm = baseline_orders.filter(pl.col("split") == "score").select("order_id", pl.col("p_fraud").alias("p_fraud_lgbm"))
+    joined = mtl.join(lgbm, on="order_id", how="full", coalesce=True)
+    missing = joined.filter(pl.col("p_fraud_mtl").is_null() | pl.col("p_fraud_lgbm").is_null())
+    if missing.height:
+        raise ValueError(
+            f"score_order_fraud: {missing.height} orders of {ds} lack a score from one model "
+            f"(e.g. order_id {missing['order_id'].head(5).to_list()}); nothing was published"
+        )
+    return joined.select(
+        pl.lit(ds).alias("ds"),
+        "order_id",
+        pl.col("p_fraud_mtl").cast(pl.Float64),
+        pl.col("p_fraud_lgbm").cast(pl.Float64),
+        pl.lit(model_version).alias("model_version"),
+    ).sort("order_id")
+
+
+def collect_model_runs(run_id: str, ds: date, summaries: list[Mapping[str, object]]) -> pl.DataFrame:
+    """One row per (model, task, metric) from the training summaries."""
+    created_at = datetime.now(UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "run_id": run_id,
+            "ds": ds,
+            "model_name": summary["model_name"],
+            "model_version": summary["model_version"],
+            "task": metric["task"],
+            "metric": metric["metric"],
+            "value": None if metric["value"] is None else float(metric["value"]),
+            "created_at": created_at,
+            "n_rows": metric.get("n_rows"),
+        }
+        for summary in summaries
+        for metric in summary["metrics"]  # type: ignore[union-attr]
+    ]
+    return pl.DataFrame(rows, schema={"run_id": pl.String, "ds": pl.Date, "model_name": pl.String,
+                                      "model_version": pl.String, "task": pl.String, "metric": pl.String,
+                                      "value": pl.Float64, "created_at": pl.Datetime("us"), "n_rows": pl.Int64})
+
+
+def check_probabilities(frame: pl.DataFrame, table: str, columns: list[str]) -> None:
+    """Refuse to publish NaN or out-of-range probabilities, naming the table and column."""
+    for column in columns:
+        bad = frame.filter(~pl.col(column).is_between(0.0, 1.0) | pl.col(column).is_nan() | pl.col(column).is_null())
+        if bad.height:
+            raise ValueError(
+                f"{table}.{column}: {bad.height} values outside [0, 1] (e.g. {bad[column].head(5).to_list()}); "
+                "nothing was published"
+            )
+
+
+def publish_scores(
+    warehouse_url: str,
+    ds: date,
+    run_id: str,
+    multitask: Mapping[str, object],
+    fraud_baseline: Mapping[str, object],
+) -> PublishSummary:
+    """Replace day ``ds`` in score_user_item, score_order_fraud and model_runs, one transaction each.
+
+    ``multitask`` and ``fraud_baseline`` are the training summaries (``TrainingSummary.to_dict()``):
+    model name, version, output directory and evaluation metrics.
+    """
+    multitask_dir = Path(str(multitask["output_dir"]))
+    baseline_dir = Path(str(fraud_baseline["output_dir"]))
+    recommendations = rank_recommendations(
+        pl.read_parquet(multitask_dir / "predictions" / "candidates.parquet"), ds, str(multitask["model_version"])
+    )
+    fraud_version = f"{multitask['model_version']};{fraud_baseline['model_version']}"
+    fraud_scores = join_fraud_scores(
+        pl.read_parquet(multitask_dir / "predictions" / "orders.parquet"),
+        pl.read_parquet(baseline_dir / "predictions" / "orders.parquet"),
+        ds,
+        fraud_version,
+    )
+    model_runs = collect_model_runs(run_id, ds, [multitask, fraud_baseline])
+    # Check everything before the first write, so a bad score never replaces a good day.
+    check_probabilities(recommendations, "score_user_item", ["p_click", "p_purchase"])
+    check_probabilities(fraud_scores, "score_order_fraud", ["p_fraud_mtl", "p_fraud_lgbm"])
+
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        create_tables(engine, areas=["scores"])
+        written = {}
+        for table, frame in (
+            ("score_user_item", recommendations),
+            ("score_order_fraud", fraud_scores),
+            ("model_runs", model_runs),
+        ):
+            with engine.begin() as conn:
+                written[table] = replace_rows(conn, table, frame, "ds = :ds", {"ds": bind_date(conn, ds)})
+    finally:
+        engine.dispose()
+    summary = PublishSummary(ds=ds.isoformat(), **written)
+    log.info("Published %s to %s: %s", ds, mask_url(warehouse_url), summary)
+    return summary
