@@ -83,7 +83,7 @@ def connection_to_url(
     """Turn Airflow connection fields into a SQLAlchemy URL string (psycopg 3 for PostgreSQL)."""
     from sqlalchemy.engine import URL
 
-    kind = (conn_type or "").lower()
+    kind = (conn_type or "").lower().split("+", 1)[0]  # "postgresql+psycopg" -> "postgresql"
     if kind in {"postgres", "postgresql"}:
         url = URL.create(
             "postgresql+psycopg", username=login, password=password, host=host, port=port, database=schema

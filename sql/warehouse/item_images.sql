@@ -1,4 +1,4 @@
--- One product photo per item, PNG or JPEG bytes. BYTEA is PostgreSQL's binary type; SQLite stores
+-- One product photo per item, PNG or JPEG bytes. BYTEA is PostgreSQL's binary type, and SQLite stores
 -- the bytes unchanged under any declared type, so one file serves both.
 CREATE TABLE IF NOT EXISTS item_images (
     item_id    BIGINT PRIMARY KEY,

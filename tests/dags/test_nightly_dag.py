@@ -1,0 +1,141 @@
+"""The whole nightly DAG with dag.test() on a tiny demo warehouse: SQLite (the embedded default) and
+PostgreSQL (through the shopmtl_warehouse connection)."""
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from etl.warehouse import bind_date, bind_timestamp, create_warehouse_engine, read_frame
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+START, DS = date(2026, 1, 1), date(2026, 1, 22)
+RUN_CONF = {"window_days": 21, "maturity_days": 7, "fraud_eval_days": 5, "seed": 3}
+SCORE_TABLES = ("score_user_item", "score_order_fraud", "model_runs")
+SCORE_ORDER = {
+    "score_user_item": "user_id, rank",
+    "score_order_fraud": "order_id",
+    "model_runs": "model_name, task, metric",
+}
+
+
+@pytest.fixture(scope="module")
+def nightly_dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_DIR / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["nightly_retrain"]
+
+
+def run_day(dag, ds: date, **conf) -> str:
+    """Run the DAG for day ``ds`` in-process and return the run's final state."""
+    logical_date = datetime(ds.year, ds.month, ds.day, tzinfo=UTC)
+    dag_run = dag.test(logical_date=logical_date, run_conf={**RUN_CONF, **conf})
+    return str(dag_run.state)
+
+
+def read_published(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame]:
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.connect() as conn:
+        frames = {
+            table: read_frame(conn, f"SELECT * FROM {table} WHERE ds = :ds ORDER BY {SCORE_ORDER[table]}", {"ds": bind_date(conn, ds)}, table=table)
+            for table in SCORE_TABLES
+        }
+    engine.dispose()
+    return frames
+
+
+def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame]:
+    published = read_published(warehouse_url, ds)
+    recommendations, fraud, runs = (published[t] for t in SCORE_TABLES)
+    assert recommendations.height > 0 and fraud.height > 0 and runs.height > 0
+    # Top 20 per user, ranks 1..n, no duplicates.
+    per_user = recommendations.group_by("user_id").agg(pl.len().alias("n"), pl.col("rank").max().alias("max_rank"))
+    assert per_user["n"].max() <= 20 and (per_user["n"] == per_user["max_rank"]).all()
+    assert recommendations.select("user_id", "item_id").is_duplicated().sum() == 0
+    assert (recommendations["p_purchase"] <= recommendations["p_click"] + 1e-9).all()
+    # Every order of day D is scored by both models.
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.connect() as conn:
+        orders = read_frame(
+            conn,
+            "SELECT order_id FROM orders WHERE created_at >= :start AND created_at < :end ORDER BY order_id",
+            {"start": bind_timestamp(conn, ds), "end": bind_timestamp(conn, ds + timedelta(days=1))},
+        )
+    engine.dispose()
+    assert fraud["order_id"].to_list() == orders["order_id"].to_list()
+    assert set(runs["task"]) >= {"click", "purchase", "fraud"}
+    assert set(runs["metric"]) == {"auc", "pr_auc", "log_loss"}
+    assert set(runs["model_name"]) == {"multitask", "fraud_baseline"}
+    return published
+
+
+def drop_truth_tables(warehouse_url: str) -> None:
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        for table in ("truth_impressions", "truth_orders", "truth_reviews", "truth_items"):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_truth(nightly_dag, shopmtl_home):
+    from etl.config import load_settings
+    from etl.synthetic import generate_warehouse
+
+    warehouse_url = load_settings().embedded_warehouse_url  # no connection defined: the embedded default
+    generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)
+    drop_truth_tables(warehouse_url)  # the pipeline must not need the generator's truth
+
+    assert run_day(nightly_dag, DS) == "success"
+    first = assert_published_day(warehouse_url, DS)
+    assert (shopmtl_home / "runs" / DS.isoformat() / "extract" / "orders.parquet").exists()
+
+    assert run_day(nightly_dag, DS) == "success"  # the same day again replaces it
+    second = assert_published_day(warehouse_url, DS)
+    for table in ("score_user_item", "score_order_fraud"):
+        assert first[table].equals(second[table]), f"{table} changed on a re-run"
+    assert first["model_runs"].drop("run_id", "created_at").equals(second["model_runs"].drop("run_id", "created_at"))
+
+
+@pytest.mark.slow
+def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores(nightly_dag, shopmtl_home):
+    from etl.config import load_settings
+    from etl.synthetic import generate_warehouse
+
+    warehouse_url = load_settings().embedded_warehouse_url
+    generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)
+    assert run_day(nightly_dag, DS) == "success"
+    good = read_published(warehouse_url, DS)
+
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE orders SET amount = -1 * amount WHERE order_id IN (SELECT order_id FROM orders "
+                             "WHERE created_at >= :day ORDER BY order_id LIMIT 3)"), {"day": bind_timestamp(conn, DS)})
+    assert run_day(nightly_dag, DS) == "failed"
+    after = read_published(warehouse_url, DS)
+    for table in SCORE_TABLES:
+        assert good[table].equals(after[table]), f"{table} changed although validation failed"
+    with engine.connect() as conn:
+        failures = read_frame(conn, "SELECT table_name, column_name, expectation, unexpected_count FROM data_quality_results "
+                                    "WHERE success = :no AND critical = :yes", {"no": False, "yes": True})
+    engine.dispose()
+    assert ("orders", "amount") in set(zip(failures["table_name"], failures["column_name"]))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_nightly_dag_on_postgresql_through_the_airflow_connection(nightly_dag, shopmtl_home, postgres_url, monkeypatch):
+    from etl.synthetic import generate_warehouse
+
+    generate_warehouse(postgres_url, START, DS, scale=0.3, seed=3)
+    monkeypatch.setenv("AIRFLOW_CONN_SHOPMTL_WAREHOUSE", postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    assert run_day(nightly_dag, DS) == "success"
+    assert run_day(nightly_dag, DS) == "success"
+    published = assert_published_day(postgres_url, DS)
+    assert published["score_order_fraud"]["order_id"].is_unique().all()
+    assert not (shopmtl_home / "warehouse.db").exists(), "the embedded warehouse was used instead of the connection"

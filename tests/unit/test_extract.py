@@ -1,0 +1,55 @@
+"""Extraction reads nothing after the interval end, on SQLite and on PostgreSQL."""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import polars as pl
+
+from etl.extract import ExtractWindow, extract_sources
+from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
+
+DS = date(2026, 3, 10)
+END = datetime(2026, 3, 11)  # end of day D's data interval
+
+
+def _frame(table: str, rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=TABLE_SCHEMAS[table], orient="row")
+
+
+def seed_point_in_time_rows(url: str) -> None:
+    engine = create_warehouse_engine(url)
+    create_tables(engine)
+    with engine.begin() as conn:
+        insert_frame(conn, "users", _frame("users", [(1, datetime(2026, 1, 1), "DE", 1980), (2, END, "FR", None)]))
+        insert_frame(conn, "items", _frame("items", [(10, "books", 9.99, 5, "a book", datetime(2026, 1, 1)),
+                                                     (11, "toys", 5.0, 5, "a toy", END)]))
+        insert_frame(conn, "item_images", _frame("item_images", [(10, b"\x89PNG", datetime(2026, 1, 1))]))
+        insert_frame(conn, "clicks", _frame("clicks", [
+            (100, datetime(2026, 2, 10), 1, 10, "s0", "impression", 1),     # before the 28-day window
+            (101, datetime(2026, 3, 10, 23, 59), 1, 10, "s1", "impression", 2),
+            (102, END, 1, 10, "s2", "impression", 1),                        # first instant after D: excluded
+        ]))
+        insert_frame(conn, "orders", _frame("orders", [
+            (200, 1, datetime(2026, 3, 1), 20.0, "card", "d1", "ip1", "web", "DE", "completed"),
+            (201, 1, datetime(2026, 3, 11, 8), 30.0, "card", "d1", "ip1", "web", "DE", "completed"),
+        ]))
+        insert_frame(conn, "order_items", _frame("order_items", [(200, 10, 2, 10.0), (201, 10, 3, 10.0)]))
+        insert_frame(conn, "fraud_labels", _frame("fraud_labels", [(200, True, datetime(2026, 3, 12))]))  # known only after D
+        insert_frame(conn, "reviews", _frame("reviews", [
+            (300, 200, 1, 10, 5, "great", "really great", datetime(2026, 3, 5)),
+            (301, 200, 1, 10, 1, None, None, datetime(2026, 3, 11, 1)),
+        ]))
+    engine.dispose()
+
+
+def test_extract_reads_only_the_window_and_labels_known_at_the_cutoff(warehouse_url, tmp_path):
+    seed_point_in_time_rows(warehouse_url)
+    results = extract_sources(warehouse_url, ExtractWindow(ds=DS, window_days=28), tmp_path)
+    assert {r.table: r.rows for r in results} == {
+        "users": 1, "items": 1, "item_images": 1, "clicks": 1, "orders": 1, "order_items": 1, "fraud_labels": 0, "reviews": 1,
+    }
+    clicks = pl.read_parquet(tmp_path / "clicks.parquet")
+    assert clicks["event_id"].to_list() == [101]
+    assert clicks.schema == pl.Schema(TABLE_SCHEMAS["clicks"])
+    assert pl.read_parquet(tmp_path / "item_images.parquet")["image"].to_list() == [b"\x89PNG"]
+    assert pl.read_parquet(tmp_path / "reviews.parquet")["review_id"].to_list() == [300]
