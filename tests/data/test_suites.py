@@ -1,0 +1,105 @@
+"""The suite definitions: coverage of the contract, critical flags, referential pairs, windows."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import polars as pl
+import pytest
+
+from etl.warehouse import SOURCE_TABLES, TABLE_SCHEMAS
+from validation.suites import REFERENCE_CHECKS, SUITE_BUILDERS, ValidationWindow, build_suite, pandas_dtype
+
+WINDOW = ValidationWindow(datetime(2026, 1, 1), datetime(2026, 1, 29), datetime(2026, 1, 28))
+
+
+def kwargs_of(table: str) -> list[tuple[str, dict, dict]]:
+    return [(e.expectation_type, e.configuration.kwargs, e.meta) for e in build_suite(table, WINDOW).expectations]
+
+
+def test_every_source_table_has_a_suite_with_flagged_expectations():
+    assert set(SUITE_BUILDERS) == set(SOURCE_TABLES)
+    for table in SOURCE_TABLES:
+        suite = build_suite(table, WINDOW)
+        assert suite.name == table
+        for expectation in suite.expectations:
+            assert isinstance(expectation.meta["critical"], bool), (table, expectation.expectation_type)
+            assert expectation.severity == ("critical" if expectation.meta["critical"] else "warning")
+
+
+def test_schema_expectations_cover_every_contract_column():
+    for table in SOURCE_TABLES:
+        types = {
+            kwargs["column"]: kwargs["type_"]
+            for kind, kwargs, meta in kwargs_of(table)
+            if kind == "expect_column_type_to_be" and meta["critical"]
+        }
+        assert types == {column: pandas_dtype(dtype) for column, dtype in TABLE_SCHEMAS[table].items()}
+        column_sets = [
+            (e.column_set, e.exact_match, e.meta["critical"])
+            for e in build_suite(table, WINDOW).expectations
+            if e.expectation_type == "expect_table_columns_to_match_set"
+        ]
+        assert column_sets == [(list(TABLE_SCHEMAS[table]), True, True)]
+
+
+@pytest.mark.parametrize("table", SOURCE_TABLES)
+def test_pandas_dtypes_match_a_contract_parquet_file_even_when_empty(tmp_path, table):
+    """What the schema expectations demand is what a correctly typed extract reads back as."""
+    path = tmp_path / f"{table}.parquet"
+    pl.DataFrame(schema=TABLE_SCHEMAS[table]).write_parquet(path)
+    read_back = pd.read_parquet(path, dtype_backend="numpy_nullable")
+    assert {column: str(dtype) for column, dtype in read_back.dtypes.items()} == {
+        column: pandas_dtype(dtype) for column, dtype in TABLE_SCHEMAS[table].items()
+    }
+
+
+def test_referential_checks_are_the_contracted_pairs():
+    pairs = {(c.table, c.column, c.parent, c.parent_column) for c in REFERENCE_CHECKS}
+    assert pairs == {
+        ("orders", "user_id", "users", "user_id"),
+        ("clicks", "user_id", "users", "user_id"),
+        ("clicks", "item_id", "items", "item_id"),
+        ("order_items", "order_id", "orders", "order_id"),
+        ("order_items", "item_id", "items", "item_id"),
+        ("reviews", "user_id", "users", "user_id"),
+        ("reviews", "item_id", "items", "item_id"),
+        ("fraud_labels", "order_id", "orders", "order_id"),
+        ("item_images", "item_id", "items", "item_id"),
+    }
+    for check in REFERENCE_CHECKS:
+        in_set = [
+            kwargs
+            for kind, kwargs, meta in kwargs_of(check.table)
+            if kind == "expect_column_values_to_be_in_set" and kwargs["column"] == check.column
+        ]
+        assert in_set == [{"column": check.column, "value_set": {"$PARAMETER": check.parameter}}]
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [("users", "user_id"), ("items", "item_id"), ("clicks", "event_id"), ("orders", "order_id"),
+     ("fraud_labels", "order_id"), ("reviews", "review_id"), ("item_images", "item_id")],
+)
+def test_ids_are_critically_unique_and_not_null(table, column):
+    critical = {(kind, kwargs.get("column")) for kind, kwargs, meta in kwargs_of(table) if meta["critical"]}
+    assert ("expect_column_values_to_be_unique", column) in critical
+    assert ("expect_column_values_to_not_be_null", column) in critical
+
+
+def test_day_d_must_have_clicks_and_orders():
+    for table, column in [("clicks", "event_time"), ("orders", "created_at")]:
+        day_counts = [
+            (kwargs, meta)
+            for kind, kwargs, meta in kwargs_of(table)
+            if kind == "expect_table_row_count_to_be_between" and kwargs.get("row_condition") is not None
+        ]
+        assert len(day_counts) == 1
+        kwargs, meta = day_counts[0]
+        assert kwargs["min_value"] == 1 and meta == {"critical": True, "day_column": column, "day": "2026-01-28"}
+        assert "2026-01-28 00:00:00" in repr(kwargs["row_condition"])
+
+
+def test_window_must_contain_day_d():
+    with pytest.raises(ValueError, match="Inconsistent window"):
+        ValidationWindow(datetime(2026, 1, 1), datetime(2026, 1, 29), datetime(2026, 1, 29))

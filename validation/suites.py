@@ -1,0 +1,377 @@
+"""The data-quality contract of every source extract, as one GX Core 1.x ExpectationSuite per table.
+
+Every expectation carries ``meta={"critical": bool}``:
+
+- critical: the data would make training or publishing wrong (schema, nulls in ids or required
+  fields, duplicate ids, orphan references, rows from the future, an empty day D, values outside
+  their domain in money, quantity, rating, event type or fraud label). A critical failure stops the
+  run after the results are recorded.
+- non-critical: a warning worth a look (plausibility ranges, tolerant ``mostly`` thresholds,
+  descriptive text columns, optional tables that are empty).
+
+The GX ``severity`` field mirrors the flag (``critical`` / ``warning``), so the data docs show it too.
+
+Referential checks compare a column with the key set of its parent extract. The key sets are
+suite parameters (``{"$PARAMETER": "users_user_id"}``), filled at validation time by
+``validation.run`` from the parent Parquet files, so the suite definitions stay data-independent.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# GX logs ~25 INFO lines while it imports; keep task logs readable unless GX logging is configured.
+if logging.getLogger("great_expectations").level == logging.NOTSET:
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+import great_expectations as gx  # noqa: E402
+import great_expectations.expectations as gxe  # noqa: E402
+import polars as pl  # noqa: E402
+from great_expectations.expectations.row_conditions import Column  # noqa: E402
+
+from etl.warehouse import TABLE_SCHEMAS  # noqa: E402
+
+# Plausible birth years: nobody born before 1900 or younger than 13 at the end of the window.
+BIRTH_YEAR_MIN = 1900
+MIN_CUSTOMER_AGE_YEARS = 13
+EVENT_TYPES = ("impression", "click", "add_to_cart")
+
+
+@dataclass(frozen=True)
+class ValidationWindow:
+    """The training window [window_start, window_end) and the start of day D, its last day."""
+
+    window_start: datetime
+    window_end: datetime
+    day_start: datetime
+
+    def __post_init__(self) -> None:
+        if not self.window_start <= self.day_start < self.window_end:
+            raise ValueError(
+                f"Inconsistent window: need window_start <= day_start < window_end, got "
+                f"[{self.window_start}, {self.window_end}) with day D starting {self.day_start}"
+            )
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """``table.column`` values must be keys of ``parent.parent_column`` (a parent extract)."""
+
+    table: str
+    column: str
+    parent: str
+    parent_column: str
+
+    @property
+    def parameter(self) -> str:
+        """Name of the suite parameter holding the parent's key set."""
+        return f"{self.parent}_{self.parent_column}"
+
+
+# Every referential check in one place: validation.run loads exactly these key sets.
+REFERENCE_CHECKS: tuple[ReferenceCheck, ...] = (
+    ReferenceCheck("item_images", "item_id", "items", "item_id"),
+    ReferenceCheck("clicks", "user_id", "users", "user_id"),
+    ReferenceCheck("clicks", "item_id", "items", "item_id"),
+    ReferenceCheck("orders", "user_id", "users", "user_id"),
+    ReferenceCheck("order_items", "order_id", "orders", "order_id"),
+    ReferenceCheck("order_items", "item_id", "items", "item_id"),
+    ReferenceCheck("fraud_labels", "order_id", "orders", "order_id"),
+    ReferenceCheck("reviews", "user_id", "users", "user_id"),
+    ReferenceCheck("reviews", "item_id", "items", "item_id"),
+)
+
+# How a contract dtype looks once the Parquet file is read with pandas' nullable dtypes
+# (``dtype_backend="numpy_nullable"``), which keeps integer ids integer even when one is null.
+PANDAS_DTYPES: dict[type[pl.DataType], str] = {
+    pl.Int64: "Int64",
+    pl.Int32: "Int32",
+    pl.Int16: "Int16",
+    pl.Float64: "Float64",
+    pl.String: "string",
+    pl.Boolean: "boolean",
+    pl.Binary: "object",
+}
+
+
+def pandas_dtype(dtype: pl.DataType) -> str:
+    """The pandas dtype name a contract column has after a nullable-dtype Parquet read."""
+    if isinstance(dtype, pl.Datetime):
+        return f"datetime64[{dtype.time_unit}]"
+    try:
+        return PANDAS_DTYPES[dtype.base_type()]
+    except KeyError:
+        raise ValueError(f"No pandas dtype mapping for contract dtype {dtype}") from None
+
+
+def critical(expectation: gxe.Expectation) -> gxe.Expectation:
+    """Mark an expectation whose failure stops the run."""
+    expectation.meta = {**(expectation.meta or {}), "critical": True}
+    expectation.severity = "critical"
+    return expectation
+
+
+def warning(expectation: gxe.Expectation) -> gxe.Expectation:
+    """Mark an expectation whose failure is only logged as a warning."""
+    expectation.meta = {**(expectation.meta or {}), "critical": False}
+    expectation.severity = "warning"
+    return expectation
+
+
+def is_critical(meta: dict | None) -> bool:
+    """Whether an expectation's meta marks it critical (unmarked expectations count as critical)."""
+    return bool((meta or {}).get("critical", True))
+
+
+def format_timestamp(value: datetime) -> str:
+    """Timestamp text for a pandas row condition (pandas parses it against datetime64 columns)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def schema_expectations(table: str) -> list[gxe.Expectation]:
+    """Exactly the contract's columns, each with the contract's type (all critical)."""
+    schema = TABLE_SCHEMAS[table]
+    expectations: list[gxe.Expectation] = [
+        critical(gxe.ExpectTableColumnsToMatchSet(column_set=list(schema), exact_match=True))
+    ]
+    for column, dtype in schema.items():
+        expectations.append(critical(gxe.ExpectColumnTypeToBe(column=column, type_=pandas_dtype(dtype))))
+    return expectations
+
+
+def not_null(*columns: str) -> list[gxe.Expectation]:
+    """Required columns: no nulls (critical)."""
+    return [critical(gxe.ExpectColumnValuesToNotBeNull(column=column)) for column in columns]
+
+
+def not_null_warning(*columns: str) -> list[gxe.Expectation]:
+    """Descriptive columns: nulls are worth a warning, not a stop."""
+    return [warning(gxe.ExpectColumnValuesToNotBeNull(column=column)) for column in columns]
+
+
+def unique(column: str) -> gxe.Expectation:
+    """A primary key: no duplicates (critical)."""
+    return critical(gxe.ExpectColumnValuesToBeUnique(column=column))
+
+
+def references(table: str) -> list[gxe.Expectation]:
+    """The table's foreign keys must exist in their parent extracts (critical)."""
+    return [
+        critical(gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set={"$PARAMETER": check.parameter}))
+        for check in REFERENCE_CHECKS
+        if check.table == table
+    ]
+
+
+def in_window(column: str, window: ValidationWindow) -> gxe.Expectation:
+    """Event timestamps inside [window_start, window_end) (critical: no future or stale rows)."""
+    return critical(
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=window.window_start, max_value=window.window_end, strict_max=True
+        )
+    )
+
+
+def before_window_end(column: str, window: ValidationWindow) -> gxe.Expectation:
+    """Dimension/label timestamps strictly before window_end (critical: no future rows)."""
+    return critical(
+        gxe.ExpectColumnValuesToBeBetween(column=column, max_value=window.window_end, strict_max=True)
+    )
+
+
+def rows_on_day(column: str, window: ValidationWindow) -> gxe.Expectation:
+    """At least one row on day D itself: a configured source that is empty for the day is a failure."""
+    day_condition = (Column(column) >= format_timestamp(window.day_start)) & (
+        Column(column) < format_timestamp(window.window_end)
+    )
+    return critical(
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=1,
+            row_condition=day_condition,
+            meta={"day_column": column, "day": window.day_start.date().isoformat()},
+        )
+    )
+
+
+def non_empty(*, required: bool) -> gxe.Expectation:
+    """At least one row in the extract."""
+    mark = critical if required else warning
+    return mark(gxe.ExpectTableRowCountToBeBetween(min_value=1))
+
+
+def build_users_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """Users active in the window: unique ids, signed up before window_end, plausible birth years."""
+    latest_birth_year = (window.window_end - timedelta(days=1)).year - MIN_CUSTOMER_AGE_YEARS
+    return make_suite(
+        "users",
+        schema_expectations("users"),
+        not_null("user_id", "signup_at"),
+        not_null_warning("country"),
+        [
+            unique("user_id"),
+            before_window_end("signup_at", window),
+            warning(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="birth_year", min_value=BIRTH_YEAR_MIN, max_value=latest_birth_year, mostly=0.99
+                )
+            ),
+            warning(gxe.ExpectColumnValueLengthsToBeBetween(column="country", min_value=2, max_value=3)),
+            non_empty(required=True),
+        ],
+    )
+
+
+def build_items_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """The catalogue as of window_end: unique ids, non-negative prices, no items from the future."""
+    return make_suite(
+        "items",
+        schema_expectations("items"),
+        not_null("item_id", "price", "created_at"),
+        not_null_warning("category", "seller_id", "title"),
+        [
+            unique("item_id"),
+            critical(gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0)),
+            before_window_end("created_at", window),
+            non_empty(required=True),
+        ],
+    )
+
+
+def build_item_images_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """One image per known item, updated before window_end."""
+    return make_suite(
+        "item_images",
+        schema_expectations("item_images"),
+        not_null("item_id", "image", "updated_at"),
+        [unique("item_id")],
+        references("item_images"),
+        [
+            before_window_end("updated_at", window),
+            non_empty(required=False),
+        ],
+    )
+
+
+def build_clicks_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """Behavioural events of the window: known users/items and event types, rows on day D."""
+    return make_suite(
+        "clicks",
+        schema_expectations("clicks"),
+        not_null("event_id", "event_time", "user_id", "item_id", "event_type"),
+        not_null_warning("session_id"),
+        [unique("event_id")],
+        references("clicks"),
+        [
+            critical(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES))),
+            in_window("event_time", window),
+            # position is the impression's slot on the page (NULL for other events; nulls are skipped)
+            warning(gxe.ExpectColumnValuesToBeBetween(column="position", min_value=0)),
+            warning(
+                gxe.ExpectColumnValuesToNotBeNull(
+                    column="position", row_condition=Column("event_type") == "impression", mostly=0.99
+                )
+            ),
+            rows_on_day("event_time", window),
+        ],
+    )
+
+
+def build_orders_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """Orders of the window: unique ids, known users, non-negative amounts, rows on day D."""
+    return make_suite(
+        "orders",
+        schema_expectations("orders"),
+        not_null("order_id", "user_id", "created_at", "amount"),
+        not_null_warning("payment_method", "device_id", "ip_address", "channel", "ship_country", "status"),
+        [unique("order_id")],
+        references("orders"),
+        [
+            critical(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0)),
+            in_window("created_at", window),
+            rows_on_day("created_at", window),
+        ],
+    )
+
+
+def build_order_items_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """Lines of the window's orders: one line per (order, item), positive quantities and prices."""
+    return make_suite(
+        "order_items",
+        schema_expectations("order_items"),
+        not_null("order_id", "item_id", "quantity", "unit_price"),
+        [critical(gxe.ExpectCompoundColumnsToBeUnique(column_list=["order_id", "item_id"]))],
+        references("order_items"),
+        [
+            critical(gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1)),
+            critical(gxe.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0)),
+            non_empty(required=True),
+        ],
+    )
+
+
+def build_fraud_labels_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """Fraud labels known before window_end, one per order of the window."""
+    return make_suite(
+        "fraud_labels",
+        schema_expectations("fraud_labels"),
+        not_null("order_id", "is_fraud", "labeled_at"),
+        [unique("order_id")],
+        references("fraud_labels"),
+        [
+            critical(gxe.ExpectColumnValuesToBeInSet(column="is_fraud", value_set=[True, False])),
+            # a label from the future would leak the answer into training
+            before_window_end("labeled_at", window),
+            non_empty(required=False),
+        ],
+    )
+
+
+def build_reviews_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+    """Reviews of the window: unique ids, known users/items, ratings 1..5."""
+    return make_suite(
+        "reviews",
+        schema_expectations("reviews"),
+        not_null("review_id", "user_id", "item_id", "rating", "created_at"),
+        [unique("review_id")],
+        references("reviews"),
+        [
+            critical(gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=1, max_value=5)),
+            in_window("created_at", window),
+            # most reviews have some text; a sudden wave of empty ones is worth a look
+            warning(gxe.ExpectColumnValuesToNotBeNull(column="body", mostly=0.5)),
+            non_empty(required=False),
+        ],
+    )
+
+
+SUITE_BUILDERS: dict[str, Callable[[ValidationWindow], gx.ExpectationSuite]] = {
+    "users": build_users_suite,
+    "items": build_items_suite,
+    "item_images": build_item_images_suite,
+    "clicks": build_clicks_suite,
+    "orders": build_orders_suite,
+    "order_items": build_order_items_suite,
+    "fraud_labels": build_fraud_labels_suite,
+    "reviews": build_reviews_suite,
+}
+
+
+def make_suite(table: str, *groups: list[gxe.Expectation]) -> gx.ExpectationSuite:
+    """An ExpectationSuite named after ``table`` holding the given expectations, in order.
+
+    Built through the constructor rather than ``add_expectation``, which consults the current GX
+    context: the suite is plain data until ``validation.run`` adds it to its own context.
+    """
+    expectations = [expectation for group in groups for expectation in group]
+    return gx.ExpectationSuite(name=table, expectations=expectations, meta={"table": table})
+
+
+def build_suite(table: str, window: ValidationWindow) -> gx.ExpectationSuite:
+    """The suite of one source table."""
+    try:
+        builder = SUITE_BUILDERS[table]
+    except KeyError:
+        raise ValueError(f"No expectation suite for table {table!r}; known: {sorted(SUITE_BUILDERS)}") from None
+    return builder(window)
