@@ -23,12 +23,12 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 DAG_ID = "nightly_retrain"
 
 EXAMPLE_QUERY = """\
--- Today's top 5 recommendations for the 3 most active users, with both probabilities
+-- The top 5 recommendations of the day for three users, with the item's category
 SELECT s.user_id, s.rank, s.item_id, i.category, ROUND(s.p_click, 3) AS p_click,
        ROUND(s.p_purchase, 4) AS p_purchase
 FROM score_user_item s JOIN items i ON i.item_id = s.item_id
 WHERE s.ds = :ds AND s.rank <= 5 AND s.user_id IN (
-    SELECT user_id FROM score_user_item WHERE ds = :ds GROUP BY user_id ORDER BY MIN(p_purchase) DESC, user_id LIMIT 3)
+    SELECT DISTINCT user_id FROM score_user_item WHERE ds = :ds ORDER BY user_id LIMIT 3)
 ORDER BY s.user_id, s.rank"""
 
 
@@ -54,12 +54,17 @@ def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> subproc
     return result
 
 
+def parse_json_output(stdout: str) -> list[dict[str, object]]:
+    """The JSON list an Airflow CLI command printed (Airflow may print warnings before it)."""
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("[")))
+
+
 def read_task_durations(env: dict[str, str], log_path: Path) -> pl.DataFrame:
     """Per-task wall time of the latest run, from Airflow's own task-instance records."""
     runs = run_airflow(["dags", "list-runs", DAG_ID, "-o", "json"], env, log_path)
-    run_id = json.loads(runs.stdout)[0]["run_id"]
+    run_id = parse_json_output(runs.stdout)[0]["run_id"]
     states = run_airflow(["tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"], env, log_path)
-    records = pl.DataFrame(json.loads(states.stdout))
+    records = pl.DataFrame(parse_json_output(states.stdout))
     times = records.with_columns(
         pl.col("start_date").str.to_datetime(time_zone="UTC", strict=False),
         pl.col("end_date").str.to_datetime(time_zone="UTC", strict=False),

@@ -70,7 +70,7 @@ def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame
     assert fraud["order_id"].to_list() == orders["order_id"].to_list()
     assert set(runs["task"]) >= {"click", "purchase", "fraud"}
     assert set(runs["metric"]) == {"auc", "pr_auc", "log_loss"}
-    assert set(runs["model_name"]) == {"multitask", "fraud_baseline"}
+    assert set(runs["model_name"]) == {"multitask", "fraud_lgbm"}
     return published
 
 
