@@ -1,0 +1,252 @@
+"""LightGBM fraud baseline: gradient-boosted trees on the order features, the yardstick for the fraud head.
+
+    python -m training.fraud_baseline --features-dir DIR --output-dir DIR
+
+Trains on labelled orders ``split == "train"`` with LightGBM's early stopping on the labelled
+``split == "eval"`` orders, saves a text model (``model.txt``) plus ``config.json`` holding the
+categorical encodings, reloads the text model and scores the eval and score orders from it, so the
+published scores are exactly what a later reload produces.
+
+Reference: Ke et al., "LightGBM: A Highly Efficient Gradient Boosting Decision Tree", NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from training.config import FraudBaselineConfig
+from training.metrics import TrainingSummary, compute_model_version, metric_rows, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "fraud_lgbm"
+MODEL_FILE = "model.txt"
+CONFIG_FILE = "config.json"
+INPUT_FILES = ("orders.parquet", "manifest.json")
+
+
+@dataclass
+class FraudBaseline:
+    """A LightGBM booster with the column order and categorical encodings it was trained with."""
+
+    booster: lgb.Booster
+    dense: list[str]
+    categorical: list[str]  # column order matters: it is the model's feature order (JSON dicts get re-sorted)
+    categorical_values: dict[str, list[str]]  # column -> sorted training values; code = position, else missing
+    model_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [*self.dense, *self.categorical]
+
+    def encode(self, frame: pl.DataFrame) -> np.ndarray:
+        """The feature matrix this booster expects for ``frame``."""
+        return encode_order_matrix(frame, self.dense, [(c, self.categorical_values[c]) for c in self.categorical])
+
+
+def encode_order_matrix(frame: pl.DataFrame, dense: list[str], categorical: list[tuple[str, list[str]]]) -> np.ndarray:
+    """Float64 [rows, n_dense + n_categorical]: dense columns, then categorical codes (unseen/null -> NaN)."""
+    # LightGBM reads a categorical as a non-negative integer code and NaN as missing, so unseen values
+    # all go the way the trees send missing ones instead of colliding with a real category's code.
+    expressions = [pl.col(column).cast(pl.Float64) for column in dense] + [
+        pl.col(column)
+        .cast(pl.String)
+        .replace_strict(values, list(range(len(values))), default=None, return_dtype=pl.Float64)
+        for column, values in categorical
+    ]
+    if not expressions:
+        return np.zeros((frame.height, 0))
+    return np.ascontiguousarray(frame.select(expressions).to_numpy(), dtype=np.float64)  # [rows, n_features]
+
+
+def build_params(config: FraudBaselineConfig) -> dict[str, Any]:
+    """LightGBM parameters; deterministic given the seed and thread count."""
+    return {
+        "objective": "binary",
+        "metric": ["binary_logloss"],
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_data_in_leaf": config.min_data_in_leaf,
+        "feature_fraction": config.feature_fraction,
+        "bagging_fraction": config.bagging_fraction,
+        "bagging_freq": config.bagging_freq,
+        "lambda_l2": config.lambda_l2,
+        "min_data_per_group": config.min_data_per_group,
+        "cat_smooth": config.cat_smooth,
+        "max_cat_to_onehot": config.max_cat_to_onehot,
+        "scale_pos_weight": config.scale_pos_weight,
+        "seed": config.seed,
+        "deterministic": True,
+        "force_row_wise": True,  # with deterministic=True, fixes the histogram layout across runs
+        "num_threads": config.num_threads,
+        "verbosity": -1,
+    }
+
+
+def save_fraud_baseline(model: FraudBaseline, output_dir: Path) -> None:
+    """Write ``model.txt`` (LightGBM text, best iteration) and ``config.json`` (columns and encodings)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.booster.save_model(output_dir / MODEL_FILE)  # num_iteration=None saves up to the best iteration
+    payload = {
+        **model.extra,
+        "model_version": model.model_version,
+        "dense": model.dense,
+        "categorical": model.categorical,
+        "categorical_values": model.categorical_values,
+    }
+    (output_dir / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_fraud_baseline(output_dir: Path) -> FraudBaseline:
+    """Reload the text model and its encodings from ``output_dir``."""
+    output_dir = Path(output_dir)
+    payload = json.loads((output_dir / CONFIG_FILE).read_text())
+    booster = lgb.Booster(model_file=output_dir / MODEL_FILE)
+    return FraudBaseline(
+        booster=booster,
+        dense=payload.pop("dense"),
+        categorical=payload.pop("categorical"),
+        categorical_values=payload.pop("categorical_values"),
+        model_version=payload.pop("model_version", ""),
+        extra=payload,
+    )
+
+
+def predict_fraud(model: FraudBaseline, orders: pl.DataFrame) -> np.ndarray:
+    """p_fraud (float64) for order rows."""
+    if orders.is_empty():
+        return np.zeros(0)
+    matrix = model.encode(orders)  # [rows, n_features]
+    return np.asarray(model.booster.predict(matrix), dtype=np.float64)
+
+
+def train_fraud_baseline(
+    features_dir: Path, output_dir: Path, config: FraudBaselineConfig = FraudBaselineConfig()
+) -> TrainingSummary:
+    """Train LightGBM on the train orders, stop early on the eval orders, save text model and predictions."""
+    started = time.perf_counter()
+    features_dir, output_dir = Path(features_dir), Path(output_dir)
+    manifest = json.loads((features_dir / "manifest.json").read_text())
+    ds = date.fromisoformat(manifest["ds"])
+    inputs = [
+        *(features_dir / name for name in INPUT_FILES),
+        Path(__file__),
+    ]  # source too: code changes get new versions
+    model_version = compute_model_version("lgbm", ds, config.to_json(), inputs)
+    orders = pl.read_parquet(features_dir / "orders.parquet")
+    labelled = pl.col("is_fraud").is_not_null()
+    orders_train = orders.filter((pl.col("split") == "train") & labelled)
+    orders_eval = orders.filter((pl.col("split") == "eval") & labelled)
+    if orders_train.is_empty():
+        raise ValueError(f"{features_dir / 'orders.parquet'} has no labelled split == 'train' orders to learn from")
+
+    dense = list(manifest["order_dense"])
+    categorical = list(manifest["order_categorical"])
+    categorical_values = {
+        column: sorted(orders_train.get_column(column).cast(pl.String).drop_nulls().unique().to_list())
+        for column in categorical
+    }
+    encoding = [(column, categorical_values[column]) for column in categorical]
+    feature_names = [*dense, *categorical]
+    train_set = lgb.Dataset(
+        encode_order_matrix(orders_train, dense, encoding),
+        label=orders_train.get_column("is_fraud").cast(pl.Float64).to_numpy(),
+        feature_name=feature_names,
+        categorical_feature=categorical,
+        free_raw_data=True,
+    )
+    params = build_params(config)
+    if orders_eval.is_empty():
+        log.warning(
+            "no labelled eval orders: training %d rounds without early stopping", config.no_eval_num_boost_round
+        )
+        booster = lgb.train(params, train_set, num_boost_round=config.no_eval_num_boost_round)
+    else:
+        eval_set = lgb.Dataset(
+            encode_order_matrix(orders_eval, dense, encoding),
+            label=orders_eval.get_column("is_fraud").cast(pl.Float64).to_numpy(),
+            reference=train_set,
+        )
+        booster = lgb.train(
+            params,
+            train_set,
+            num_boost_round=config.num_boost_round,
+            valid_sets=[eval_set],
+            valid_names=["eval"],
+            callbacks=[
+                lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False),
+                lgb.log_evaluation(period=50),
+            ],
+        )
+    best_iteration = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+    log.info("LightGBM fraud baseline: %d trees (best iteration %d)", booster.current_iteration(), best_iteration)
+
+    model = FraudBaseline(
+        booster=booster,
+        dense=dense,
+        categorical=categorical,
+        categorical_values=categorical_values,
+        model_version=model_version,
+        extra={"ds": ds.isoformat(), "training": asdict(config), "best_iteration": best_iteration},
+    )
+    save_fraud_baseline(model, output_dir)
+    reloaded = load_fraud_baseline(output_dir)  # score from the saved text, as any later consumer will
+
+    scored = orders.filter(pl.col("split").is_in(["eval", "score"]))
+    predictions = scored.select("order_id", "split").with_columns(
+        pl.Series("p_fraud", predict_fraud(reloaded, scored), dtype=pl.Float64)
+    )
+    (output_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    predictions.write_parquet(output_dir / "predictions" / "orders.parquet")
+
+    fraud_eval = predictions.filter(pl.col("split") == "eval").join(
+        orders_eval.select("order_id", "is_fraud"), on="order_id", how="inner"
+    )
+    summary = TrainingSummary(
+        model_name=MODEL_NAME,
+        model_version=model_version,
+        output_dir=output_dir,
+        metrics=metric_rows(
+            "fraud", fraud_eval.get_column("is_fraud").to_numpy(), fraud_eval.get_column("p_fraud").to_numpy()
+        ),
+        device="cpu",
+        n_train={"fraud": orders_train.height},
+    )
+    importance = dict(
+        zip(feature_names, booster.feature_importance(importance_type="gain").round(3).tolist(), strict=True)
+    )
+    summary.wall_s = time.perf_counter() - started
+    write_json(
+        output_dir / "metrics.json",
+        {**summary.to_dict(), "best_iteration": best_iteration, "feature_importance_gain": importance},
+    )
+    log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, summary.metrics)
+    return summary
+
+
+def main() -> None:
+    """CLI: train the LightGBM fraud baseline on a features directory."""
+    parser = argparse.ArgumentParser(description="Train the shopmtl LightGBM fraud baseline.")
+    parser.add_argument("--features-dir", type=Path, required=True)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=FraudBaselineConfig.seed)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    summary = train_fraud_baseline(args.features_dir, args.output_dir, FraudBaselineConfig(seed=args.seed))
+    print(json.dumps(summary.to_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
