@@ -48,10 +48,12 @@ def compare_with_oracle(warehouse_url: str, run_dir: Path) -> pl.DataFrame:
         rows.append({"task": task, "model": "oracle", **binary_metrics(scored[label], scored["_oracle"]), "n_rows": scored.height})
 
     orders = pl.read_parquet(features_dir / "orders.parquet", columns=["order_id", "split", "is_fraud"]).filter(pl.col("split") == "eval")
-    for model in ("multitask", "fraud_baseline"):
-        predictions = pl.read_parquet(models_dir / model / "predictions" / "orders.parquet").select("order_id", pl.col("p_fraud").alias(model))
+    # Model names as in model_runs; directories as the DAG's RunPlan.model_dir names them.
+    fraud_models = {"multitask": "multitask", "fraud_lgbm": "fraud_baseline"}
+    for model, directory in fraud_models.items():
+        predictions = pl.read_parquet(models_dir / directory / "predictions" / "orders.parquet").select("order_id", pl.col("p_fraud").alias(model))
         orders = orders.join(predictions, on="order_id", how="left")
     orders = orders.join(read_truth(warehouse_url, "truth_orders", "order_id", orders["order_id"].to_list()), on="order_id")
-    for model, column in (("multitask", "multitask"), ("fraud_baseline", "fraud_baseline"), ("oracle", "p_fraud")):
+    for model, column in (*((name, name) for name in fraud_models), ("oracle", "p_fraud")):
         rows.append({"task": "fraud", "model": model, **binary_metrics(orders["is_fraud"], orders[column]), "n_rows": orders.height})
     return pl.DataFrame(rows)

@@ -74,6 +74,20 @@ def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame
     return published
 
 
+def check_oracle_comparison(warehouse_url: str, run_dir: Path) -> None:
+    """The demo's model-vs-truth table covers every task on the same rows, and the truth is informative."""
+    from etl.oracle import compare_with_oracle
+
+    comparison = compare_with_oracle(warehouse_url, run_dir)
+    assert set(zip(comparison["task"], comparison["model"])) == {
+        ("click", "multitask"), ("click", "oracle"), ("purchase", "multitask"), ("purchase", "oracle"),
+        ("fraud", "multitask"), ("fraud", "fraud_lgbm"), ("fraud", "oracle"),
+    }
+    assert comparison.group_by("task").agg(pl.col("n_rows").n_unique())["n_rows"].to_list() == [1, 1, 1]
+    oracle_click_auc = comparison.filter(task="click", model="oracle")["auc"][0]
+    assert oracle_click_auc > 0.6
+
+
 def drop_truth_tables(warehouse_url: str) -> None:
     engine = create_warehouse_engine(warehouse_url)
     with engine.begin() as conn:
@@ -111,6 +125,7 @@ def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores
     generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)
     assert run_day(nightly_dag, DS) == "success"
     good = read_published(warehouse_url, DS)
+    check_oracle_comparison(warehouse_url, shopmtl_home / "runs" / DS.isoformat())
 
     engine = create_warehouse_engine(warehouse_url)
     with engine.begin() as conn:
