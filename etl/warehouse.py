@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection, Engine
 from etl.contract import SOURCE_TABLES
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # Python's strftime
+TEXT_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"  # the same text, in Polars' (chrono's) notation
 
 # The warehouse contract as Polars types: column order and types of every table shopmtl reads or
 # writes. tests/unit/test_warehouse.py checks that it matches the DDL files in sql/.
@@ -166,11 +167,9 @@ def bind_timestamp(conn: Connection, value: datetime | date) -> datetime | str:
     """A bind parameter for comparing with a TIMESTAMP column on this dialect."""
     if not isinstance(value, datetime):
         value = datetime(value.year, value.month, value.day)
-    if value.tzinfo is not None:
-        value = value.replace(tzinfo=None) - (value.utcoffset() or value - value)
-    if is_sqlite(conn):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+    if value.tzinfo is not None:  # Airflow passes aware datetimes; the warehouse is naive UTC
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime(SQLITE_TIMESTAMP_FORMAT) if is_sqlite(conn) else value
 
 
 def bind_date(conn: Connection, value: date) -> date | str:
@@ -212,24 +211,22 @@ def read_frame(
     return cast_to_schema(frame, {name: schema[name] for name in names if name in schema}) if schema else frame
 
 
-def _sqlite_value(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
 def insert_frame(conn: Connection, table: str, frame: pl.DataFrame) -> int:
-    """Append ``frame`` to ``table`` inside the caller's transaction; COPY on PostgreSQL."""
+    """Append ``frame`` to ``table`` inside the caller's transaction; COPY on PostgreSQL.
+
+    ``table`` and the column names come from this code base, never from input, so they are spliced
+    into the statement; values always travel as parameters or COPY data.
+    """
     if frame.is_empty():
         return 0
     columns = list(frame.columns)
     if is_sqlite(conn):
+        as_text = frame.with_columns(
+            pl.col(pl.Datetime).dt.strftime(TEXT_TIMESTAMP_FORMAT), pl.col(pl.Date).dt.strftime("%Y-%m-%d")
+        )
         placeholders = ", ".join("?" for _ in columns)
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
-        rows = [tuple(_sqlite_value(value) for value in row) for row in frame.iter_rows()]
-        conn.exec_driver_sql(statement, rows)
+        conn.exec_driver_sql(statement, as_text.rows())
         return frame.height
     _copy_frame(conn, table, frame)
     return frame.height
@@ -245,7 +242,7 @@ def _copy_frame(conn: Connection, table: str, frame: pl.DataFrame) -> None:
         ]
     )
     buffer = io.StringIO()
-    encoded.write_csv(buffer, include_header=False, null_value="", quote_style="necessary", datetime_format="%Y-%m-%d %H:%M:%S%.6f")
+    encoded.write_csv(buffer, include_header=False, null_value="", quote_style="necessary", datetime_format=TEXT_TIMESTAMP_FORMAT)
     columns = ", ".join(frame.columns)
     driver_cursor = conn.connection.driver_connection.cursor()
     with driver_cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
@@ -258,10 +255,6 @@ def replace_rows(
     """Delete the rows selected by ``where`` and insert ``frame``, in the caller's transaction."""
     conn.execute(sa.text(f"DELETE FROM {table} WHERE {where}"), dict(params))
     return insert_frame(conn, table, frame)
-
-
-def table_exists(conn: Connection, table: str) -> bool:
-    return sa.inspect(conn).has_table(table)
 
 
 __all__ = [
