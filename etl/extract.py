@@ -19,38 +19,45 @@ log = logging.getLogger(__name__)
 
 # Rows of each source that fall in [window_start, window_end). Dimension tables (users, items,
 # item_images) take every row that existed before window_end; users only when they were active in
-# the window, so the extract grows with activity and not with the whole customer base.
+# the window, so the extract grows with activity and not with the whole customer base. Every query
+# orders by its key: the same rows must give the same files, whatever else the warehouse holds.
 SOURCE_QUERIES: dict[str, str] = {
     "clicks": """
         SELECT event_id, event_time, user_id, item_id, session_id, event_type, position
-        FROM clicks WHERE event_time >= :window_start AND event_time < :window_end""",
+        FROM clicks WHERE event_time >= :window_start AND event_time < :window_end
+        ORDER BY event_id""",
     "orders": """
         SELECT order_id, user_id, created_at, amount, payment_method, device_id, ip_address, channel,
                ship_country, status
-        FROM orders WHERE created_at >= :window_start AND created_at < :window_end""",
+        FROM orders WHERE created_at >= :window_start AND created_at < :window_end
+        ORDER BY order_id""",
     "order_items": """
         SELECT oi.order_id, oi.item_id, oi.quantity, oi.unit_price
         FROM order_items oi JOIN orders o ON o.order_id = oi.order_id
-        WHERE o.created_at >= :window_start AND o.created_at < :window_end""",
+        WHERE o.created_at >= :window_start AND o.created_at < :window_end
+        ORDER BY oi.order_id, oi.item_id""",
     "fraud_labels": """
         SELECT fl.order_id, fl.is_fraud, fl.labeled_at
         FROM fraud_labels fl JOIN orders o ON o.order_id = fl.order_id
         WHERE o.created_at >= :window_start AND o.created_at < :window_end
-          AND fl.labeled_at < :window_end""",
+          AND fl.labeled_at < :window_end
+        ORDER BY fl.order_id""",
     "reviews": """
         SELECT review_id, order_id, user_id, item_id, rating, title, body, created_at
-        FROM reviews WHERE created_at >= :window_start AND created_at < :window_end""",
+        FROM reviews WHERE created_at >= :window_start AND created_at < :window_end
+        ORDER BY review_id""",
     "users": """
         SELECT user_id, signup_at, country, birth_year FROM users
         WHERE signup_at < :window_end AND user_id IN (
             SELECT user_id FROM clicks WHERE event_time >= :window_start AND event_time < :window_end
             UNION SELECT user_id FROM orders WHERE created_at >= :window_start AND created_at < :window_end
-            UNION SELECT user_id FROM reviews WHERE created_at >= :window_start AND created_at < :window_end)""",
+            UNION SELECT user_id FROM reviews WHERE created_at >= :window_start AND created_at < :window_end)
+        ORDER BY user_id""",
     "items": """
         SELECT item_id, category, price, seller_id, title, created_at FROM items
-        WHERE created_at < :window_end""",
+        WHERE created_at < :window_end ORDER BY item_id""",
     "item_images": """
-        SELECT item_id, image, updated_at FROM item_images WHERE updated_at < :window_end""",
+        SELECT item_id, image, updated_at FROM item_images WHERE updated_at < :window_end ORDER BY item_id""",
 }
 
 
