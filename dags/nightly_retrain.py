@@ -10,7 +10,11 @@ scheduled run starts just after D ends):
    (results in `data_quality_results`, data docs in `runs/D/data_docs/`);
 3. **build features** with Polars, point-in-time correct;
 4. **train** the multi-task network (click, ESMM conversion, fraud) and the LightGBM fraud baseline;
-5. **publish** `score_user_item`, `score_order_fraud` and `model_runs` for D, replacing D's rows.
+5. **publish** `score_user_item`, `score_order_fraud`, `score_review_sentiment`,
+   `score_item_category` and `model_runs` for D, replacing D's rows.
+
+A deployment names the sources it has (`SHOPMTL_SOURCES`); the run trains and publishes the tasks
+those sources allow and logs the ones it skips.
 
 The warehouse is the Airflow connection `shopmtl_warehouse`; without it the embedded SQLite
 warehouse under `$SHOPMTL_HOME` is used. Backfill days from the UI (or `airflow backfill create`);
@@ -24,7 +28,6 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from etl.contract import SOURCE_TABLES  # a plain tuple: cheap at parse time
 
 
 
@@ -48,7 +51,7 @@ from etl.contract import SOURCE_TABLES  # a plain tuple: cheap at parse time
     doc_md=__doc__,
 )
 def nightly_retrain():
-    @task
+    @task(multiple_outputs=True)
     def plan(params=None, logical_date=None, data_interval_start=None) -> dict:
         from etl.runs import plan_run
 
@@ -94,7 +97,7 @@ def nightly_retrain():
 
         run = RunPlan.from_dict(run_plan)
         config = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
-        return build_features(run.extract_dir, run.features_dir, run.ds, config).to_dict()
+        return build_features(run.extract_dir, run.features_dir, run.ds, config, run.sources).to_dict()
 
     @task
     def train_multitask(run_plan: dict, features: dict, params=None) -> dict:
@@ -103,28 +106,35 @@ def nightly_retrain():
         from training.train_multitask import train_multitask
 
         run = RunPlan.from_dict(run_plan)
-        return train_multitask(run.features_dir, run.model_dir("multitask"), MultiTaskConfig(seed=params["seed"])).to_dict()
+        config = MultiTaskConfig(seed=params["seed"], tasks=tuple(run.tasks))
+        return train_multitask(run.features_dir, run.model_dir("multitask"), config).to_dict()
 
     @task
     def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from etl.runs import RunPlan
         from training.config import FraudBaselineConfig
         from training.fraud_baseline import train_fraud_baseline
 
         run = RunPlan.from_dict(run_plan)
+        if "fraud" not in run.tasks:
+            raise AirflowSkipException(f"No fraud task: the configured sources {list(run.sources)} lack fraud labels or orders")
         return train_fraud_baseline(run.features_dir, run.model_dir("fraud_baseline"), FraudBaselineConfig(seed=params["seed"])).to_dict()
 
-    @task
-    def publish(run_plan: dict, multitask: dict, fraud_baseline: dict, run_id=None) -> dict:
+    # none_failed: a deployment without fraud labels skips the LightGBM baseline but still publishes.
+    @task(trigger_rule="none_failed")
+    def publish(run_plan: dict, multitask: dict, fraud_baseline: dict | None, run_id=None) -> dict:
         from etl.config import resolve_warehouse_url
         from etl.publish import publish_scores
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
-        return publish_scores(resolve_warehouse_url(), run.ds, run_id, multitask, fraud_baseline).to_dict()
+        evaluations = [summary for summary in (multitask, fraud_baseline) if summary]
+        return publish_scores(resolve_warehouse_url(), run.ds, run_id, run.tasks, multitask, fraud_baseline, evaluations).to_dict()
 
     run_plan = plan()
-    extracts = extract.partial(run_plan=run_plan).expand(table=list(SOURCE_TABLES))
+    extracts = extract.partial(run_plan=run_plan).expand(table=run_plan["sources"])
     validation = validate(run_plan, extracts)
     features = build_features(run_plan, validation)
     publish(run_plan, train_multitask(run_plan, features), train_fraud_baseline(run_plan, features))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from etl.contract import WAREHOUSE_CONN_ID
+from etl.contract import SOURCE_TABLES, WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,8 @@ class Settings:
     """Where shopmtl keeps its files; everything else is passed explicitly."""
 
     home: Path
+    # The warehouse sources this deployment has (SHOPMTL_SOURCES, comma separated; default: all).
+    sources: tuple[str, ...] = SOURCE_TABLES
 
     @property
     def embedded_warehouse_url(self) -> str:
@@ -41,9 +43,20 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Read ``SHOPMTL_HOME`` (or the documented default) into a Settings object."""
+    """Read ``SHOPMTL_HOME`` and ``SHOPMTL_SOURCES`` (or their documented defaults) into Settings."""
     home = Path(os.environ.get("SHOPMTL_HOME") or DEFAULT_HOME).expanduser().resolve()
-    return Settings(home=home)
+    return Settings(home=home, sources=parse_sources(os.environ.get("SHOPMTL_SOURCES")))
+
+
+def parse_sources(value: str | None) -> tuple[str, ...]:
+    """Configured source tables, in contract order; unknown names are an error, not a silent skip."""
+    if not value or not value.strip():
+        return SOURCE_TABLES
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = names - set(SOURCE_TABLES)
+    if unknown:
+        raise ValueError(f"SHOPMTL_SOURCES names unknown sources {sorted(unknown)}; known: {list(SOURCE_TABLES)}")
+    return tuple(table for table in SOURCE_TABLES if table in names)
 
 
 def resolve_warehouse_url(conn_id: str = WAREHOUSE_CONN_ID) -> str:

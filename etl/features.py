@@ -11,6 +11,13 @@ Outputs (``features_dir``), read by ``training``:
   (``train`` / ``eval`` = a mature time-based holdout / ``score`` = the orders of day D / ``unused``).
 - ``candidates.parquet``: recommendation candidates for the users active on day D, with features as
   of the day after D (history through day D).
+- ``reviews.parquet``: one row per review with its text, ``negative`` (rating <= 2) and ``split``
+  (``train`` = before D, ``eval`` = day D: these are also the reviews whose scores are published).
+- ``items.parquet``: one row per item with its listed category (the noisy label), title and image
+  bytes, and ``split`` (``eval`` for item ids divisible by 5, a fixed 20 % holdout, else ``train``).
+
+A deployment without some sources (``sources``) gets empty frames for them and a manifest whose
+``tasks_available`` lists only the tasks its sources allow.
 """
 from __future__ import annotations
 
@@ -23,7 +30,9 @@ from pathlib import Path
 
 import polars as pl
 
+from etl.contract import SOURCE_TABLES, available_tasks
 from etl.extract import write_parquet_atomically
+from etl.warehouse import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,11 @@ class FeatureSummary:
     orders_score: int
     candidates: int
     active_users: int
+    reviews: int
+    reviews_eval: int
+    items: int
+    items_with_image: int
+    tasks_available: list[str]
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -431,14 +445,62 @@ def build_candidates(
     )
 
 
+# ---------------------------------------------------------------------------------- text, images
+
+ITEM_EVAL_MODULUS = 5  # items whose id is divisible by this form the category task's holdout
+
+
+def build_review_examples(reviews: pl.LazyFrame, items: pl.LazyFrame, ds: date) -> pl.LazyFrame:
+    """Reviews with their text, the item's listed category, ``negative`` (rating <= 2) and ``split``."""
+    return reviews.join(items.select("item_id", "category"), on="item_id", how="left").select(
+        "review_id",
+        "user_id",
+        "item_id",
+        pl.col("category").fill_null("unknown"),
+        pl.concat_str([pl.col("title"), pl.col("body")], separator=" . ", ignore_nulls=True).fill_null("").alias("text"),
+        "created_at",
+        pl.when(pl.col("created_at") >= _day_start(ds)).then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"),
+        (pl.col("rating") <= 2).cast(pl.Int8).alias("negative"),
+    )
+
+
+def build_item_examples(items: pl.LazyFrame, item_images: pl.LazyFrame) -> pl.LazyFrame:
+    """Items with listed category, title and image bytes (null without an image), and the holdout split."""
+    return items.join(item_images.select("item_id", "image"), on="item_id", how="left").select(
+        "item_id",
+        "category",
+        pl.col("title").fill_null(""),
+        "image",
+        pl.when(pl.col("item_id") % ITEM_EVAL_MODULUS == 0).then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"),
+    )
+
+
 # ---------------------------------------------------------------------------------------- driver
 
 
-def build_features(extract_dir: Path, features_dir: Path, ds: date, config: FeatureConfig = FeatureConfig()) -> FeatureSummary:
-    """Read the extract of day ``ds`` and write impression, order and candidate features."""
-    scan = lambda table: pl.scan_parquet(extract_dir / f"{table}.parquet")  # noqa: E731
-    clicks, orders, order_items, users, items = (scan(t) for t in ("clicks", "orders", "order_items", "users", "items"))
-    reviews, fraud_labels = scan("reviews"), scan("fraud_labels")
+def scan_source(extract_dir: Path, table: str) -> pl.LazyFrame:
+    """The extract of ``table``, or an empty frame of the contract schema when the source is not configured."""
+    path = extract_dir / f"{table}.parquet"
+    if path.exists():
+        return pl.scan_parquet(path)
+    return pl.LazyFrame(schema=TABLE_SCHEMAS[table])
+
+
+def build_features(
+    extract_dir: Path,
+    features_dir: Path,
+    ds: date,
+    config: FeatureConfig = FeatureConfig(),
+    sources: tuple[str, ...] | list[str] = SOURCE_TABLES,
+) -> FeatureSummary:
+    """Read the extract of day ``ds`` and write the examples of every task ``sources`` allow."""
+    missing = [table for table in sources if not (extract_dir / f"{table}.parquet").exists()]
+    if missing:
+        raise FileNotFoundError(f"Configured sources {missing} have no extract in {extract_dir}")
+    clicks, orders, order_items, users, items, reviews, fraud_labels, item_images = (
+        scan_source(extract_dir, table)
+        for table in ("clicks", "orders", "order_items", "users", "items", "reviews", "fraud_labels", "item_images")
+    )
     order_lines = order_items.join(orders.select("order_id", "user_id", "created_at"), on="order_id")
     daily = build_daily_activity(clicks, order_lines, reviews, items)
 
@@ -471,15 +533,26 @@ def build_features(extract_dir: Path, features_dir: Path, ds: date, config: Feat
         .collect()
     )
 
+    review_frame = build_review_examples(reviews, items, ds).sort("review_id").collect()
+    item_frame = build_item_examples(items, item_images).sort("item_id").collect()
+    tasks = available_tasks(tuple(sources))
+
     features_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomically(impressions_frame, features_dir / "impressions.parquet")
-    write_parquet_atomically(order_frame, features_dir / "orders.parquet")
-    write_parquet_atomically(candidate_frame, features_dir / "candidates.parquet")
+    for name, frame in (
+        ("impressions", impressions_frame),
+        ("orders", order_frame),
+        ("candidates", candidate_frame),
+        ("reviews", review_frame),
+        ("items", item_frame),
+    ):
+        write_parquet_atomically(frame, features_dir / f"{name}.parquet")
     manifest = {
         "ds": ds.isoformat(),
         "impression_dense": IMPRESSION_DENSE,
         "order_dense": ORDER_DENSE,
         "order_categorical": ORDER_CATEGORICAL,
+        "sources": list(sources),
+        "tasks_available": tasks,
         "config": asdict(config),
     }
     (features_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -493,6 +566,11 @@ def build_features(extract_dir: Path, features_dir: Path, ds: date, config: Feat
         orders_score=int(split_counts.get("score", 0)),
         candidates=candidate_frame.height,
         active_users=candidate_frame["user_id"].n_unique(),
+        reviews=review_frame.height,
+        reviews_eval=int((review_frame["split"] == "eval").sum()),
+        items=item_frame.height,
+        items_with_image=int(item_frame["image"].is_not_null().sum()),
+        tasks_available=tasks,
     )
     log.info("Built features for %s: %s", ds, summary)
     return summary

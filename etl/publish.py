@@ -23,9 +23,8 @@ TOP_K = 20
 @dataclass(frozen=True)
 class PublishSummary:
     ds: str
-    score_user_item: int
-    score_order_fraud: int
-    model_runs: int
+    rows: dict[str, int]  # rows written per table
+    skipped: dict[str, str]  # table -> why it was not published
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -105,48 +104,99 @@ def check_probabilities(frame: pl.DataFrame, table: str, columns: list[str]) -> 
             )
 
 
+def build_review_scores(review_predictions: pl.DataFrame, ds: date, model_version: str) -> pl.DataFrame:
+    """p_negative for the reviews written on day D (split ``eval``)."""
+    return review_predictions.filter(pl.col("split") == "eval").select(
+        pl.lit(ds).alias("ds"), "review_id", pl.col("p_negative").cast(pl.Float64), pl.lit(model_version).alias("model_version")
+    ).sort("review_id")
+
+
+def build_item_category_scores(item_predictions: pl.DataFrame, ds: date, model_version: str) -> pl.DataFrame:
+    """Listed vs image-predicted category with the prediction's confidence, for every item with an image."""
+    return item_predictions.select(
+        pl.lit(ds).alias("ds"),
+        "item_id",
+        "listed_category",
+        "predicted_category",
+        pl.col("confidence").cast(pl.Float64),
+        pl.lit(model_version).alias("model_version"),
+    ).sort("item_id")
+
+
+# The tasks each score table needs; a deployment whose sources lack them skips the table.
+TABLE_TASKS = {
+    "score_user_item": ("click", "purchase"),
+    "score_order_fraud": ("fraud",),
+    "score_review_sentiment": ("review",),
+    "score_item_category": ("category",),
+}
+PROBABILITY_COLUMNS = {
+    "score_user_item": ["p_click", "p_purchase"],
+    "score_order_fraud": ["p_fraud_mtl", "p_fraud_lgbm"],
+    "score_review_sentiment": ["p_negative"],
+    "score_item_category": ["confidence"],
+}
+
+
+def build_score_tables(
+    ds: date, tasks: list[str], multitask: Mapping[str, object], fraud_baseline: Mapping[str, object] | None
+) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
+    """The rows of every score table ``tasks`` allow, from the scoring models' prediction files."""
+    predictions = Path(str(multitask["output_dir"])) / "predictions"
+    version = str(multitask["model_version"])
+    tables: dict[str, pl.DataFrame] = {}
+    skipped = {table: f"needs tasks {needed}" for table, needed in TABLE_TASKS.items() if not set(needed) <= set(tasks)}
+    if "score_user_item" not in skipped:
+        tables["score_user_item"] = rank_recommendations(pl.read_parquet(predictions / "candidates.parquet"), ds, version)
+    if "score_order_fraud" not in skipped:
+        if fraud_baseline is None:
+            raise ValueError("score_order_fraud: the fraud task is configured but the LightGBM baseline produced no scores")
+        tables["score_order_fraud"] = join_fraud_scores(
+            pl.read_parquet(predictions / "orders.parquet"),
+            pl.read_parquet(Path(str(fraud_baseline["output_dir"])) / "predictions" / "orders.parquet"),
+            ds,
+            f"{version};{fraud_baseline['model_version']}",
+        )
+    if "score_review_sentiment" not in skipped:
+        tables["score_review_sentiment"] = build_review_scores(pl.read_parquet(predictions / "reviews.parquet"), ds, version)
+    if "score_item_category" not in skipped:
+        tables["score_item_category"] = build_item_category_scores(pl.read_parquet(predictions / "items.parquet"), ds, version)
+    return tables, skipped
+
+
 def publish_scores(
     warehouse_url: str,
     ds: date,
     run_id: str,
+    tasks: list[str],
     multitask: Mapping[str, object],
-    fraud_baseline: Mapping[str, object],
+    fraud_baseline: Mapping[str, object] | None,
+    evaluations: list[Mapping[str, object]],
 ) -> PublishSummary:
-    """Replace day ``ds`` in score_user_item, score_order_fraud and model_runs, one transaction each.
+    """Replace day ``ds`` in every score table ``tasks`` allow and in model_runs, one transaction each.
 
-    ``multitask`` and ``fraud_baseline`` are the training summaries (``TrainingSummary.to_dict()``):
-    model name, version, output directory and evaluation metrics.
+    ``multitask`` and ``fraud_baseline`` name the models whose predictions are published (the
+    champions: model version and output directory); ``evaluations`` are the training summaries of the
+    night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
     """
-    multitask_dir = Path(str(multitask["output_dir"]))
-    baseline_dir = Path(str(fraud_baseline["output_dir"]))
-    recommendations = rank_recommendations(
-        pl.read_parquet(multitask_dir / "predictions" / "candidates.parquet"), ds, str(multitask["model_version"])
-    )
-    fraud_version = f"{multitask['model_version']};{fraud_baseline['model_version']}"
-    fraud_scores = join_fraud_scores(
-        pl.read_parquet(multitask_dir / "predictions" / "orders.parquet"),
-        pl.read_parquet(baseline_dir / "predictions" / "orders.parquet"),
-        ds,
-        fraud_version,
-    )
-    model_runs = collect_model_runs(run_id, ds, [multitask, fraud_baseline])
+    tables, skipped = build_score_tables(ds, tasks, multitask, fraud_baseline)
+    tables["model_runs"] = collect_model_runs(run_id, ds, list(evaluations))
     # Check everything before the first write, so a bad score never replaces a good day.
-    check_probabilities(recommendations, "score_user_item", ["p_click", "p_purchase"])
-    check_probabilities(fraud_scores, "score_order_fraud", ["p_fraud_mtl", "p_fraud_lgbm"])
+    for table, columns in PROBABILITY_COLUMNS.items():
+        if table in tables:
+            check_probabilities(tables[table], table, columns)
 
     engine = create_warehouse_engine(warehouse_url)
     try:
         create_tables(engine, areas=["scores"])
         written = {}
-        for table, frame in (
-            ("score_user_item", recommendations),
-            ("score_order_fraud", fraud_scores),
-            ("model_runs", model_runs),
-        ):
+        for table, frame in tables.items():
             with engine.begin() as conn:
                 written[table] = replace_rows(conn, table, frame, "ds = :ds", {"ds": bind_date(conn, ds)})
     finally:
         engine.dispose()
-    summary = PublishSummary(ds=ds.isoformat(), **written)
-    log.info("Published %s to %s: %s", ds, mask_url(warehouse_url), summary)
+    summary = PublishSummary(ds=ds.isoformat(), rows=written, skipped=skipped)
+    for table, reason in skipped.items():
+        log.info("Not publishing %s for %s: this deployment's sources lack what it %s", table, ds, reason)
+    log.info("Published %s to %s: %s", ds, mask_url(warehouse_url), written)
     return summary

@@ -1,12 +1,16 @@
 """Which day a run processes, and where its files go."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
 from etl.config import Settings, load_settings
+from etl.contract import SOURCE_TABLES, TASKS as TASK_ORDER, available_tasks
 from etl.extract import ExtractWindow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,12 @@ class RunPlan:
     ds: date
     window_days: int
     run_dir: Path
+    sources: tuple[str, ...] = SOURCE_TABLES
+
+    @property
+    def tasks(self) -> list[str]:
+        """The learning tasks this deployment's sources allow."""
+        return available_tasks(self.sources)
 
     @property
     def window(self) -> ExtractWindow:
@@ -43,6 +53,8 @@ class RunPlan:
             "run_dir": str(self.run_dir),
             "window_start": self.window.window_start.isoformat(),
             "window_end": self.window.window_end.isoformat(),
+            "sources": list(self.sources),
+            "tasks": self.tasks,
         }
 
     @classmethod
@@ -51,6 +63,7 @@ class RunPlan:
             ds=date.fromisoformat(str(values["ds"])),
             window_days=int(values["window_days"]),  # type: ignore[arg-type]
             run_dir=Path(str(values["run_dir"])),
+            sources=tuple(values.get("sources", SOURCE_TABLES)),  # type: ignore[arg-type]
         )
 
 
@@ -77,7 +90,12 @@ def plan_run(
     window_days: int,
     settings: Settings | None = None,
 ) -> RunPlan:
-    """The RunPlan of a run, its directory keyed by day D under ``SHOPMTL_HOME/runs``."""
+    """The RunPlan of a run: its directory keyed by day D under ``SHOPMTL_HOME/runs``, and the
+    deployment's configured sources (``SHOPMTL_SOURCES``)."""
     ds = choose_day(logical_date, data_interval_start, ds_override)
     settings = settings or load_settings()
-    return RunPlan(ds=ds, window_days=window_days, run_dir=settings.run_dir(ds))
+    plan = RunPlan(ds=ds, window_days=window_days, run_dir=settings.run_dir(ds), sources=settings.sources)
+    skipped = [task for task in TASK_ORDER if task not in plan.tasks]
+    if skipped:
+        log.warning("Sources %s allow tasks %s; skipping %s", list(plan.sources), plan.tasks, skipped)
+    return plan

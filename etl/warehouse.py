@@ -88,6 +88,20 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "p_fraud_lgbm": pl.Float64,
         "model_version": pl.String,
     },
+    "score_review_sentiment": {
+        "ds": pl.Date,
+        "review_id": pl.Int64,
+        "p_negative": pl.Float64,
+        "model_version": pl.String,
+    },
+    "score_item_category": {
+        "ds": pl.Date,
+        "item_id": pl.Int64,
+        "listed_category": pl.String,
+        "predicted_category": pl.String,
+        "confidence": pl.Float64,
+        "model_version": pl.String,
+    },
     "model_runs": {
         "run_id": pl.String,
         "ds": pl.Date,

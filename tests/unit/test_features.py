@@ -160,3 +160,41 @@ def test_candidates_cover_active_users_and_skip_bought_items():
     out = build_candidates(clicks, lines, items, ds, FeatureConfig(items_per_category=5, popular_items=5)).collect()
     assert set(out["user_id"].to_list()) == {10}
     assert set(out["item_id"].to_list()) == {100}  # 101 already bought, 102 never clicked or bought
+
+
+def test_review_examples_join_text_label_negatives_and_split_on_day_d():
+    from etl.features import build_review_examples
+
+    reviews = pl.LazyFrame(
+        [(1, None, 7, 100, 1, "Péssimo", "não chegou", datetime(2026, 3, 9, 8)),
+         (2, None, 7, 100, 5, None, None, datetime(2026, 3, 10, 8)),
+         (3, None, 7, 999, 2, None, "meh", datetime(2026, 3, 10, 9))],
+        schema={"review_id": pl.Int64, "order_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "rating": pl.Int16,
+                "title": pl.String, "body": pl.String, "created_at": pl.Datetime("us")},
+        orient="row",
+    )
+    items = pl.LazyFrame({"item_id": [100], "category": ["books"]})
+    out = build_review_examples(reviews, items, date(2026, 3, 10)).collect().sort("review_id")
+    assert out["text"].to_list() == ["Péssimo . não chegou", "", "meh"]
+    assert out["negative"].to_list() == [1, 0, 1]
+    assert out["split"].to_list() == ["train", "eval", "eval"]
+    assert out["category"].to_list() == ["books", "books", "unknown"]
+
+
+def test_features_of_a_deployment_with_only_items_and_images(tmp_path):
+    from etl.features import build_features
+    from etl.warehouse import TABLE_SCHEMAS
+
+    extract_dir = tmp_path / "extract"
+    extract_dir.mkdir()
+    pl.DataFrame([(5, "bag", 1.0, 0, "a bag", datetime(2026, 3, 1)), (6, "coat", 2.0, 0, "a coat", datetime(2026, 3, 1))],
+                 schema=TABLE_SCHEMAS["items"], orient="row").write_parquet(extract_dir / "items.parquet")
+    pl.DataFrame([(5, b"png", datetime(2026, 3, 1))], schema=TABLE_SCHEMAS["item_images"], orient="row").write_parquet(
+        extract_dir / "item_images.parquet")
+    summary = build_features(extract_dir, tmp_path / "features", date(2026, 3, 10), sources=("items", "item_images"))
+    assert summary.tasks_available == ["category"]
+    assert (summary.impressions, summary.reviews, summary.items, summary.items_with_image) == (0, 0, 2, 1)
+    items = pl.read_parquet(tmp_path / "features" / "items.parquet")
+    assert items.select("item_id", "split").rows() == [(5, "eval"), (6, "train")]
+    with pytest.raises(FileNotFoundError, match="clicks"):
+        build_features(extract_dir, tmp_path / "features", date(2026, 3, 10), sources=("items", "clicks"))

@@ -1,0 +1,73 @@
+"""Publishing: ranking, joins and the checks that keep a bad score out of the tables."""
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+from etl.publish import build_score_tables, check_probabilities, join_fraud_scores, publish_scores, rank_recommendations
+from etl.warehouse import create_warehouse_engine, read_frame
+
+DS = date(2026, 2, 4)
+
+
+def test_rank_recommendations_keeps_the_top_k_per_user_by_purchase_probability():
+    scores = pl.DataFrame({
+        "user_id": [1, 1, 1, 2],
+        "item_id": [10, 11, 12, 10],
+        "p_click": [0.5, 0.4, 0.9, 0.1],
+        "p_purchase": [0.2, 0.3, 0.1, 0.05],
+    })
+    ranked = rank_recommendations(scores, DS, "v1", top_k=2)
+    assert ranked.select("user_id", "item_id", "rank").rows() == [(1, 11, 1), (1, 10, 2), (2, 10, 1)]
+
+
+def test_fraud_scores_must_cover_every_order_of_the_day():
+    mtl = pl.DataFrame({"order_id": [1, 2, 3], "split": ["score", "score", "eval"], "p_fraud": [0.1, 0.2, 0.3]})
+    lgbm = pl.DataFrame({"order_id": [1], "split": ["score"], "p_fraud": [0.15]})
+    with pytest.raises(ValueError, match=r"score_order_fraud: 1 orders .* lack a score"):
+        join_fraud_scores(mtl, lgbm, DS, "v")
+    joined = join_fraud_scores(mtl, lgbm.vstack(pl.DataFrame({"order_id": [2], "split": ["score"], "p_fraud": [0.25]})), DS, "v")
+    assert joined.select("order_id", "p_fraud_mtl", "p_fraud_lgbm").rows() == [(1, 0.1, 0.15), (2, 0.2, 0.25)]
+
+
+def test_out_of_range_or_missing_probabilities_are_refused_naming_table_and_column():
+    frame = pl.DataFrame({"p_negative": [0.2, float("nan"), None, 1.5]})
+    with pytest.raises(ValueError, match=r"score_review_sentiment\.p_negative: 3 values outside \[0, 1\]"):
+        check_probabilities(frame, "score_review_sentiment", ["p_negative"])
+
+
+def _write_predictions(model_dir, *, with_orders: bool) -> None:
+    predictions = model_dir / "predictions"
+    predictions.mkdir(parents=True)
+    pl.DataFrame({"review_id": [5, 6], "split": ["eval", "train"], "p_negative": [0.7, 0.1]}).write_parquet(predictions / "reviews.parquet")
+    pl.DataFrame({"item_id": [1], "split": ["eval"], "listed_category": ["toys"], "predicted_category": ["books"],
+                  "confidence": [0.9]}).write_parquet(predictions / "items.parquet")
+    if with_orders:
+        pl.DataFrame({"order_id": [1], "split": ["score"], "p_fraud": [0.1]}).write_parquet(predictions / "orders.parquet")
+
+
+def test_a_deployment_without_clicks_or_fraud_labels_publishes_only_what_it_has(tmp_path, sqlite_url):
+    _write_predictions(tmp_path / "mtl", with_orders=False)
+    multitask = {"model_name": "multitask", "model_version": "mtl-1", "output_dir": str(tmp_path / "mtl"),
+                 "metrics": [{"task": "review", "metric": "auc", "value": 0.8, "n_rows": 1}]}
+    tables, skipped = build_score_tables(DS, ["review", "category"], multitask, None)
+    assert set(tables) == {"score_review_sentiment", "score_item_category"}
+    assert set(skipped) == {"score_user_item", "score_order_fraud"}
+    assert tables["score_review_sentiment"]["review_id"].to_list() == [5]  # only day D's reviews
+
+    summary = publish_scores(sqlite_url, DS, "run-1", ["review", "category"], multitask, None, [multitask])
+    assert summary.rows == {"score_review_sentiment": 1, "score_item_category": 1, "model_runs": 1}
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.connect() as conn:
+        published = read_frame(conn, "SELECT * FROM score_item_category", table="score_item_category")
+    engine.dispose()
+    assert published.select("item_id", "listed_category", "predicted_category", "model_version").rows() == [(1, "toys", "books", "mtl-1")]
+
+
+def test_the_fraud_task_without_a_baseline_is_an_error_not_a_silent_gap(tmp_path):
+    _write_predictions(tmp_path / "mtl", with_orders=True)
+    multitask = {"model_version": "mtl-1", "output_dir": str(tmp_path / "mtl")}
+    with pytest.raises(ValueError, match="LightGBM baseline produced no scores"):
+        build_score_tables(DS, ["fraud"], multitask, None)
