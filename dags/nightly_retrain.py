@@ -51,11 +51,16 @@ from airflow.timetables.interval import CronDataIntervalTimetable
     doc_md=__doc__,
 )
 def nightly_retrain():
-    @task(multiple_outputs=True)
+    @task
     def plan(params=None, logical_date=None, data_interval_start=None) -> dict:
         from etl.runs import plan_run
 
         return plan_run(logical_date, data_interval_start, params["ds"], params["window_days"]).to_dict()
+
+    @task
+    def list_sources(run_plan: dict) -> list[str]:
+        # Mapping needs a plain list XCom; the sources come from the deployment's settings at run time.
+        return run_plan["sources"]
 
     @task
     def extract(table: str, run_plan: dict) -> dict:
@@ -134,7 +139,7 @@ def nightly_retrain():
         return publish_scores(resolve_warehouse_url(), run.ds, run_id, run.tasks, multitask, fraud_baseline, evaluations).to_dict()
 
     run_plan = plan()
-    extracts = extract.partial(run_plan=run_plan).expand(table=run_plan["sources"])
+    extracts = extract.partial(run_plan=run_plan).expand(table=list_sources(run_plan))
     validation = validate(run_plan, extracts)
     features = build_features(run_plan, validation)
     publish(run_plan, train_multitask(run_plan, features), train_fraud_baseline(run_plan, features))

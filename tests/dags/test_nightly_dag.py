@@ -14,10 +14,12 @@ from etl.warehouse import bind_date, bind_timestamp, create_warehouse_engine, re
 REPO_DIR = Path(__file__).resolve().parents[2]
 START, DS = date(2026, 1, 1), date(2026, 1, 22)
 RUN_CONF = {"window_days": 21, "maturity_days": 7, "fraud_eval_days": 5, "seed": 3}
-SCORE_TABLES = ("score_user_item", "score_order_fraud", "model_runs")
+SCORE_TABLES = ("score_user_item", "score_order_fraud", "score_review_sentiment", "score_item_category", "model_runs")
 SCORE_ORDER = {
     "score_user_item": "user_id, rank",
     "score_order_fraud": "order_id",
+    "score_review_sentiment": "review_id",
+    "score_item_category": "item_id",
     "model_runs": "model_name, task, metric",
 }
 
@@ -51,8 +53,8 @@ def read_published(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame]:
 
 def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame]:
     published = read_published(warehouse_url, ds)
-    recommendations, fraud, runs = (published[t] for t in SCORE_TABLES)
-    assert recommendations.height > 0 and fraud.height > 0 and runs.height > 0
+    recommendations, fraud, reviews, categories, runs = (published[t] for t in SCORE_TABLES)
+    assert all(frame.height > 0 for frame in published.values()), {t: f.height for t, f in published.items()}
     # Top 20 per user, ranks 1..n, no duplicates.
     per_user = recommendations.group_by("user_id").agg(pl.len().alias("n"), pl.col("rank").max().alias("max_rank"))
     assert per_user["n"].max() <= 20 and (per_user["n"] == per_user["max_rank"]).all()
@@ -61,6 +63,8 @@ def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame
     # Every order of day D is scored by both models.
     engine = create_warehouse_engine(warehouse_url)
     with engine.connect() as conn:
+        day = {"start": bind_timestamp(conn, ds), "end": bind_timestamp(conn, ds + timedelta(days=1))}
+        day_reviews = read_frame(conn, "SELECT review_id FROM reviews WHERE created_at >= :start AND created_at < :end ORDER BY review_id", day)
         orders = read_frame(
             conn,
             "SELECT order_id FROM orders WHERE created_at >= :start AND created_at < :end ORDER BY order_id",
@@ -68,8 +72,12 @@ def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame
         )
     engine.dispose()
     assert fraud["order_id"].to_list() == orders["order_id"].to_list()
-    assert set(runs["task"]) >= {"click", "purchase", "fraud"}
-    assert set(runs["metric"]) == {"auc", "pr_auc", "log_loss"}
+    assert reviews["review_id"].to_list() == day_reviews["review_id"].to_list()
+    assert set(runs["task"]) == {"click", "purchase", "review", "category", "fraud"}
+    assert set(runs.filter(pl.col("task") != "category")["metric"]) == {"auc", "pr_auc", "log_loss"}
+    assert set(runs.filter(task="category")["metric"]) >= {"accuracy", "log_loss"}
+    assert reviews["p_negative"].is_between(0, 1).all()
+    assert categories["confidence"].is_between(0, 1).all() and categories["listed_category"].null_count() == 0
     assert set(runs["model_name"]) == {"multitask", "fraud_lgbm"}
     return published
 
@@ -154,3 +162,20 @@ def test_nightly_dag_on_postgresql_through_the_airflow_connection(nightly_dag, s
     published = assert_published_day(postgres_url, DS)
     assert published["score_order_fraud"]["order_id"].is_unique().all()
     assert not (shopmtl_home / "warehouse.db").exists(), "the embedded warehouse was used instead of the connection"
+
+
+@pytest.mark.slow
+def test_a_deployment_with_only_catalogue_images_trains_and_publishes_the_category_task(nightly_dag, shopmtl_home, monkeypatch):
+    from etl.config import load_settings
+    from etl.synthetic import generate_warehouse
+
+    monkeypatch.setenv("SHOPMTL_SOURCES", "items,item_images")
+    warehouse_url = load_settings().embedded_warehouse_url
+    generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)
+    assert run_day(nightly_dag, DS) == "success"
+    published = read_published(warehouse_url, DS)
+    assert published["score_item_category"].height > 0
+    assert published["score_user_item"].height == published["score_order_fraud"].height == 0
+    assert published["score_review_sentiment"].height == 0
+    assert set(published["model_runs"]["task"]) == {"category"}
+    assert not (shopmtl_home / "runs" / DS.isoformat() / "extract" / "clicks.parquet").exists()
