@@ -136,7 +136,9 @@ def nightly_retrain():
 
         run = RunPlan.from_dict(run_plan)
         evaluations = [summary for summary in (multitask, fraud_baseline) if summary]
-        return publish_scores(resolve_warehouse_url(), run.ds, run_id, run.tasks, multitask, fraud_baseline, evaluations).to_dict()
+        return publish_scores(
+            resolve_warehouse_url(), run.ds, run_id, run.tasks, run.features_dir, multitask, fraud_baseline, evaluations
+        ).to_dict()
 
     run_plan = plan()
     extracts = extract.partial(run_plan=run_plan).expand(table=list_sources(run_plan))

@@ -12,7 +12,8 @@ Outputs (``features_dir``), read by ``training``:
 - ``candidates.parquet``: recommendation candidates for the users active on day D, with features as
   of the day after D (history through day D).
 - ``reviews.parquet``: one row per review with its text, ``negative`` (rating <= 2) and ``split``
-  (``train`` = before D, ``eval`` = day D: these are also the reviews whose scores are published).
+  (``eval`` = the newest ``review_eval_days`` days, by default day D alone; ``train`` = before).
+  Day D's reviews are the ones whose scores are published.
 - ``items.parquet``: one row per item with its listed category (the noisy label), title and image
   bytes, and ``split`` (``eval`` for item ids divisible by 5, a fixed 20 % holdout, else ``train``).
 
@@ -54,6 +55,7 @@ class FeatureConfig:
     top_categories_per_user: int = 3  # candidate categories per user, by the user's clicks in the window
     items_per_category: int = 30  # most popular items per candidate category
     popular_items: int = 30  # globally most popular items every active user gets as candidates
+    review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
 
 
 @dataclass(frozen=True)
@@ -450,8 +452,10 @@ def build_candidates(
 ITEM_EVAL_MODULUS = 5  # items whose id is divisible by this form the category task's holdout
 
 
-def build_review_examples(reviews: pl.LazyFrame, items: pl.LazyFrame, ds: date) -> pl.LazyFrame:
-    """Reviews with their text, the item's listed category, ``negative`` (rating <= 2) and ``split``."""
+def build_review_examples(reviews: pl.LazyFrame, items: pl.LazyFrame, ds: date, eval_days: int = 1) -> pl.LazyFrame:
+    """Reviews with their text, the item's listed category, ``negative`` (rating <= 2) and ``split``
+    (``eval`` for the newest ``eval_days`` days, which always include day D)."""
+    eval_start = _day_start(ds) - timedelta(days=eval_days - 1)
     return reviews.join(items.select("item_id", "category"), on="item_id", how="left").select(
         "review_id",
         "user_id",
@@ -459,7 +463,7 @@ def build_review_examples(reviews: pl.LazyFrame, items: pl.LazyFrame, ds: date) 
         pl.col("category").fill_null("unknown"),
         pl.concat_str([pl.col("title"), pl.col("body")], separator=" . ", ignore_nulls=True).fill_null("").alias("text"),
         "created_at",
-        pl.when(pl.col("created_at") >= _day_start(ds)).then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"),
+        pl.when(pl.col("created_at") >= eval_start).then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"),
         (pl.col("rating") <= 2).cast(pl.Int8).alias("negative"),
     )
 
@@ -533,7 +537,7 @@ def build_features(
         .collect()
     )
 
-    review_frame = build_review_examples(reviews, items, ds).sort("review_id").collect()
+    review_frame = build_review_examples(reviews, items, ds, config.review_eval_days).sort("review_id").collect()
     item_frame = build_item_examples(items, item_images).sort("item_id").collect()
     tasks = available_tasks(tuple(sources))
 
@@ -567,7 +571,7 @@ def build_features(
         candidates=candidate_frame.height,
         active_users=candidate_frame["user_id"].n_unique(),
         reviews=review_frame.height,
-        reviews_eval=int((review_frame["split"] == "eval").sum()),
+        reviews_eval=int((review_frame["split"] == "eval").sum()),  # includes day D's reviews
         items=item_frame.height,
         items_with_image=int(item_frame["image"].is_not_null().sum()),
         tasks_available=tasks,

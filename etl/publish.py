@@ -104,9 +104,10 @@ def check_probabilities(frame: pl.DataFrame, table: str, columns: list[str]) -> 
             )
 
 
-def build_review_scores(review_predictions: pl.DataFrame, ds: date, model_version: str) -> pl.DataFrame:
-    """p_negative for the reviews written on day D (split ``eval``)."""
-    return review_predictions.filter(pl.col("split") == "eval").select(
+def build_review_scores(review_predictions: pl.DataFrame, review_examples: pl.DataFrame, ds: date, model_version: str) -> pl.DataFrame:
+    """p_negative for the reviews written on day D (the evaluation window may hold earlier days too)."""
+    written_on_day = review_examples.filter(pl.col("created_at").dt.date() == ds).select("review_id")
+    return review_predictions.join(written_on_day, on="review_id").select(
         pl.lit(ds).alias("ds"), "review_id", pl.col("p_negative").cast(pl.Float64), pl.lit(model_version).alias("model_version")
     ).sort("review_id")
 
@@ -139,7 +140,11 @@ PROBABILITY_COLUMNS = {
 
 
 def build_score_tables(
-    ds: date, tasks: list[str], multitask: Mapping[str, object], fraud_baseline: Mapping[str, object] | None
+    ds: date,
+    tasks: list[str],
+    features_dir: Path,
+    multitask: Mapping[str, object],
+    fraud_baseline: Mapping[str, object] | None,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
     """The rows of every score table ``tasks`` allow, from the scoring models' prediction files."""
     predictions = Path(str(multitask["output_dir"])) / "predictions"
@@ -158,7 +163,12 @@ def build_score_tables(
             f"{version};{fraud_baseline['model_version']}",
         )
     if "score_review_sentiment" not in skipped:
-        tables["score_review_sentiment"] = build_review_scores(pl.read_parquet(predictions / "reviews.parquet"), ds, version)
+        tables["score_review_sentiment"] = build_review_scores(
+            pl.read_parquet(predictions / "reviews.parquet"),
+            pl.read_parquet(features_dir / "reviews.parquet", columns=["review_id", "created_at"]),
+            ds,
+            version,
+        )
     if "score_item_category" not in skipped:
         tables["score_item_category"] = build_item_category_scores(pl.read_parquet(predictions / "items.parquet"), ds, version)
     return tables, skipped
@@ -169,6 +179,7 @@ def publish_scores(
     ds: date,
     run_id: str,
     tasks: list[str],
+    features_dir: Path,
     multitask: Mapping[str, object],
     fraud_baseline: Mapping[str, object] | None,
     evaluations: list[Mapping[str, object]],
@@ -179,7 +190,7 @@ def publish_scores(
     champions: model version and output directory); ``evaluations`` are the training summaries of the
     night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
     """
-    tables, skipped = build_score_tables(ds, tasks, multitask, fraud_baseline)
+    tables, skipped = build_score_tables(ds, tasks, features_dir, multitask, fraud_baseline)
     tables["model_runs"] = collect_model_runs(run_id, ds, list(evaluations))
     # Check everything before the first write, so a bad score never replaces a good day.
     for table, columns in PROBABILITY_COLUMNS.items():

@@ -1,7 +1,7 @@
 """Publishing: ranking, joins and the checks that keep a bad score out of the tables."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import polars as pl
 import pytest
@@ -41,7 +41,11 @@ def test_out_of_range_or_missing_probabilities_are_refused_naming_table_and_colu
 def _write_predictions(model_dir, *, with_orders: bool) -> None:
     predictions = model_dir / "predictions"
     predictions.mkdir(parents=True)
-    pl.DataFrame({"review_id": [5, 6], "split": ["eval", "train"], "p_negative": [0.7, 0.1]}).write_parquet(predictions / "reviews.parquet")
+    # Two days of evaluation reviews: only day D's review is published.
+    pl.DataFrame({"review_id": [5, 6], "split": ["eval", "eval"], "p_negative": [0.7, 0.1]}).write_parquet(predictions / "reviews.parquet")
+    (model_dir.parent / "features").mkdir(exist_ok=True)
+    pl.DataFrame({"review_id": [5, 6], "created_at": [datetime(2026, 2, 4, 9), datetime(2026, 2, 3, 9)]}).write_parquet(
+        model_dir.parent / "features" / "reviews.parquet")
     pl.DataFrame({"item_id": [1], "split": ["eval"], "listed_category": ["toys"], "predicted_category": ["books"],
                   "confidence": [0.9]}).write_parquet(predictions / "items.parquet")
     if with_orders:
@@ -52,12 +56,12 @@ def test_a_deployment_without_clicks_or_fraud_labels_publishes_only_what_it_has(
     _write_predictions(tmp_path / "mtl", with_orders=False)
     multitask = {"model_name": "multitask", "model_version": "mtl-1", "output_dir": str(tmp_path / "mtl"),
                  "metrics": [{"task": "review", "metric": "auc", "value": 0.8, "n_rows": 1}]}
-    tables, skipped = build_score_tables(DS, ["review", "category"], multitask, None)
+    tables, skipped = build_score_tables(DS, ["review", "category"], tmp_path / "features", multitask, None)
     assert set(tables) == {"score_review_sentiment", "score_item_category"}
     assert set(skipped) == {"score_user_item", "score_order_fraud"}
     assert tables["score_review_sentiment"]["review_id"].to_list() == [5]  # only day D's reviews
 
-    summary = publish_scores(sqlite_url, DS, "run-1", ["review", "category"], multitask, None, [multitask])
+    summary = publish_scores(sqlite_url, DS, "run-1", ["review", "category"], tmp_path / "features", multitask, None, [multitask])
     assert summary.rows == {"score_review_sentiment": 1, "score_item_category": 1, "model_runs": 1}
     engine = create_warehouse_engine(sqlite_url)
     with engine.connect() as conn:
@@ -70,4 +74,4 @@ def test_the_fraud_task_without_a_baseline_is_an_error_not_a_silent_gap(tmp_path
     _write_predictions(tmp_path / "mtl", with_orders=True)
     multitask = {"model_version": "mtl-1", "output_dir": str(tmp_path / "mtl")}
     with pytest.raises(ValueError, match="LightGBM baseline produced no scores"):
-        build_score_tables(DS, ["fraud"], multitask, None)
+        build_score_tables(DS, ["fraud"], tmp_path / "features", multitask, None)
