@@ -9,7 +9,9 @@ scheduled run starts just after D ends):
    critical expectation stops the run here, naming table, column, rule and sample values
    (results in `data_quality_results`, data docs in `runs/D/data_docs/`);
 3. **build features** with Polars, point-in-time correct;
-4. **train** the multi-task network (click, ESMM conversion, fraud) and the LightGBM fraud baseline;
+4. **train** the multi-task network (click, ESMM conversion, review sentiment, image category,
+   fraud) and the LightGBM fraud baseline, then **gate** each against its champion on the same rows
+   (`model_registry`); a rejected model leaves the champion scoring;
 5. **publish** `score_user_item`, `score_order_fraud`, `score_review_sentiment`,
    `score_item_category` and `model_runs` for D, replacing D's rows.
 
@@ -46,6 +48,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
         "maturity_days": Param(14, type="integer", minimum=1, maximum=120, description="Unlabelled orders count as legitimate once this old"),
         "fraud_eval_days": Param(3, type="integer", minimum=1, maximum=30, description="Newest mature days held out to evaluate fraud models"),
         "seed": Param(7, type="integer", description="Seed for training (same data + seed = same scores)"),
+        "warm_start": Param(False, type="boolean", description="Start the network from the champion's weights instead of from scratch"),
         "ds": Param(None, type=["null", "string"], format="date", description="Process this day instead of the logical date"),
     },
     doc_md=__doc__,
@@ -106,13 +109,16 @@ def nightly_retrain():
 
     @task
     def train_multitask(run_plan: dict, features: dict, params=None) -> dict:
+        from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
         from training.config import MultiTaskConfig
+        from training.registry import read_champion_dir
         from training.train_multitask import train_multitask
 
         run = RunPlan.from_dict(run_plan)
         config = MultiTaskConfig(seed=params["seed"], tasks=tuple(run.tasks))
-        return train_multitask(run.features_dir, run.model_dir("multitask"), config).to_dict()
+        warm_start_dir = read_champion_dir(resolve_warehouse_url(), "multitask") if params["warm_start"] else None
+        return train_multitask(run.features_dir, run.model_dir("multitask"), config, warm_start_dir).to_dict()
 
     @task
     def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
@@ -127,6 +133,17 @@ def nightly_retrain():
             raise AirflowSkipException(f"No fraud task: the configured sources {list(run.sources)} lack fraud labels or orders")
         return train_fraud_baseline(run.features_dir, run.model_dir("fraud_baseline"), FraudBaselineConfig(seed=params["seed"])).to_dict()
 
+    @task
+    def gate(run_plan: dict, trained: dict) -> dict:
+        """Champion/challenger: register the night's model and choose whose predictions publish."""
+        from etl.config import resolve_warehouse_url
+        from etl.runs import RunPlan
+        from training.registry import select_scoring_model
+
+        run = RunPlan.from_dict(run_plan)
+        champion_dir = run.model_dir(f"{trained['model_name']}_champion")
+        return select_scoring_model(resolve_warehouse_url(), run.ds, trained, run.features_dir, champion_dir)
+
     # none_failed: a deployment without fraud labels skips the LightGBM baseline but still publishes.
     @task(trigger_rule="none_failed")
     def publish(run_plan: dict, multitask: dict, fraud_baseline: dict | None, run_id=None) -> dict:
@@ -135,16 +152,25 @@ def nightly_retrain():
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
-        evaluations = [summary for summary in (multitask, fraud_baseline) if summary]
+        gates = [gate for gate in (multitask, fraud_baseline) if gate]
         return publish_scores(
-            resolve_warehouse_url(), run.ds, run_id, run.tasks, run.features_dir, multitask, fraud_baseline, evaluations
+            resolve_warehouse_url(),
+            run.ds,
+            run_id,
+            run.tasks,
+            run.features_dir,
+            multitask["scoring"],
+            fraud_baseline["scoring"] if fraud_baseline else None,
+            [gate["trained"] for gate in gates],
         ).to_dict()
 
     run_plan = plan()
     extracts = extract.partial(run_plan=run_plan).expand(table=list_sources(run_plan))
     validation = validate(run_plan, extracts)
     features = build_features(run_plan, validation)
-    publish(run_plan, train_multitask(run_plan, features), train_fraud_baseline(run_plan, features))
+    multitask_gate = gate.override(task_id="gate_multitask")(run_plan, train_multitask(run_plan, features))
+    fraud_gate = gate.override(task_id="gate_fraud_baseline")(run_plan, train_fraud_baseline(run_plan, features))
+    publish(run_plan, multitask_gate, fraud_gate)
 
 
 nightly_retrain()

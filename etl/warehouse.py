@@ -113,6 +113,18 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "created_at": pl.Datetime("us"),
         "n_rows": pl.Int64,
     },
+    "model_registry": {
+        "model_name": pl.String,
+        "model_version": pl.String,
+        "trained_ds": pl.Date,
+        "artifact_path": pl.String,
+        "status": pl.String,
+        "metrics_json": pl.String,
+        "created_at": pl.Datetime("us"),
+        "reasons_json": pl.String,
+        "compared_with": pl.String,
+        "compared_metrics_json": pl.String,
+    },
     "data_quality_results": {
         "run_id": pl.String,
         "ds": pl.Date,

@@ -12,30 +12,79 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class MultiTaskConfig:
-    """How the multi-task network (click, purchase via ESMM, fraud) is shaped and trained."""
+    """How the multi-task network (click, purchase via ESMM, review, category, fraud) is shaped and trained."""
 
+    # Tasks to train, of "click", "purchase", "review", "category", "fraud". Tasks the features lack
+    # (manifest tasks_available, or no training rows) are skipped and logged. ("purchase",) alone
+    # trains only the ESMM ctcvr loss; ("review",) only the review head; and so on (the ablation).
+    tasks: tuple[str, ...] = ("click", "purchase", "review", "category", "fraud")
     seed: int = 7  # torch, numpy and the shuffling generator are all seeded from this
-    embedding_dim: int = 16  # user, item and category embeddings (shared by the impression and fraud towers)
+    embedding_dim: int = 16  # user, item and category embeddings (shared by the impression, review and fraud towers)
     categorical_embedding_dim: int = 4  # one small embedding per order categorical column (payment_method, ...)
-    hidden_dims: tuple[int, ...] = (64, 32)  # shared-bottom MLP of the impression tower
+    # Impression tower: "shared_bottom" (one MLP), "mmoe" (Ma et al. KDD 2018) or "ple" (Tang et al. RecSys 2020).
+    architecture: str = "shared_bottom"
+    hidden_dims: tuple[int, ...] = (64, 32)  # the shared-bottom MLP, or each expert's MLP under mmoe/ple
+    n_experts: int = 4  # mmoe: experts shared by the click and conversion gates
+    ple_levels: int = 1  # ple: extraction levels (1 = a single CGC block)
+    ple_specific_experts: int = 1  # ple: experts of each task per level
+    ple_shared_experts: int = 2  # ple: shared experts per level
     head_hidden_dim: int = 16  # one hidden layer in each of the click and conversion heads
+    review_hidden_dims: tuple[int, ...] = (32,)  # review tower MLP over [user | item | category | user*item | text]
     fraud_hidden_dims: tuple[int, ...] = (32, 16)  # fraud tower MLP
     dropout: float = 0.0  # early stopping already regularises; dropout measured no better on the demo data
     id_dropout: float = 0.05  # share of training ids replaced by the default row 0, so unseen ids get a trained row
-    batch_size: int = 1024  # impressions per step; the orders are spread over the same number of steps
+    # Text encoder (training/encoders.py): hashed word uni/bigrams and character n-grams, EmbeddingBag mean.
+    text_dim: int = 16  # text vector width (titles and review texts)
+    # Hash buckets. The demo's titles and reviews hold ~5k distinct features. 2^15 and 2^16 rows made a
+    # demo epoch 10% and 25% slower (the dense EmbeddingBag gradient and AdamW touch every row), for
+    # the same review AUC; raise it for a larger vocabulary.
+    text_buckets: int = 1 << 14
+    char_ngram_min: int = 3  # character n-grams within word boundaries, from this length...
+    char_ngram_max: int = 5  # ...to this one
+    word_bigrams: bool = True
+    strip_accents: bool = True  # "não" == "nao": reviewers often type without accents
+    # Image encoder: images decoded once to image_size x image_size RGB; a small CNN with these widths.
+    image_size: int = 32
+    image_channels: tuple[int, ...] = (16, 32, 32)
+    crop_padding: int = 4  # training augmentation: replicate-pad by this many pixels and crop back at random
+    augment: bool = True  # random crop + horizontal flip of training images (never at evaluation)
+    category_label_smoothing: float = 0.0  # cross-entropy label smoothing of the image head (listed labels are noisy)
+    # Multi-task sampler: every step takes one batch of each kind present (see train_multitask). An
+    # epoch passes ratio x rows of each kind; the kind needing most batches of its batch size sets the
+    # number of steps, and the other kinds' rows are spread evenly over those steps.
+    batch_size: int = 1024  # impressions per step (at most)
+    order_batch_size: int = 256  # orders per step (at most)
+    review_batch_size: int = 256  # reviews per step (at most)
+    item_batch_size: int = 128  # item images per step (at most)
+    # The ratios line the tasks' best epochs up, since early stopping picks one epoch for all: on the
+    # demo, click and purchase are best after ~1 pass over 136k impressions and then overfit, reviews
+    # and orders after ~3-4 passes, and the image head still improves after 15 passes over 844 images.
+    impression_ratio: float = 0.5  # passes over the training impressions per epoch
+    order_ratio: float = 2.0  # passes over the training orders per epoch
+    review_ratio: float = 2.0  # passes over the training reviews per epoch
+    item_ratio: float = 8.0  # passes over the training item images per epoch (with augmentation, each pass differs)
     max_epochs: int = 8  # upper bound; early stopping usually ends sooner
     patience: int = 2  # epochs without an eval-loss improvement before stopping (best weights are restored)
     min_delta: float = 1e-4  # an eval-loss drop smaller than this is not an improvement
     learning_rate: float = 3e-3  # AdamW
+    learning_rate_decay: float = 1.0  # multiplies the learning rate after every epoch; 0.5-0.8 measured no better on the demo
     weight_decay: float = 1e-5  # AdamW decoupled weight decay
     grad_clip_norm: float = 1.0  # clip the global gradient norm; keeps early steps with rare positives sane
-    click_weight: float = 1.0  # loss weight of BCE(p_ctr, clicked)
-    ctcvr_weight: float = 1.0  # loss weight of BCE(p_ctr * p_cvr, converted)
-    fraud_weight: float = 1.0  # loss weight of the fraud BCE
+    # Loss weighting across tasks: "fixed" (the weights below), "uncertainty" (Kendall et al. CVPR 2018)
+    # or "gradnorm" (Chen et al. ICML 2018); see training/loss_weighting.py.
+    loss_weighting: str = "fixed"
+    click_weight: float = 1.0  # fixed loss weight of BCE(p_ctr, clicked)
+    ctcvr_weight: float = 1.0  # fixed loss weight of BCE(p_ctr * p_cvr, converted) (task "purchase")
+    review_weight: float = 1.0  # fixed loss weight of the review BCE
+    category_weight: float = 1.0  # fixed loss weight of the image category cross-entropy
+    fraud_weight: float = 1.0  # fixed loss weight of the fraud BCE
+    gradnorm_alpha: float = 1.5  # GradNorm asymmetry alpha (the paper's value for its NYUv2 runs)
+    loss_weight_learning_rate: float = 0.025  # Adam step size of the uncertainty s_i or GradNorm w_i
     fraud_pos_weight: float | None = (
         None  # BCE pos_weight for fraud; None keeps p_fraud calibrated; 4 and 15 measured no better AUC, worse log loss
     )
     device: str = "auto"  # "auto": cuda when available, else cpu; or an explicit torch device string
+    compile: bool = False  # torch.compile the towers and the CNN; on 2 CPU cores compiling takes ~15 s, longer than a demo run
     # torch intra-op threads. 1 measured fastest at demo size: these matmuls are too small to split,
     # and with 2 threads on a 2-core box shared with other tasks an epoch went from 0.5 s to 5-9 s.
     num_threads: int | None = 1
@@ -70,3 +119,14 @@ class FraudBaselineConfig:
     def to_json(self) -> str:
         """The config as canonical JSON (sorted keys), as hashed into the model version."""
         return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The champion/challenger gate: how much worse than the champion, on the same rows, a new model may be."""
+
+    # Absolute slack, in the metric's own units (AUC, log loss in nats, accuracy share): a challenger is
+    # rejected when any task's metric is worse than the champion's on the same rows by more than this.
+    tolerance: float = 0.01
+    higher_is_better: tuple[str, ...] = ("auc", "pr_auc", "accuracy")  # ranking and accuracy metrics
+    lower_is_better: tuple[str, ...] = ("log_loss",)  # losses; metrics in neither tuple are not gated

@@ -132,6 +132,18 @@ def predict_fraud(model: FraudBaseline, orders: pl.DataFrame) -> np.ndarray:
     return np.asarray(model.booster.predict(matrix), dtype=np.float64)
 
 
+def fraud_eval_metrics(model: FraudBaseline, orders: pl.DataFrame) -> list[dict[str, Any]]:
+    """Metric rows (task ``fraud``) of ``model`` on the labelled ``split == "eval"`` rows of an orders frame."""
+    orders_eval = orders.filter((pl.col("split") == "eval") & pl.col("is_fraud").is_not_null())
+    return metric_rows("fraud", orders_eval.get_column("is_fraud").to_numpy(), predict_fraud(model, orders_eval))
+
+
+def evaluate_fraud_baseline(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
+    """Metric rows of the saved model in ``model_dir`` on ``features_dir``'s labelled eval orders."""
+    model = load_fraud_baseline(Path(model_dir))
+    return fraud_eval_metrics(model, pl.read_parquet(Path(features_dir) / "orders.parquet"))
+
+
 def train_fraud_baseline(
     features_dir: Path, output_dir: Path, config: FraudBaselineConfig = FraudBaselineConfig()
 ) -> TrainingSummary:
@@ -211,16 +223,12 @@ def train_fraud_baseline(
     (output_dir / "predictions").mkdir(parents=True, exist_ok=True)
     predictions.write_parquet(output_dir / "predictions" / "orders.parquet")
 
-    fraud_eval = predictions.filter(pl.col("split") == "eval").join(
-        orders_eval.select("order_id", "is_fraud"), on="order_id", how="inner"
-    )
     summary = TrainingSummary(
         model_name=MODEL_NAME,
         model_version=model_version,
         output_dir=output_dir,
-        metrics=metric_rows(
-            "fraud", fraud_eval.get_column("is_fraud").to_numpy(), fraud_eval.get_column("p_fraud").to_numpy()
-        ),
+        # The same function a later evaluation of the saved model uses (champion vs challenger).
+        metrics=fraud_eval_metrics(reloaded, orders),
         device="cpu",
         n_train={"fraud": orders_train.height},
     )

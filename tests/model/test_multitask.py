@@ -1,9 +1,11 @@
-"""The multi-task network: ESMM loss, id lookup, learning, determinism, reload and invariants."""
+"""The multi-task network: ESMM loss, id lookup, learning per task and architecture, determinism,
+reload, evaluation of a saved model, and outputs."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +24,14 @@ from training.multitask import (
     esmm_probabilities,
     load_multitask,
     lookup_rows,
+    predict_categories,
     predict_impressions,
     predict_orders,
+    predict_reviews,
 )
-from training.train_multitask import train_multitask
+from training.train_multitask import TASKS, evaluate_multitask, train_multitask
 
-
-@pytest.fixture(scope="module")
-def trained(
-    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[TrainingSummary, Path]:
-    """One training run on the tiny features, shared by the tests that only read its outputs."""
-    output_dir = tmp_path_factory.mktemp("multitask")
-    return train_multitask(features_dir, output_dir, tiny_config), output_dir
+PREDICTION_FILES = ("impressions_eval", "candidates", "orders", "reviews", "items")
 
 
 def test_lookup_rows_maps_known_ids_to_positions_and_unseen_to_zero() -> None:
@@ -83,29 +80,72 @@ def base_rate_log_loss(train_labels: np.ndarray, eval_labels: np.ndarray) -> flo
     return float(-np.mean(eval_labels * np.log(rate) + (1 - eval_labels) * np.log(1 - rate)))
 
 
-@pytest.mark.slow
-def test_every_head_learns_the_planted_signal(trained: tuple[TrainingSummary, Path], features_dir: Path) -> None:
-    summary, output_dir = trained
-    metrics = json.loads((output_dir / "metrics.json").read_text())
+def assert_losses_fell(metrics: dict, tasks: tuple[str, ...]) -> None:
+    """Every task's training loss fell over the epochs and its best eval loss beat the untrained model's."""
     history = metrics["history"]
     best = history[metrics["best_epoch"]]["eval"]
+    for task in tasks:
+        assert history[-1]["train"][task] < history[1]["train"][task], f"{task} training loss did not fall"
+        assert best[task] < history[0]["eval"][task], f"{task} eval loss did not fall"
+
+
+@pytest.mark.slow
+def test_every_task_learns_the_planted_signal(trained: tuple[TrainingSummary, Path], features_dir: Path) -> None:
+    summary, output_dir = trained
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["tasks"]["trained"] == list(TASKS) and metrics["tasks"]["skipped"] == {}
+    assert_losses_fell(metrics, TASKS)
+    best = metrics["history"][metrics["best_epoch"]]["eval"]
     impressions = pl.read_parquet(features_dir / "impressions.parquet")
     orders = pl.read_parquet(features_dir / "orders.parquet")
+    reviews = pl.read_parquet(features_dir / "reviews.parquet")
     labels = {
         "click": (impressions, "clicked"),
-        "ctcvr": (impressions, "converted"),
+        "purchase": (impressions, "converted"),
+        "review": (reviews, "negative"),
         "fraud": (orders.filter(pl.col("is_fraud").is_not_null()), "is_fraud"),
     }
     for task, (frame, column) in labels.items():
-        assert history[-1]["train"][task] < history[1]["train"][task], f"{task} training loss did not fall"
-        assert best[task] < history[0]["eval"][task], f"{task} eval loss did not fall"
         train_labels = frame.filter(pl.col("split") == "train").get_column(column).to_numpy()
         eval_labels = frame.filter(pl.col("split") == "eval").get_column(column).to_numpy()
-        # The heads start at the base rate, so beating it means they learned from the features.
-        assert best[task] < 0.97 * base_rate_log_loss(train_labels, eval_labels), f"{task} no better than its base rate"
+        # The heads start at the base rate, so beating it means they learned from the features. (Conversions
+        # are rare and the eval day small, so the purchase log loss can only move a little.)
+        factor = 0.99 if task == "purchase" else 0.97
+        assert best[task] < factor * base_rate_log_loss(train_labels, eval_labels), f"{task} no better than its base rate"
     assert summary.metric("click", "auc") > 0.65
-    assert summary.metric("purchase", "auc") > 0.65
+    assert summary.metric("purchase", "auc") > 0.6
+    assert summary.metric("review", "auc") > 0.75
     assert summary.metric("fraud", "auc") > 0.75
+    # Images show the true category; 5% of listings are wrong, and the majority class is ~25%.
+    assert summary.metric("category", "accuracy") > 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("architecture", "loss_weighting", "extra"),
+    [
+        ("mmoe", "fixed", {}),
+        ("ple", "fixed", {"ple_levels": 2}),
+        ("shared_bottom", "uncertainty", {}),
+        ("ple", "gradnorm", {}),
+    ],
+)
+def test_loss_falls_for_every_task_under_each_architecture_and_loss_weighting(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path, architecture: str, loss_weighting: str, extra: dict
+) -> None:
+    # shared_bottom with fixed weights is the `trained` fixture (test above).
+    config = dataclasses.replace(
+        tiny_config, architecture=architecture, loss_weighting=loss_weighting, max_epochs=3, **extra
+    )
+    train_multitask(features_dir, tmp_path, config)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert_losses_fell(metrics, TASKS)
+    weights = metrics["loss_weights"]
+    assert set(weights) == set(TASKS) and all(value > 0 for value in weights.values())
+    if loss_weighting == "gradnorm":
+        assert sum(weights.values()) == pytest.approx(len(TASKS), rel=1e-5)
+    if loss_weighting != "fixed":
+        assert len(set(weights.values())) > 1, "the learned weights never moved"
 
 
 @pytest.mark.slow
@@ -114,30 +154,52 @@ def test_outputs_have_the_promised_files_and_columns(trained: tuple[TrainingSumm
     impressions = pl.read_parquet(features_dir / "impressions.parquet")
     orders = pl.read_parquet(features_dir / "orders.parquet")
     candidates = pl.read_parquet(features_dir / "candidates.parquet")
+    reviews = pl.read_parquet(features_dir / "reviews.parquet")
+    items = pl.read_parquet(features_dir / "items.parquet")
+    predictions = {name: pl.read_parquet(output_dir / "predictions" / f"{name}.parquet") for name in PREDICTION_FILES}
 
-    impressions_eval = pl.read_parquet(output_dir / "predictions" / "impressions_eval.parquet")
-    assert impressions_eval.columns == ["event_id", "p_click", "p_purchase"]
-    assert impressions_eval.height == impressions.filter(pl.col("split") == "eval").height
-    scored_candidates = pl.read_parquet(output_dir / "predictions" / "candidates.parquet")
-    assert scored_candidates.columns == ["user_id", "item_id", "p_click", "p_purchase"]
-    assert scored_candidates.height == candidates.height
-    scored_orders = pl.read_parquet(output_dir / "predictions" / "orders.parquet")
-    assert scored_orders.columns == ["order_id", "split", "p_fraud"]
-    assert sorted(scored_orders.get_column("split").unique().to_list()) == ["eval", "score"]
-    assert scored_orders.height == orders.filter(pl.col("split").is_in(["eval", "score"])).height
-    for frame, column in [(impressions_eval, "p_click"), (scored_candidates, "p_purchase"), (scored_orders, "p_fraud")]:
+    assert predictions["impressions_eval"].columns == ["event_id", "p_click", "p_purchase"]
+    assert predictions["impressions_eval"].height == impressions.filter(pl.col("split") == "eval").height
+    assert predictions["candidates"].columns == ["user_id", "item_id", "p_click", "p_purchase"]
+    assert predictions["candidates"].height == candidates.height
+    assert predictions["orders"].columns == ["order_id", "split", "p_fraud"]
+    assert sorted(predictions["orders"].get_column("split").unique().to_list()) == ["eval", "score"]
+    assert predictions["orders"].height == orders.filter(pl.col("split").is_in(["eval", "score"])).height
+    assert predictions["reviews"].columns == ["review_id", "split", "p_negative"]
+    assert predictions["reviews"].get_column("review_id").to_list() == (
+        reviews.filter(pl.col("split") == "eval").get_column("review_id").to_list()
+    )
+    scored_items = predictions["items"]
+    assert scored_items.columns == ["item_id", "split", "listed_category", "predicted_category", "confidence"]
+    assert scored_items.get_column("item_id").to_list() == (
+        items.filter(pl.col("image").is_not_null()).get_column("item_id").to_list()
+    )  # every item with an image, train and eval
+    assert set(scored_items.get_column("predicted_category").unique()) <= set(items.get_column("category").unique())
+    for frame, column in [
+        (predictions["impressions_eval"], "p_click"),
+        (predictions["candidates"], "p_purchase"),
+        (predictions["orders"], "p_fraud"),
+        (predictions["reviews"], "p_negative"),
+        (scored_items, "confidence"),
+    ]:
         values = frame.get_column(column).to_numpy()
-        assert np.isfinite(values).all() and (values > 0).all() and (values < 1).all()
+        assert np.isfinite(values).all() and (values > 0).all() and (values <= 1).all(), column
 
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert {(row["task"], row["metric"]) for row in metrics["metrics"]} == {
-        (task, metric) for task in ("click", "purchase", "fraud") for metric in ("auc", "pr_auc", "log_loss")
+    binary = {(task, metric) for task in ("click", "purchase", "review", "fraud") for metric in ("auc", "pr_auc", "log_loss")}
+    assert {(row["task"], row["metric"]) for row in metrics["metrics"]} == binary | {
+        ("category", "accuracy"),
+        ("category", "log_loss"),
     }
+    category_rows = items.filter((pl.col("split") == "eval") & pl.col("image").is_not_null()).height
+    assert {row["n_rows"] for row in metrics["metrics"] if row["task"] == "category"} == {category_rows}
     assert json.loads(json.dumps(summary.to_dict()))["model_version"] == summary.model_version
     assert summary.model_version.startswith("mtl-20260204-")
     assert summary.n_train["fraud"] == orders.filter(pl.col("split") == "train").height
+    assert summary.n_train["review"] == reviews.filter(pl.col("split") == "train").height
     config = json.loads((output_dir / "config.json").read_text())
     assert config["features"]["order_categorical"] == ["payment_method", "channel", "ship_country"]
+    assert config["tasks"] == list(TASKS)
 
 
 @pytest.mark.slow
@@ -150,7 +212,7 @@ def test_esmm_purchase_never_exceeds_click(trained: tuple[TrainingSummary, Path]
 
 
 @pytest.mark.slow
-def test_saved_model_reloads_with_weights_only_and_scores_identically(
+def test_saved_model_reloads_with_weights_only_and_every_head_scores_identically(
     trained: tuple[TrainingSummary, Path], features_dir: Path
 ) -> None:
     _, output_dir = trained
@@ -160,17 +222,75 @@ def test_saved_model_reloads_with_weights_only_and_scores_identically(
     assert user_vocabulary.dtype == torch.int64 and bool((user_vocabulary[1:] > user_vocabulary[:-1]).all())
 
     bundle = load_multitask(output_dir)
+    items = pl.read_parquet(features_dir / "items.parquet")
+    saved = {name: pl.read_parquet(output_dir / "predictions" / f"{name}.parquet") for name in PREDICTION_FILES}
+
     impressions = pl.read_parquet(features_dir / "impressions.parquet").filter(pl.col("split") == "eval")
-    rescored = predict_impressions(bundle, impressions)
-    saved = pl.read_parquet(output_dir / "predictions" / "impressions_eval.parquet")
-    assert np.array_equal(rescored.get_column("p_click").to_numpy(), saved.get_column("p_click").to_numpy())
-    assert np.array_equal(rescored.get_column("p_purchase").to_numpy(), saved.get_column("p_purchase").to_numpy())
+    rescored = predict_impressions(bundle, impressions, items=items)
+    for column in ("p_click", "p_purchase"):
+        assert np.array_equal(rescored.get_column(column).to_numpy(), saved["impressions_eval"].get_column(column).to_numpy())
+    candidates = predict_impressions(bundle, pl.read_parquet(features_dir / "candidates.parquet"), items=items)
+    assert np.array_equal(candidates.get_column("p_purchase").to_numpy(), saved["candidates"].get_column("p_purchase").to_numpy())
 
     orders = pl.read_parquet(features_dir / "orders.parquet").filter(pl.col("split").is_in(["eval", "score"]))
-    saved_orders = pl.read_parquet(output_dir / "predictions" / "orders.parquet")
     assert np.array_equal(
-        predict_orders(bundle, orders).get_column("p_fraud").to_numpy(), saved_orders.get_column("p_fraud").to_numpy()
+        predict_orders(bundle, orders).get_column("p_fraud").to_numpy(), saved["orders"].get_column("p_fraud").to_numpy()
     )
+    reviews = pl.read_parquet(features_dir / "reviews.parquet").filter(pl.col("split") == "eval")
+    assert np.array_equal(
+        predict_reviews(bundle, reviews, items).get_column("p_negative").to_numpy(),
+        saved["reviews"].get_column("p_negative").to_numpy(),
+    )
+    categories = predict_categories(bundle, items)
+    assert categories.select(saved["items"].columns).equals(saved["items"])
+
+    # Without the items table every item scores as one without content: other, still valid, scores.
+    bare = predict_impressions(bundle, impressions).get_column("p_click").to_numpy()
+    assert not np.array_equal(bare, saved["impressions_eval"].get_column("p_click").to_numpy())
+    assert np.isfinite(bare).all()
+
+
+@pytest.mark.slow
+def test_evaluate_multitask_on_a_saved_model_equals_the_metrics_it_wrote(
+    trained: tuple[TrainingSummary, Path], features_dir: Path
+) -> None:
+    summary, output_dir = trained
+    assert evaluate_multitask(output_dir, features_dir) == summary.metrics
+    written = json.loads((output_dir / "metrics.json").read_text())["metrics"]
+    assert evaluate_multitask(output_dir, features_dir) == written
+
+
+@pytest.mark.slow
+def test_evaluate_multitask_scores_unseen_ids_and_categories_without_crashing(
+    trained: tuple[TrainingSummary, Path], features_dir: Path, tmp_path: Path
+, copy_features) -> None:
+    summary, output_dir = trained
+    shift = pl.col("user_id") + 10_000_000  # every user is new to the model
+    items = pl.read_parquet(features_dir / "items.parquet")
+    renamed = set(items.get_column("item_id").to_list()[::2])  # half the items: a category the model never saw
+    copy = copy_features(
+        features_dir,
+        tmp_path / "features",
+        replace={
+            "impressions.parquet": pl.read_parquet(features_dir / "impressions.parquet").with_columns(shift),
+            "reviews.parquet": pl.read_parquet(features_dir / "reviews.parquet").with_columns(shift),
+            "orders.parquet": pl.read_parquet(features_dir / "orders.parquet").with_columns(shift),
+            "items.parquet": items.with_columns(
+                pl.when(pl.col("item_id").is_in(renamed)).then(pl.lit("brand_new")).otherwise(pl.col("category")).alias("category")
+            ),
+        },
+    )
+    rows = {(row["task"], row["metric"]): row for row in evaluate_multitask(output_dir, copy)}
+    assert set(rows) == {(row["task"], row["metric"]) for row in summary.metrics}
+    assert all(row["value"] is not None and np.isfinite(row["value"]) for row in rows.values())
+    # The renamed items count as wrong whatever the model says (it cannot predict "brand_new"), with
+    # the clipped log loss of a zero probability; the others score as before.
+    scored = pl.read_parquet(output_dir / "predictions" / "items.parquet").filter(pl.col("split") == "eval")
+    kept = scored.filter(~pl.col("item_id").is_in(renamed))
+    n = scored.height
+    right = int((kept.get_column("predicted_category") == kept.get_column("listed_category")).sum())
+    assert rows[("category", "accuracy")] == {"task": "category", "metric": "accuracy", "value": right / n, "n_rows": n}
+    assert rows[("category", "log_loss")]["value"] > summary.metric("category", "log_loss") + 5
 
 
 @pytest.mark.slow
@@ -211,6 +331,13 @@ def test_unseen_ids_and_categories_score_through_the_default_row(trained: tuple[
     p_fraud = predict_orders(bundle, orders).get_column("p_fraud").to_numpy()
     assert np.isfinite(p_fraud).all() and ((p_fraud > 0) & (p_fraud < 1)).all()
 
+    reviews = pl.DataFrame(
+        {"user_id": [999], "item_id": [888], "category": ["nope"], "text": ["Produto péssimo, não recomendo"]},
+        schema_overrides={"user_id": pl.Int64, "item_id": pl.Int64},
+    )
+    p_negative = predict_reviews(bundle, reviews).get_column("p_negative").to_numpy()
+    assert np.isfinite(p_negative).all() and 0 < p_negative[0] < 1
+
 
 @pytest.mark.slow
 def test_same_seed_gives_bitwise_identical_predictions(
@@ -219,10 +346,10 @@ def test_same_seed_gives_bitwise_identical_predictions(
     first_summary, first_dir = trained
     second_summary = train_multitask(features_dir, tmp_path / "again", tiny_config)
     assert second_summary.model_version == first_summary.model_version
-    for name in ("impressions_eval", "candidates", "orders"):
+    for name in PREDICTION_FILES:
         first = pl.read_parquet(first_dir / "predictions" / f"{name}.parquet")
         second = pl.read_parquet(tmp_path / "again" / "predictions" / f"{name}.parquet")
-        assert first.equals(second), name
+        assert first.height > 0 and first.equals(second), name
     first_state = torch.load(first_dir / MODEL_FILE, weights_only=True)
     second_state = torch.load(tmp_path / "again" / MODEL_FILE, weights_only=True)
     assert all(torch.equal(first_state[key], second_state[key]) for key in first_state)
@@ -230,39 +357,107 @@ def test_same_seed_gives_bitwise_identical_predictions(
     # The check above can fail: another seed gives other weights, other predictions, another version.
     other = train_multitask(features_dir, tmp_path / "other", dataclasses.replace(tiny_config, seed=8, max_epochs=1))
     assert other.model_version != first_summary.model_version
-    first = pl.read_parquet(first_dir / "predictions" / "impressions_eval.parquet")
-    changed = pl.read_parquet(tmp_path / "other" / "predictions" / "impressions_eval.parquet")
-    assert not np.array_equal(first.get_column("p_click").to_numpy(), changed.get_column("p_click").to_numpy())
+    for name, column in (("impressions_eval", "p_click"), ("reviews", "p_negative"), ("items", "confidence")):
+        first = pl.read_parquet(first_dir / "predictions" / f"{name}.parquet").get_column(column).to_numpy()
+        changed = pl.read_parquet(tmp_path / "other" / "predictions" / f"{name}.parquet").get_column(column).to_numpy()
+        assert not np.array_equal(first, changed), name
 
 
-def copy_features(features_dir: Path, target: Path, replace: dict[str, pl.DataFrame]) -> Path:
-    """A copy of ``features_dir`` with some Parquet files replaced."""
-    target.mkdir()
-    for name in ("impressions.parquet", "orders.parquet", "candidates.parquet", "manifest.json"):
-        if name in replace:
-            replace[name].write_parquet(target / name)
-        else:
-            (target / name).write_bytes((features_dir / name).read_bytes())
-    return target
+def read_predictions(output_dir: Path) -> dict[str, pl.DataFrame]:
+    return {name: pl.read_parquet(output_dir / "predictions" / f"{name}.parquet") for name in PREDICTION_FILES}
 
 
-def test_training_without_training_impressions_fails_clearly(features_dir: Path, tmp_path: Path) -> None:
-    impressions = pl.read_parquet(features_dir / "impressions.parquet").filter(pl.col("split") == "eval")
-    copy = copy_features(features_dir, tmp_path / "features", {"impressions.parquet": impressions})
-    with pytest.raises(ValueError, match="no split == 'train'"):
-        train_multitask(copy, tmp_path / "out", MultiTaskConfig(max_epochs=1))
+def test_a_deployment_with_only_item_images_trains_the_category_task(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+, copy_features) -> None:
+    copy = copy_features(
+        features_dir,
+        tmp_path / "features",
+        tasks_available=["category"],
+        empty=("impressions.parquet", "orders.parquet", "reviews.parquet", "candidates.parquet"),
+    )
+    summary = train_multitask(copy, tmp_path / "out", dataclasses.replace(tiny_config, max_epochs=2))
+    assert {row["task"] for row in summary.metrics} == {"category"}
+    assert set(summary.n_train) == {"category"}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["tasks"]["trained"] == ["category"]
+    assert set(metrics["tasks"]["skipped"]) == {"click", "purchase", "review", "fraud"}
+    predictions = read_predictions(tmp_path / "out")
+    assert predictions["items"].height > 0
+    assert all(predictions[name].height == 0 for name in ("impressions_eval", "candidates", "orders", "reviews"))
+    assert predictions["orders"].columns == ["order_id", "split", "p_fraud"]  # empty, with the right schema
+    assert evaluate_multitask(tmp_path / "out", copy) == summary.metrics
 
 
-def test_training_without_labelled_orders_publishes_null_fraud_scores(
+def test_a_deployment_with_only_reviews_and_no_images_trains_the_review_task(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+, copy_features) -> None:
+    # As Olist: reviews and items with titles but no images, no clicks, no fraud labels.
+    items = pl.read_parquet(features_dir / "items.parquet").with_columns(pl.lit(None, dtype=pl.Binary).alias("image"))
+    copy = copy_features(
+        features_dir,
+        tmp_path / "features",
+        replace={"items.parquet": items},
+        tasks_available=["review", "category"],
+        empty=("impressions.parquet", "orders.parquet", "candidates.parquet"),
+    )
+    summary = train_multitask(copy, tmp_path / "out", dataclasses.replace(tiny_config, max_epochs=2))
+    assert {row["task"] for row in summary.metrics} == {"review"}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "no labelled split == 'train' rows" in metrics["tasks"]["skipped"]["category"]
+    assert "tasks_available" in metrics["tasks"]["skipped"]["click"]
+    predictions = read_predictions(tmp_path / "out")
+    assert predictions["reviews"].height > 0 and predictions["items"].height == 0
+
+
+def test_single_task_purchase_trains_only_the_esmm_ctcvr_loss(
     features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
 ) -> None:
+    summary = train_multitask(features_dir, tmp_path, dataclasses.replace(tiny_config, tasks=("purchase",), max_epochs=1))
+    assert {row["task"] for row in summary.metrics} == {"purchase"}
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert set(history[1]["train"]) == {"purchase"} and set(history[1]["loss_weights"]) == {"purchase"}
+    scored = pl.read_parquet(tmp_path / "predictions" / "impressions_eval.parquet")
+    # The click head is only a factor of p_ctcvr here, not a click model: no p_click is published.
+    assert scored.get_column("p_click").null_count() == scored.height
+    assert scored.get_column("p_purchase").null_count() == 0
+    assert pl.read_parquet(tmp_path / "predictions" / "reviews.parquet").height == 0
+
+
+def test_training_without_labelled_orders_skips_fraud_and_writes_an_empty_fraud_file(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+, copy_features) -> None:
     orders = pl.read_parquet(features_dir / "orders.parquet").with_columns(
         pl.when(pl.col("split") == "train").then(pl.lit("unused")).otherwise(pl.col("split")).alias("split")
     )
-    copy = copy_features(features_dir, tmp_path / "features", {"orders.parquet": orders})
-    summary = train_multitask(copy, tmp_path / "out", dataclasses.replace(tiny_config, max_epochs=1))
-    assert summary.n_train["fraud"] == 0
-    assert summary.metric("fraud", "auc") is None and summary.metric("click", "auc") is not None
-    scored = pl.read_parquet(tmp_path / "out" / "predictions" / "orders.parquet")
-    assert scored.height > 0 and scored.get_column("p_fraud").null_count() == scored.height
+    copy = copy_features(features_dir, tmp_path / "features", replace={"orders.parquet": orders})
+    config = dataclasses.replace(tiny_config, max_epochs=1, tasks=("click", "fraud"))
+    summary = train_multitask(copy, tmp_path / "out", config)
+    assert "fraud" not in summary.n_train and summary.metric("fraud", "auc") is None
+    assert summary.metric("click", "auc") is not None
+    assert pl.read_parquet(tmp_path / "out" / "predictions" / "orders.parquet").height == 0
     json.loads((tmp_path / "out" / "metrics.json").read_text())  # still strict JSON
+
+    with pytest.raises(ValueError, match="no task can be trained"):
+        train_multitask(copy, tmp_path / "none", dataclasses.replace(config, tasks=("fraud",)))
+    with pytest.raises(ValueError, match="unknown tasks"):
+        train_multitask(copy, tmp_path / "none", dataclasses.replace(config, tasks=("ctr",)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("SHOPMTL_TEST_COMPILE") != "1",
+    reason="torch.compile on CPU spends ~16 s compiling C++ kernels (inductor) on 2 cores, over this suite's "
+    "budget; set SHOPMTL_TEST_COMPILE=1 to run it",
+)
+def test_the_compile_flag_trains_and_scores_like_eager(
+    trained: tuple[TrainingSummary, Path], features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(tiny_config, max_epochs=1)
+    eager = train_multitask(features_dir, tmp_path / "eager", config)
+    compiled = train_multitask(features_dir, tmp_path / "compiled", dataclasses.replace(config, compile=True))
+    assert set(torch.load(tmp_path / "compiled" / MODEL_FILE, weights_only=True)) == set(
+        torch.load(tmp_path / "eager" / MODEL_FILE, weights_only=True)
+    )  # compiling in place keeps the state_dict keys, so compiled models load anywhere
+    for task, metric in (("click", "auc"), ("review", "auc"), ("category", "accuracy"), ("fraud", "auc")):
+        assert compiled.metric(task, metric) == pytest.approx(eager.metric(task, metric), abs=0.02), task
