@@ -78,9 +78,12 @@ def print_published(warehouse_url: str, ds: date) -> None:
     with engine.connect() as conn, pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         params = {"ds": bind_date(conn, ds)}
         print(f"\nPublished for ds={ds}:")
-        for table in ("score_user_item", "score_order_fraud", "model_runs"):
+        for table in ("score_user_item", "score_order_fraud", "score_review_sentiment", "score_item_category", "model_runs"):
             count = read_frame(conn, f"SELECT COUNT(*) AS n FROM {table} WHERE ds = :ds", params)["n"][0]
-            print(f"  {table:<18} {count:>7} rows")
+            print(f"  {table:<22} {count:>7} rows")
+        registry = read_frame(conn, "SELECT model_name, model_version, status FROM model_registry WHERE trained_ds = :ds ORDER BY model_name", params)
+        print("\nModel registry (champion/challenger gate):")
+        print(registry)
         metrics = read_frame(
             conn, "SELECT model_name, task, metric, value, n_rows FROM model_runs WHERE ds = :ds ORDER BY task, model_name, metric", params
         ).pivot(on="metric", index=["task", "model_name", "n_rows"], values="value")

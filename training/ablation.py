@@ -301,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sources", help="comma-separated sources the warehouse has (default: SHOPMTL_SOURCES or all)")
     parser.add_argument("--maturity-days", type=int, default=FeatureConfig.maturity_days)
     parser.add_argument("--fraud-eval-days", type=int, default=FeatureConfig.fraud_eval_days)
+    parser.add_argument(
+        "--review-eval-days", type=int, default=FeatureConfig.review_eval_days,
+        help="newest days of reviews to evaluate sentiment on (sparse sources such as Olist need more than day D)",
+    )
     parser.add_argument("--max-epochs", type=int, default=MultiTaskConfig.max_epochs)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -316,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.seed,
         MultiTaskConfig(max_epochs=args.max_epochs),
         sources,
-        FeatureConfig(maturity_days=args.maturity_days, fraud_eval_days=args.fraud_eval_days),
+        FeatureConfig(
+            maturity_days=args.maturity_days, fraud_eval_days=args.fraud_eval_days, review_eval_days=args.review_eval_days
+        ),
     )
     print(
         f"\nAblation for {args.ds} (window {args.window_days} days, seed {args.seed}; {time.perf_counter() - started:.0f} s)\n"

@@ -333,3 +333,31 @@ def test_evaluate_champion_of_the_network_on_the_same_rows(features_dir: Path, t
         assert again["value"] == pytest.approx(row["value"], abs=1e-6)
     # The same model against itself on the same rows passes the gate.
     assert decide_promotion(trained["metrics"], evaluated).promote
+
+
+@pytest.mark.slow
+def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights_own_model_in_a_backfill(
+    features_dir: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from training.registry import select_scoring_model
+
+    champion = train_fraud_baseline(features_dir, tmp_path / "champion", FraudBaselineConfig(num_boost_round=100)).to_dict()
+    first = select_scoring_model(sqlite_url, DS, champion, features_dir, tmp_path / "unused")
+    assert first["decision"]["status"] == "champion" and first["scoring"]["model_version"] == champion["model_version"]
+
+    stump = FraudBaselineConfig(num_boost_round=1, early_stopping_rounds=1, num_leaves=2, feature_fraction=0.3, seed=11)
+    worse = train_fraud_baseline(features_dir, tmp_path / "worse", stump).to_dict()
+    kept = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores")
+    assert kept["decision"]["status"] == "rejected" and kept["trained"]["model_version"] == worse["model_version"]
+    assert kept["scoring"]["model_version"] == champion["model_version"]
+    assert pl.read_parquet(tmp_path / "champion_scores" / "predictions" / "orders.parquet").equals(
+        pl.read_parquet(tmp_path / "champion" / "predictions" / "orders.parquet").select("order_id", "split", "p_fraud")
+    )
+
+    # A backfill of an earlier day publishes the scores of the model trained as of that day.
+    backfill = select_scoring_model(sqlite_url, DS - timedelta(days=5), worse, features_dir, tmp_path / "never")
+    assert backfill["scoring"]["model_version"] == worse["model_version"]
+    assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == champion["model_version"]
+    assert not (tmp_path / "never").exists()
