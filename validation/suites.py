@@ -329,7 +329,7 @@ def build_fraud_labels_suite(window: ValidationWindow) -> gx.ExpectationSuite:
 
 
 def build_reviews_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Reviews of the window: unique ids, known users/items, ratings 1..5."""
+    """Reviews of the window: unique ids, known users/items, ratings 1..5, rows on day D."""
     return make_suite(
         "reviews",
         schema_expectations("reviews"),
@@ -341,7 +341,8 @@ def build_reviews_suite(window: ValidationWindow) -> gx.ExpectationSuite:
             in_window("created_at", window),
             # most reviews have some text; a sudden wave of empty ones is worth a look
             warning(gxe.ExpectColumnValuesToNotBeNull(column="body", mostly=0.5)),
-            non_empty(required=False),
+            # a deployment that configures reviews gets them every day; none on day D means a broken feed
+            rows_on_day("created_at", window),
         ],
     )
 

@@ -323,17 +323,23 @@ def test_non_critical_failure_only_warns(tmp_path, sqlite_url, valid_frames, cap
 
 
 def test_empty_optional_extracts_only_warn(tmp_path, sqlite_url, valid_frames):
-    frames = {**valid_frames, "reviews": valid_frames["reviews"].clear()}
+    frames = {**valid_frames, "fraud_labels": valid_frames["fraud_labels"].clear()}
     frames["item_images"] = valid_frames["item_images"].clear()
-    summary = run_validation(tmp_path, sqlite_url, frames, tables=("reviews", "item_images"))
+    summary = run_validation(tmp_path, sqlite_url, frames, tables=("fraud_labels", "item_images"))
 
     assert (summary.n_failed, summary.n_critical_failed) == (2, 0)
-    assert summary.tables["reviews"].n_rows == 0
+    assert summary.tables["fraud_labels"].n_rows == 0
     failed = sorted((row["table_name"], row["expectation"]) for row in read_results(sqlite_url) if not row["success"])
     assert failed == [
+        ("fraud_labels", "expect_table_row_count_to_be_between"),
         ("item_images", "expect_table_row_count_to_be_between"),
-        ("reviews", "expect_table_row_count_to_be_between"),
     ]
+
+
+def test_configured_reviews_without_a_review_on_day_d_fail(tmp_path, sqlite_url, valid_frames):
+    frames = {**valid_frames, "reviews": valid_frames["reviews"].clear()}
+    with pytest.raises(DataQualityError, match=r"reviews\.created_at: expect_table_row_count_to_be_between failed: observed 0 rows on day D"):
+        run_validation(tmp_path, sqlite_url, frames, tables=("reviews",))
 
 
 def test_missing_extract_file_names_the_table(tmp_path, sqlite_url, valid_frames):
