@@ -538,7 +538,9 @@ def score_with_model(model_dir: Path, features_dir: Path, output_dir: Path) -> T
         ).write_parquet(output_dir / "predictions" / "orders.parquet")
         summary = TrainingSummary(LGBM_MODEL_NAME, model.model_version, output_dir, fraud_eval_metrics(model, orders))
     else:
-        summary = _score_multitask(model_dir, features_dir, output_dir)
+        from training.train_multitask import score_multitask  # heavy: imported only when needed
+
+        summary = score_multitask(model_dir, features_dir, output_dir)
     write_json(output_dir / "metrics.json", {**summary.to_dict(), "scored_with": str(model_dir)})
     log.info(
         "scored %s with %s %s: %s",
@@ -548,30 +550,6 @@ def score_with_model(model_dir: Path, features_dir: Path, output_dir: Path) -> T
         _format_rows(summary.metrics),
     )
     return summary
-
-
-def _score_multitask(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
-    """``evaluate_multitask`` plus the candidates, writing the prediction files (train_multitask's code path)."""
-    import torch
-
-    from training import train_multitask as trainer
-    from training.multitask import encode_item_table, with_image_features
-
-    bundle = load_multitask(model_dir)
-    tables = trainer.read_feature_tables(features_dir)
-    tasks = tuple(task for task in bundle.extra.get("tasks", trainer.TASKS) if task in tables.tasks_available)
-    training = bundle.extra.get("training", {})
-    config = bundle.model.config
-    with trainer.seeded_torch(training.get("seed", 0), torch.device("cpu"), training.get("num_threads", 1)):
-        items = with_image_features(
-            bundle.model, encode_item_table(tables.items, config.text_hashing, config.image_size)
-        )
-        predictions = trainer.predict_features(
-            bundle.model, bundle.spec, tables, items, tasks, training.get("predict_batch_size", 65536)
-        )
-        metrics = trainer.eval_metric_rows(tables, predictions, tasks)
-    trainer.write_predictions(predictions, output_dir / "predictions")
-    return TrainingSummary(MULTITASK_MODEL_NAME, bundle.model_version, output_dir, metrics)
 
 
 def select_scoring_model(

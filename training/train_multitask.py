@@ -1021,13 +1021,10 @@ def train_multitask(
     return summary
 
 
-def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
-    """Metric rows of the saved model in ``model_dir`` on ``features_dir``'s day-D rows.
-
-    The same rows and code as the metrics ``train_multitask`` writes, so a champion and a challenger
-    are compared on equal terms; ids, items and categories the saved model never saw score through
-    its default rows (an unknown listed category counts as a wrong prediction).
-    """
+def _predict_with_saved_model(
+    model_dir: Path, features_dir: Path, include_candidates: bool
+) -> tuple[MultiTaskBundle, Any, list[dict[str, Any]]]:
+    """(bundle, predictions, metric rows) of a saved model on ``features_dir``: training's own code path."""
     bundle = load_multitask(Path(model_dir))
     tables = read_feature_tables(Path(features_dir))
     tasks = tuple(task for task in bundle.extra.get("tasks", TASKS) if task in tables.tasks_available)
@@ -1044,9 +1041,26 @@ def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, An
             items,
             tasks,
             training.get("predict_batch_size", 65536),
-            include_candidates=False,
+            include_candidates=include_candidates,
         )
-        return eval_metric_rows(tables, predictions, tasks)
+        return bundle, predictions, eval_metric_rows(tables, predictions, tasks)
+
+
+def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
+    """Metric rows of the saved model in ``model_dir`` on ``features_dir``'s day-D rows.
+
+    The same rows and code as the metrics ``train_multitask`` writes, so a champion and a challenger
+    are compared on equal terms; ids, items and categories the saved model never saw score through
+    its default rows (an unknown listed category counts as a wrong prediction).
+    """
+    return _predict_with_saved_model(model_dir, features_dir, include_candidates=False)[2]
+
+
+def score_multitask(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
+    """Score ``features_dir`` with a saved model into ``output_dir/predictions``, as training would."""
+    bundle, predictions, metrics = _predict_with_saved_model(model_dir, features_dir, include_candidates=True)
+    write_predictions(predictions, Path(output_dir) / "predictions")
+    return TrainingSummary(MODEL_NAME, bundle.model_version, Path(output_dir), metrics)
 
 
 def text_hashing(config: MultiTaskConfig) -> TextHashing:

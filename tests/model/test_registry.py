@@ -187,6 +187,10 @@ def test_registry_refuses_stale_champion_metrics_and_backfills_and_allows_one_ch
 
 # --- saved artifacts: evaluating and scoring with the champion -------------------------------------
 
+TINY_NETWORK = MultiTaskConfig(
+    embedding_dim=8, hidden_dims=(16,), head_hidden_dim=8, fraud_hidden_dims=(8,), batch_size=256, max_epochs=2, num_threads=1
+)
+
 
 @pytest.fixture(scope="module")
 def lgbm_dir(features_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -286,15 +290,7 @@ def test_evaluate_champion_scores_the_saved_champion_or_says_it_cannot(
 def test_score_with_model_reproduces_the_networks_own_predictions(features_dir: Path, tmp_path: Path) -> None:
     from training.train_multitask import train_multitask
 
-    config = MultiTaskConfig(
-        embedding_dim=8,
-        hidden_dims=(16,),
-        head_hidden_dim=8,
-        fraud_hidden_dims=(8,),
-        batch_size=256,
-        max_epochs=2,
-        num_threads=1,
-    )
+    config = TINY_NETWORK
     trained = train_multitask(features_dir, tmp_path / "model", config)
     scored = score_with_model(tmp_path / "model", features_dir, tmp_path / "scored")
     assert scored.model_version == trained.model_version
@@ -313,15 +309,7 @@ def test_score_with_model_reproduces_the_networks_own_predictions(features_dir: 
 def test_evaluate_champion_of_the_network_on_the_same_rows(features_dir: Path, tmp_path: Path, sqlite_url: str) -> None:
     import training.train_multitask as train_module
 
-    config = MultiTaskConfig(
-        embedding_dim=8,
-        hidden_dims=(16,),
-        head_hidden_dim=8,
-        fraud_hidden_dims=(8,),
-        batch_size=256,
-        max_epochs=2,
-        num_threads=1,
-    )
+    config = TINY_NETWORK
     trained = train_module.train_multitask(features_dir, tmp_path / "model", config).to_dict()
     register_model(sqlite_url, DS, trained, None)
     evaluated = evaluate_champion(sqlite_url, "multitask", features_dir)
