@@ -30,7 +30,12 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from etl.config import load_settings
 
+# Training may run on its own Celery queue (SHOPMTL_TRAINING_QUEUE=gpu for docker-compose's gpu worker);
+# unset, it shares Airflow's default queue.
+TRAINING_QUEUE = load_settings().training_queue
+TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
 
 
 @dag(
@@ -107,7 +112,7 @@ def nightly_retrain():
         config = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
         return build_features(run.extract_dir, run.features_dir, run.ds, config, run.sources).to_dict()
 
-    @task
+    @task(**TRAINING_TASK_ARGS)
     def train_multitask(run_plan: dict, features: dict, params=None) -> dict:
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
@@ -120,7 +125,7 @@ def nightly_retrain():
         warm_start_dir = read_champion_dir(resolve_warehouse_url(), "multitask") if params["warm_start"] else None
         return train_multitask(run.features_dir, run.model_dir("multitask"), config, warm_start_dir).to_dict()
 
-    @task
+    @task(**TRAINING_TASK_ARGS)
     def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 

@@ -24,6 +24,9 @@ class Settings:
     home: Path
     # The warehouse sources this deployment has (SHOPMTL_SOURCES, comma separated; default: all).
     sources: tuple[str, ...] = SOURCE_TABLES
+    # The Airflow (Celery) queue the training tasks run on (SHOPMTL_TRAINING_QUEUE, e.g. "gpu" for the
+    # docker-compose gpu worker); None keeps Airflow's default queue.
+    training_queue: str | None = None
 
     @property
     def embedded_warehouse_url(self) -> str:
@@ -43,9 +46,13 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Read ``SHOPMTL_HOME`` and ``SHOPMTL_SOURCES`` (or their documented defaults) into Settings."""
+    """Read ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES`` and ``SHOPMTL_TRAINING_QUEUE`` (or their defaults) into Settings."""
     home = Path(os.environ.get("SHOPMTL_HOME") or DEFAULT_HOME).expanduser().resolve()
-    return Settings(home=home, sources=parse_sources(os.environ.get("SHOPMTL_SOURCES")))
+    return Settings(
+        home=home,
+        sources=parse_sources(os.environ.get("SHOPMTL_SOURCES")),
+        training_queue=os.environ.get("SHOPMTL_TRAINING_QUEUE") or None,
+    )
 
 
 def parse_sources(value: str | None) -> tuple[str, ...]:

@@ -155,14 +155,26 @@ def mask_url(url: str) -> str:
 
 
 def create_warehouse_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for ``url``; SQLite waits for locks instead of failing at once."""
+    """A SQLAlchemy engine for ``url``; SQLite waits for locks instead of failing at once and uses WAL."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = sa.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(url, connect_args={"timeout": 60})
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+        sa.event.listen(engine, "connect", _use_write_ahead_log)
+        return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _use_write_ahead_log(dbapi_connection, _record) -> None:
+    # WAL lets analysts keep reading the previous rows while the nightly run replaces a day
+    # (the default rollback journal blocks readers for the whole write transaction).
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
 
 
 def is_sqlite(conn: Connection | Engine) -> bool:
