@@ -178,8 +178,18 @@ def read_champion(warehouse_url: str, model_name: str) -> dict[str, Any] | None:
     }
 
 
+def _version_row(conn: Connection, model_name: str, model_version: str) -> dict[str, Any] | None:
+    rows = _read_rows(conn, "model_name = :name AND model_version = :version", {"name": model_name, "version": model_version})
+    return rows.row(0, named=True) if rows.height else None
+
+
 def _result(
-    model_name: str, model_version: str, status: str, champion: dict[str, Any] | None, reasons: list[str]
+    model_name: str,
+    model_version: str,
+    status: str,
+    champion: dict[str, Any] | None,
+    reasons: list[str],
+    recorded: bool = False,
 ) -> dict[str, Any]:
     return {
         "model_name": model_name,
@@ -187,7 +197,11 @@ def _result(
         "status": status,
         "champion_version": champion["model_version"] if champion else None,
         "champion_artifact_path": champion["artifact_path"] if champion else None,
+        "champion_trained_ds": champion["trained_ds"].isoformat() if champion else None,
         "reasons": reasons,
+        # True when this version was registered before (a re-run): champion_* then say what they said
+        # that night (the model itself if promoted, the champion it lost to if rejected), not today's.
+        "recorded": recorded,
     }
 
 
@@ -237,16 +251,20 @@ def register_model(
             ).rowcount
             champion = _champion_row(conn, model_name)
             if not inserted:
-                existing = _read_rows(
-                    conn,
-                    "model_name = :name AND model_version = :version",
-                    {"name": model_name, "version": model_version},
-                ).row(0, named=True)
+                existing = _version_row(conn, model_name, model_version)
                 reasons = json.loads(existing["reasons_json"] or "[]")
+                # As that night said: a promoted model named itself, a rejected one the champion it lost to.
+                if existing["status"] != "rejected":
+                    judged_against = existing
+                elif existing["compared_with"]:
+                    judged_against = _version_row(conn, model_name, existing["compared_with"])
+                else:
+                    judged_against = None
                 log.info(
-                    "%s %s is already registered as %s: nothing changed", model_name, model_version, existing["status"]
+                    "%s %s is already registered as %s (judged against %s): nothing changed",
+                    model_name, model_version, existing["status"], existing["compared_with"],
                 )
-                return _result(model_name, model_version, existing["status"], champion, reasons)
+                return _result(model_name, model_version, existing["status"], judged_against, reasons, recorded=True)
 
             _check_champion_unchanged(champion, champion_metrics_same_rows)
             compared_metrics = metrics if challenger_metrics_same_rows is None else challenger_metrics_same_rows
@@ -566,15 +584,23 @@ def select_scoring_model(
     - rejected by the gate: the champion keeps scoring, on today's features, into ``champion_output_dir``;
     - a backfill (the champion was trained on a later day): the night's own model scores, because a
       model trained on later data would put the future into an old day's scores; the registry still
-      records it as not promoted, so the newer champion stays in place.
+      records it as not promoted, so the newer champion stays in place;
+    - a re-run of a day whose model is already registered: that night's decision again, against that
+      night's champion (so reprocessing a day reproduces its scores).
 
     Returns ``{"decision": register_model's dict, "trained": the night's summary, "scoring": a
     TrainingSummary dict of the model whose predictions are published}``.
     """
     champion_before = read_champion(warehouse_url, str(summary["model_name"]))
     decision = gate_model(warehouse_url, ds, summary, features_dir, config)
-    is_backfill = champion_before is not None and ds < date.fromisoformat(champion_before["trained_ds"])
-    if decision["status"] == "champion" or is_backfill:
+    if decision["recorded"]:
+        # A re-run of the day (retry, reprocessed backfill) repeats that night's decision against the
+        # champion of that night, so the day's scores come out the same whatever was promoted since.
+        champion_trained_ds = decision["champion_trained_ds"]
+    else:
+        champion_trained_ds = champion_before["trained_ds"] if champion_before else None
+    is_backfill = champion_trained_ds is not None and ds < date.fromisoformat(champion_trained_ds)
+    if decision["status"] != "rejected" or is_backfill:
         scoring = dict(summary)
     else:
         champion_dir = choose_scoring_model(decision, str(summary["output_dir"]))

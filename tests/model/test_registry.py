@@ -136,13 +136,15 @@ def test_register_promotes_the_first_rejects_worse_promotes_better_and_is_idempo
     assert choose_scoring_model(better, "/m/v3") == "/m/v3"
     assert registry_rows(warehouse_url) == {"v1": "challenger", "v2": "rejected", "v3": "champion"}
 
-    # Re-running a day registers nothing new and returns the recorded decision.
-    assert register_model(warehouse_url, day2, summary("v2", "/m/v2", click_auc=0.74), rows(click_auc=0.77)) == {
-        **worse,
-        "champion_version": "v3",
-        "champion_artifact_path": "/m/v3",
+    # Re-running a day registers nothing new and returns that night's decision, although v3 has
+    # replaced the champion v2 lost to since.
+    rerun = register_model(warehouse_url, day2, summary("v2", "/m/v2", click_auc=0.74), rows(click_auc=0.77))
+    assert rerun == {**worse, "recorded": True}
+    assert choose_scoring_model(rerun, "/m/v2") == "/m/v1"
+    assert register_model(warehouse_url, day2, summary("v3", "/m/v3", click_auc=0.80), rows(click_auc=0.80)) == {
+        **better,
+        "recorded": True,
     }
-    assert register_model(warehouse_url, day2, summary("v3", "/m/v3", click_auc=0.80), rows(click_auc=0.80)) == better
     assert registry_rows(warehouse_url) == {"v1": "challenger", "v2": "rejected", "v3": "champion"}
 
     engine = create_warehouse_engine(warehouse_url)
@@ -241,8 +243,9 @@ def test_gate_rejects_a_deliberately_worse_model_and_the_champion_keeps_scoring(
     assert decision["status"] == "rejected" and decision["champion_version"] == champion["model_version"]
     assert any(reason.startswith("fraud auc") for reason in decision["reasons"]), decision["reasons"]
     assert choose_scoring_model(decision, worse["output_dir"]) == str(tmp_path / "champion")
-    # The same model again (a re-run of the day) changes nothing.
-    assert gate_model(warehouse_url, DS, worse, features_dir) == decision
+    # The same model again (a re-run of the day) changes nothing and says it was recorded before.
+    rerun = gate_model(warehouse_url, DS, worse, features_dir)
+    assert rerun["recorded"] and {**rerun, "recorded": False} == decision
     assert read_champion(warehouse_url, "fraud_lgbm")["model_version"] == champion["model_version"]
 
 
@@ -349,3 +352,13 @@ def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights
     assert backfill["scoring"]["model_version"] == worse["model_version"]
     assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == champion["model_version"]
     assert not (tmp_path / "never").exists()
+
+    # Weeks later a newer model is champion; reprocessing DS repeats that night's decision: the
+    # champion the rejected model lost to scores the day again, with the same scores.
+    register_model(sqlite_url, DS + timedelta(days=3), summary("newer", str(tmp_path / "newer"), "fraud_lgbm", fraud_auc=0.99), None)
+    assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == "newer"
+    again = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores_again")
+    assert again["decision"]["recorded"] and again["scoring"]["model_version"] == champion["model_version"]
+    assert pl.read_parquet(tmp_path / "champion_scores_again" / "predictions" / "orders.parquet").equals(
+        pl.read_parquet(tmp_path / "champion_scores" / "predictions" / "orders.parquet")
+    )
