@@ -98,7 +98,11 @@ def build_params(config: FraudBaselineConfig) -> dict[str, Any]:
 def save_fraud_baseline(model: FraudBaseline, output_dir: Path) -> None:
     """Write ``model.txt`` (LightGBM text, best iteration) and ``config.json`` (columns and encodings)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.booster.save_model(output_dir / MODEL_FILE)  # num_iteration=None saves up to the best iteration
+    # num_iteration=None saves up to the best iteration; write, then rename, so a concurrent gate loading
+    # this champion never reads half a file.
+    partial = output_dir / (MODEL_FILE + ".partial")
+    model.booster.save_model(partial)
+    partial.replace(output_dir / MODEL_FILE)
     payload = {
         **model.extra,
         "model_version": model.model_version,

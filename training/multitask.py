@@ -614,7 +614,10 @@ def save_multitask(bundle: MultiTaskBundle, output_dir: Path) -> None:
     """Write ``model.pt`` (state_dict only) and ``config.json`` (enough to rebuild the module)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu() for key, value in bundle.model.state_dict().items()}
-    torch.save(state, output_dir / MODEL_FILE)
+    # Write, then rename: another day's gate may be loading this champion while the day is re-run.
+    partial = output_dir / (MODEL_FILE + ".partial")
+    torch.save(state, partial)
+    partial.replace(output_dir / MODEL_FILE)
     payload = {
         **bundle.extra,
         "model_version": bundle.model_version,
