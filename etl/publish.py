@@ -199,7 +199,7 @@ def publish_scores(
 
     engine = create_warehouse_engine(warehouse_url)
     try:
-        create_tables(engine, areas=["scores"])
+        create_tables(engine, areas=["scores", "views"])  # the analysts' views read the score tables
         written = {}
         for table, frame in tables.items():
             with engine.begin() as conn:

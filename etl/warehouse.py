@@ -6,6 +6,7 @@ bind parameters use the same text form (see ``bind_timestamp``).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Iterable, Mapping
@@ -141,8 +142,18 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     },
 }
 
-DDL_AREAS = ("warehouse", "truth", "scores", "ops")
-
+# DDL areas, in creation order: one folder of sql/ each. "views" holds the analysts' views (one
+# CREATE VIEW per file, named after the file); the other areas hold one table per file.
+TABLE_AREAS = ("warehouse", "truth", "scores", "ops")
+DDL_AREAS = (*TABLE_AREAS, "views")
+# What an area reads: creating it first makes sure these areas' tables exist (the views select from
+# score tables, model_registry, and orders/items for context). Only MISSING tables of a required
+# area are created, so publishing never runs DDL (CREATE INDEX needs ownership) on source tables.
+AREA_REQUIRES: dict[str, tuple[str, ...]] = {"views": ("warehouse", "scores", "ops")}
+# Serialises create_tables on PostgreSQL: two concurrent CREATE ... IF NOT EXISTS (or CREATE OR
+# REPLACE VIEW) of the same object can collide in the catalog. Any constant bigint, shopmtl's own.
+DDL_LOCK_KEY = 0x73686F706D746C  # "shopmtl"
+VIEW_DIGEST_MARKER = "shopmtl-ddl-sha256:"
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL URLs given without a driver (``postgresql://`` / ``postgres://``)."""
@@ -182,15 +193,51 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 
 
 def read_ddl(area: str) -> list[tuple[str, str]]:
-    """(file stem, SQL text) for every DDL file of ``area`` (``warehouse``, ``truth``, ``scores``, ``ops``)."""
+    """(file stem, SQL text) for every DDL file of ``area`` (``warehouse``, ``truth``, ``scores``, ``ops``, ``views``)."""
     return [(path.stem, path.read_text()) for path in sorted((SQL_DIR / area).glob("*.sql"))]
 
 
+def resolve_areas(areas: Iterable[str]) -> list[tuple[str, bool]]:
+    """(area, requested) in creation order: each area after the areas it requires (``AREA_REQUIRES``).
+
+    ``requested`` is False for an area that is only there because another one reads it.
+    """
+    requested = list(dict.fromkeys(areas))
+    unknown = [area for area in requested if area not in DDL_AREAS]
+    if unknown:
+        raise ValueError(f"unknown DDL areas {unknown}; known: {list(DDL_AREAS)}")
+    needed: set[str] = set()
+
+    def add(area: str) -> None:
+        if area not in needed:
+            needed.add(area)
+            for required in AREA_REQUIRES.get(area, ()):
+                add(required)
+
+    for area in requested:
+        add(area)
+    return [(area, area in requested) for area in DDL_AREAS if area in needed]
+
+
 def create_tables(engine: Engine, areas: Iterable[str] = DDL_AREAS) -> None:
-    """Run the DDL of ``areas`` (idempotent: every statement is IF NOT EXISTS)."""
+    """Run the DDL of ``areas`` and of the areas they read, in one transaction; idempotent.
+
+    Tables and indexes are ``IF NOT EXISTS``. Views (area ``views``) are created or replaced only
+    when their file changed (``create_view``), so re-runs neither lock them nor drop their grants.
+    """
     with engine.begin() as conn:
-        for area in areas:
-            for _, text in read_ddl(area):
+        if not is_sqlite(conn):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK_KEY})
+        existing: set[str] | None = None
+        for area, requested in resolve_areas(areas):
+            for name, text in read_ddl(area):
+                if area == "views":
+                    create_view(conn, name, text)
+                    continue
+                if not requested:
+                    existing = set(sa.inspect(conn).get_table_names()) if existing is None else existing
+                    if name in existing:
+                        continue
                 for statement in split_sql(text):
                     conn.exec_driver_sql(statement)
 
@@ -199,6 +246,87 @@ def split_sql(text: str) -> list[str]:
     """Statements of a DDL file (no semicolons inside our DDL, so a plain split is exact)."""
     without_comments = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
     return [statement.strip() for statement in without_comments.split(";") if statement.strip()]
+
+
+def execute_sql(conn: Connection, text: str) -> None:
+    """Run SQL text exactly as written, in the caller's transaction: no bind parameters, so a ``%``
+    (in a view or a comment) is not taken for a placeholder; several statements allowed on PostgreSQL."""
+    if is_sqlite(conn):
+        conn.exec_driver_sql(text)
+    else:
+        conn.connection.driver_connection.execute(text)
+
+
+def view_statement(name: str, text: str) -> str:
+    """The one ``CREATE VIEW <name> AS ...`` statement of a view file, checked to name the file's view."""
+    statements = split_sql(text)
+    match = re.match(r"CREATE\s+VIEW\s+(\w+)\s+AS\s", statements[0] if statements else "", re.IGNORECASE)
+    if len(statements) != 1 or not match or match.group(1) != name:
+        raise ValueError(f"sql/views/{name}.sql must hold exactly one statement: CREATE VIEW {name} AS ...")
+    return statements[0]
+
+
+def create_view(conn: Connection, name: str, text: str) -> None:
+    """Create view ``name`` from its file, or replace it if the file changed; nothing if it did not.
+
+    The files say plain ``CREATE VIEW`` (the dialects share no idempotent form). PostgreSQL:
+    ``CREATE OR REPLACE VIEW``, which keeps the view's grants; the file's SHA-256 is kept in the
+    view's comment so an unchanged view is left alone (replacing takes an exclusive lock that would
+    queue behind analysts' queries). A change PostgreSQL cannot make in place (a column removed,
+    renamed or retyped) drops and re-creates the view and restores its grants. SQLite (no grants):
+    drop and create when the stored text differs.
+    """
+    statement = view_statement(name, text)
+    body = statement[re.match(r"CREATE\s+VIEW\s+", statement, re.IGNORECASE).end():]  # "<name> AS ..."
+    if is_sqlite(conn):
+        stored = conn.execute(
+            sa.text("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = :name"), {"name": name}
+        ).scalar()
+        if stored is None or " ".join(stored.split()) != " ".join(f"CREATE VIEW {body}".split()):
+            conn.exec_driver_sql(f"DROP VIEW IF EXISTS {name}")
+            execute_sql(conn, f"CREATE VIEW IF NOT EXISTS {body}")  # IF NOT EXISTS: a concurrent run won
+        return
+    import psycopg.errors
+    from psycopg import sql
+
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    comment = conn.execute(
+        sa.text("SELECT obj_description(c.oid, 'pg_class') FROM pg_class c WHERE c.oid = to_regclass(:name) AND c.relkind = 'v'"),
+        {"name": name},
+    ).scalar()
+    if comment and comment.endswith(f"{VIEW_DIGEST_MARKER} {digest}"):
+        return
+    try:
+        with conn.begin_nested():
+            execute_sql(conn, f"CREATE OR REPLACE VIEW {body}")
+    except psycopg.errors.InvalidTableDefinition:
+        grants = conn.execute(
+            sa.text(
+                "SELECT a.grantee = 0, pg_get_userbyid(a.grantee), a.privilege_type, a.is_grantable "
+                "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = to_regclass(:name) AND a.grantee <> c.relowner"
+            ),
+            {"name": name},
+        ).all()
+        conn.exec_driver_sql(f"DROP VIEW {name}")
+        execute_sql(conn, statement)
+        driver = conn.connection.driver_connection
+        for to_public, grantee, privilege, grantable in grants:
+            execute_sql(
+                conn,
+                sql.SQL("GRANT {} ON {} TO {}{}").format(
+                    sql.SQL(privilege),  # from aclexplode: SELECT, INSERT, ...
+                    sql.Identifier(name),
+                    sql.SQL("PUBLIC") if to_public else sql.Identifier(grantee),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                ).as_string(driver),
+            )
+    description = "\n".join(line[2:].strip() for line in text.splitlines() if line.startswith("--"))
+    execute_sql(
+        conn,
+        sql.SQL("COMMENT ON VIEW {} IS {}").format(
+            sql.Identifier(name), sql.Literal(f"{description}\n{VIEW_DIGEST_MARKER} {digest}".lstrip())
+        ).as_string(conn.connection.driver_connection),
+    )
 
 
 def bind_timestamp(conn: Connection, value: datetime | date) -> datetime | str:
@@ -302,7 +430,9 @@ __all__ = [
     "bind_timestamp",
     "cast_to_schema",
     "create_tables",
+    "create_view",
     "create_warehouse_engine",
+    "execute_sql",
     "insert_frame",
     "mask_url",
     "normalize_url",

@@ -11,3 +11,5 @@ CREATE TABLE IF NOT EXISTS model_runs (
     n_rows        BIGINT NULL,
     PRIMARY KEY (ds, model_name, task, metric)
 );
+-- v_model_performance reads it by task and metric over days.
+CREATE INDEX IF NOT EXISTS ix_model_runs_task ON model_runs (task, metric, ds);

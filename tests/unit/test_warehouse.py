@@ -9,7 +9,7 @@ import pytest
 
 from etl.config import connection_to_url
 from etl.warehouse import (
-    DDL_AREAS, TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame, mask_url, read_ddl, read_frame, replace_rows, split_sql,
+    TABLE_AREAS, TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame, mask_url, read_ddl, read_frame, replace_rows, split_sql,
 )
 
 
@@ -19,7 +19,7 @@ def ddl_columns(text: str) -> list[str]:
 
 
 def test_every_ddl_table_has_the_same_columns_in_code():
-    tables = {name: text for area in DDL_AREAS for name, text in read_ddl(area)}
+    tables = {name: text for area in TABLE_AREAS for name, text in read_ddl(area)}
     assert set(tables) == set(TABLE_SCHEMAS)
     for name, text in tables.items():
         assert ddl_columns(split_sql(text)[0]) == list(TABLE_SCHEMAS[name]), name

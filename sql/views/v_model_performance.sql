@@ -1,0 +1,18 @@
+-- Model quality over time: one row per task, metric, evaluation day and model (model_runs), with the
+-- version's status in model_registry NOW: 'champion' (the version scoring), 'challenger' (a former
+-- champion), 'rejected' (failed the gate), NULL (not in the registry).
+CREATE VIEW v_model_performance AS
+SELECT
+    r.task,
+    r.metric,
+    r.ds,
+    r.model_name,
+    r.model_version,
+    r.value,
+    r.n_rows,
+    m.status,
+    m.trained_ds,
+    r.run_id
+FROM model_runs AS r
+LEFT JOIN model_registry AS m ON m.model_name = r.model_name AND m.model_version = r.model_version
+ORDER BY r.task, r.metric, r.ds, r.model_name;
