@@ -13,7 +13,9 @@ scheduled run starts just after D ends):
    fraud) and the LightGBM fraud baseline, then **gate** each against its champion on the same rows
    (`model_registry`); a rejected model leaves the champion scoring;
 5. **publish** `score_user_item`, `score_order_fraud`, `score_review_sentiment`,
-   `score_item_category` and `model_runs` for D, replacing D's rows.
+   `score_item_category` and `model_runs` for D, replacing D's rows;
+6. **report**: `runs/D/report.html` (metrics of the last nights, score distributions, calibration,
+   data quality); the task log prints its path.
 
 A deployment names the sources it has (`SHOPMTL_SOURCES`); the run trains and publishes the tasks
 those sources allow and logs the ones it skips.
@@ -169,13 +171,38 @@ def nightly_retrain():
             [gate["trained"] for gate in gates],
         ).to_dict()
 
+    # none_failed, like publish: the report also covers a night whose LightGBM baseline was skipped.
+    @task(trigger_rule="none_failed")
+    def report(run_plan: dict, published: dict, multitask: dict, fraud_baseline: dict | None, run_id=None) -> str:
+        """runs/D/report.html: metrics over the last nights, score distributions, calibration, GX summary."""
+        import logging
+
+        from etl.config import resolve_warehouse_url
+        from etl.report import write_run_report
+        from etl.runs import RunPlan
+
+        run = RunPlan.from_dict(run_plan)
+        gates = [gate for gate in (multitask, fraud_baseline) if gate]
+        path = write_run_report(
+            resolve_warehouse_url(),
+            run.ds,
+            run_id,
+            run.run_dir,
+            run.tasks,
+            scoring={gate["scoring"]["model_name"]: gate["scoring"] for gate in gates},
+            decisions=[gate["decision"] for gate in gates],
+        )
+        logging.getLogger("airflow.task").info("Run report for %s: %s", run.ds, path)
+        return str(path)
+
     run_plan = plan()
     extracts = extract.partial(run_plan=run_plan).expand(table=list_sources(run_plan))
     validation = validate(run_plan, extracts)
     features = build_features(run_plan, validation)
     multitask_gate = gate.override(task_id="gate_multitask")(run_plan, train_multitask(run_plan, features))
     fraud_gate = gate.override(task_id="gate_fraud_baseline")(run_plan, train_fraud_baseline(run_plan, features))
-    publish(run_plan, multitask_gate, fraud_gate)
+    published = publish(run_plan, multitask_gate, fraud_gate)
+    report(run_plan, published, multitask_gate, fraud_gate)
 
 
 nightly_retrain()

@@ -49,7 +49,8 @@ def test_dag_extracts_exactly_the_contract_tables(dag_bag):
 
     assert set(SOURCE_TABLES) <= set(TABLE_SCHEMAS)
     task_ids = set(dag_bag.dags["nightly_retrain"].task_ids)
-    assert {"plan", "extract", "validate", "build_features", "train_multitask", "train_fraud_baseline", "publish"} <= task_ids
+    assert {"plan", "extract", "validate", "build_features", "train_multitask", "train_fraud_baseline", "publish", "report"} <= task_ids
+    assert "publish" in dag_bag.dags["nightly_retrain"].get_task("report").upstream_task_ids
 
 
 PARSE_PROBE = r"""

@@ -97,6 +97,20 @@ def check_oracle_comparison(warehouse_url: str, run_dir: Path) -> None:
     assert oracle_click_auc > 0.6
 
 
+def assert_report_with_plots(report: Path) -> None:
+    """The report task wrote report.html, and every image it references is a PNG next to it."""
+    import re
+
+    from PIL import Image
+
+    assert report.is_file(), "the report task wrote no report.html"
+    sources = re.findall(r'<img src="([^"]+)"', report.read_text())
+    assert len(sources) == 3, sources  # metric history, score distributions, calibration
+    for source in sources:
+        with Image.open(report.parent / source) as image:
+            assert image.format == "PNG" and min(image.size) > 0
+
+
 def drop_truth_tables(warehouse_url: str) -> None:
     engine = create_warehouse_engine(warehouse_url)
     with engine.begin() as conn:
@@ -117,6 +131,7 @@ def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_tru
     assert run_day(nightly_dag, DS) == "success"
     first = assert_published_day(warehouse_url, DS)
     assert (shopmtl_home / "runs" / DS.isoformat() / "extract" / "orders.parquet").exists()
+    assert_report_with_plots(shopmtl_home / "runs" / DS.isoformat() / "report.html")
 
     assert run_day(nightly_dag, DS) == "success"  # the same day again replaces it
     second = assert_published_day(warehouse_url, DS)
@@ -126,7 +141,7 @@ def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_tru
 
 
 @pytest.mark.slow
-def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores(nightly_dag, shopmtl_home):
+def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores(nightly_dag, shopmtl_home, capfd):
     from etl.config import load_settings
     from etl.synthetic import generate_warehouse
 
@@ -140,7 +155,12 @@ def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE orders SET amount = -1 * amount WHERE order_id IN (SELECT order_id FROM orders "
                              "WHERE created_at >= :day ORDER BY order_id LIMIT 3)"), {"day": bind_timestamp(conn, DS)})
+    capfd.readouterr()
     assert run_day(nightly_dag, DS) == "failed"
+    # The task log says what was wrong: table.column, the rule, how many rows, sample values.
+    task_log = "".join(capfd.readouterr())
+    assert "Data quality check failed for ds=2026-01-22" in task_log
+    assert "orders.amount: expect_column_values_to_be_between failed: 3 unexpected" in task_log
     after = read_published(warehouse_url, DS)
     for table in SCORE_TABLES:
         assert good[table].equals(after[table]), f"{table} changed although validation failed"
