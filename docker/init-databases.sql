@@ -1,3 +1,0 @@
--- Separate databases for Airflow's metadata and for the warehouse (run once by the postgres image).
-CREATE DATABASE airflow;
-CREATE DATABASE warehouse;
