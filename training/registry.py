@@ -56,6 +56,9 @@ CONFIG_FILE = "config.json"  # both model kinds keep their config next to the we
 FLOAT_SLACK = 1e-12
 
 
+_NOT_GIVEN = object()  # register_model's champion_seen when the caller does not say
+
+
 class ChampionChangedError(RuntimeError):
     """The champion changed between its evaluation on today's rows and the registration (retry the task)."""
 
@@ -212,6 +215,7 @@ def register_model(
     champion_metrics_same_rows: list[dict[str, Any]] | None,
     config: RegistryConfig = RegistryConfig(),
     challenger_metrics_same_rows: list[dict[str, Any]] | None = None,
+    champion_seen: str | None | object = _NOT_GIVEN,
 ) -> dict[str, Any]:
     """Record a trained model, apply the gate, and promote it or reject it, in one transaction.
 
@@ -220,6 +224,9 @@ def register_model(
     champion or it cannot be evaluated. The gate compares them with ``challenger_metrics_same_rows``
     when given (``gate_model``), else with the summary's metrics. Registering a version that is
     already registered changes nothing and returns its recorded decision (re-running a day).
+    ``champion_seen`` (``gate_model``): the champion version, or None, the caller saw when it found
+    nothing to evaluate; another champion by now (a concurrent night promoted one) is a
+    ``ChampionChangedError``, not a promotion without comparison.
     Returns {model_name, model_version, status, champion_version, champion_artifact_path, reasons}.
     """
     model_name, model_version = str(summary["model_name"]), str(summary["model_version"])
@@ -267,6 +274,11 @@ def register_model(
                 return _result(model_name, model_version, existing["status"], judged_against, reasons, recorded=True)
 
             _check_champion_unchanged(champion, champion_metrics_same_rows)
+            if champion_seen is not _NOT_GIVEN and (champion["model_version"] if champion else None) != champion_seen:
+                raise ChampionChangedError(
+                    f"no champion was evaluated ({champion_seen} seen) but the champion is now "
+                    f"{champion['model_version'] if champion else None}: evaluate again"
+                )
             compared_metrics = metrics if challenger_metrics_same_rows is None else challenger_metrics_same_rows
             decision = _decide(ds, compared_metrics, champion, champion_metrics_same_rows, config)
             params = {
@@ -498,9 +510,12 @@ def gate_model(
 ) -> dict[str, Any]:
     """Evaluate champion and challenger on the same unseen rows, then ``register_model``; returns its dict."""
     model_name = str(summary["model_name"])
+    seen = read_champion(warehouse_url, model_name)  # read first: a champion appearing later is caught
     champion = read_usable_champion(warehouse_url, model_name)
     if champion is None:
-        return register_model(warehouse_url, ds, summary, None, config)
+        return register_model(
+            warehouse_url, ds, summary, None, config, champion_seen=seen["model_version"] if seen else None
+        )
     with unseen_rows_view(features_dir, date.fromisoformat(champion["trained_ds"])) as view:
         champion_rows = _tag(evaluate_saved_model(Path(champion["artifact_path"]), view), champion["model_version"])
         challenger_rows = evaluate_saved_model(Path(str(summary["output_dir"])), view)
@@ -591,14 +606,12 @@ def select_scoring_model(
     Returns ``{"decision": register_model's dict, "trained": the night's summary, "scoring": a
     TrainingSummary dict of the model whose predictions are published}``.
     """
-    champion_before = read_champion(warehouse_url, str(summary["model_name"]))
     decision = gate_model(warehouse_url, ds, summary, features_dir, config)
-    if decision["recorded"]:
-        # A re-run of the day (retry, reprocessed backfill) repeats that night's decision against the
-        # champion of that night, so the day's scores come out the same whatever was promoted since.
-        champion_trained_ds = decision["champion_trained_ds"]
-    else:
-        champion_trained_ds = champion_before["trained_ds"] if champion_before else None
+    # The champion the decision was made against, read under the registry lock (a champion read
+    # before the gate may be stale when nights run concurrently, e.g. a backfill); for a re-run of the
+    # day (retry, reprocessed backfill) that night's champion, so the day's scores come out the same
+    # whatever was promoted since.
+    champion_trained_ds = decision["champion_trained_ds"]
     is_backfill = champion_trained_ds is not None and ds < date.fromisoformat(champion_trained_ds)
     if decision["status"] != "rejected" or is_backfill:
         scoring = dict(summary)

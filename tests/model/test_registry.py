@@ -362,3 +362,14 @@ def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights
     assert pl.read_parquet(tmp_path / "champion_scores_again" / "predictions" / "orders.parquet").equals(
         pl.read_parquet(tmp_path / "champion_scores" / "predictions" / "orders.parquet")
     )
+
+
+def test_a_champion_promoted_by_a_concurrent_night_after_the_gate_found_none_is_not_bypassed(warehouse_url: str) -> None:
+    # Two nights of a backfill gate at once: both find no champion, one registers first.
+    register_model(warehouse_url, DS, summary("v1", click_auc=0.78), None, champion_seen=None)
+    with pytest.raises(ChampionChangedError, match="champion is now v1"):
+        register_model(warehouse_url, DS, summary("v2", click_auc=0.5), None, champion_seen=None)
+    assert "v2" not in registry_rows(warehouse_url)  # the retried gate evaluates v1 and decides then
+    # The same champion as seen (present but unusable) still promotes without comparison, as before.
+    promoted = register_model(warehouse_url, DS, summary("v3", click_auc=0.5), None, champion_seen="v1")
+    assert promoted["status"] == "champion"
