@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print_published(warehouse_url, args.end)
         print("\nModels next to the generator's truth (oracle) on the same evaluation rows:")
         print(compare_with_oracle(warehouse_url, settings.run_dir(args.end)).with_columns(pl.col(pl.Float64).round(4)))
-    print(f"\nRun directory: {settings.run_dir(args.end)}\nDemo wall time: {time.perf_counter() - started:.1f} s")
+    run_dir = settings.run_dir(args.end)
+    print(f"\nRun directory: {run_dir}\nRun report: {run_dir / 'report.html'}\nDemo wall time: {time.perf_counter() - started:.1f} s")
     return 0
 
 
