@@ -56,6 +56,7 @@ CONFIG_FILE = "config.json"  # both model kinds keep their config next to the we
 FLOAT_SLACK = 1e-12
 
 
+GATE_ATTEMPTS = 3  # evaluations per gate when concurrent nights keep promoting champions
 _NOT_GIVEN = object()  # register_model's champion_seen when the caller does not say
 
 
@@ -508,7 +509,25 @@ def gate_model(
     features_dir: Path,
     config: RegistryConfig = RegistryConfig(),
 ) -> dict[str, Any]:
-    """Evaluate champion and challenger on the same unseen rows, then ``register_model``; returns its dict."""
+    """Evaluate champion and challenger on the same unseen rows, then ``register_model``; returns its dict.
+
+    When a concurrent night promotes a champion between the evaluation and the registration, the
+    gate evaluates again against the new one at once (up to ``GATE_ATTEMPTS`` times) rather than
+    failing the task into Airflow's retry delay.
+    """
+    for attempt in range(1, GATE_ATTEMPTS + 1):
+        try:
+            return _gate_once(warehouse_url, ds, summary, features_dir, config)
+        except ChampionChangedError as error:
+            if attempt == GATE_ATTEMPTS:
+                raise
+            log.info("%s (attempt %d of %d): evaluating against the new champion", error, attempt, GATE_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
+def _gate_once(
+    warehouse_url: str, ds: date, summary: Mapping[str, Any], features_dir: Path, config: RegistryConfig
+) -> dict[str, Any]:
     model_name = str(summary["model_name"])
     seen = read_champion(warehouse_url, model_name)  # read first: a champion appearing later is caught
     champion = read_usable_champion(warehouse_url, model_name)
