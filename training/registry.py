@@ -61,7 +61,7 @@ _NOT_GIVEN = object()  # register_model's champion_seen when the caller does not
 
 
 class ChampionChangedError(RuntimeError):
-    """The champion changed between its evaluation on today's rows and the registration (retry the task)."""
+    """The champion changed between its evaluation on today's rows and the registration (evaluate again)."""
 
 
 @dataclass(frozen=True)
@@ -411,10 +411,14 @@ def evaluate_saved_model(model_dir: Path, features_dir: Path) -> list[dict[str, 
 
 def read_usable_champion(warehouse_url: str, model_name: str) -> dict[str, Any] | None:
     """``read_champion``, or None with a warning when its artifacts are missing or this code cannot load them."""
+    return usable_champion(model_name, read_champion(warehouse_url, model_name))
+
+
+def usable_champion(model_name: str, champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``champion`` (a ``read_champion`` dict), or None with a warning when its artifacts cannot be loaded."""
     expected = {MULTITASK_MODEL_NAME: MULTITASK_MODEL_FILE, LGBM_MODEL_NAME: LGBM_MODEL_FILE}.get(model_name)
     if expected is None:
         raise ValueError(f"no evaluation for model {model_name!r}; known: {MULTITASK_MODEL_NAME}, {LGBM_MODEL_NAME}")
-    champion = read_champion(warehouse_url, model_name)
     if champion is None:
         log.info("no %s champion registered yet", model_name)
         return None
@@ -515,22 +519,21 @@ def gate_model(
     gate evaluates again against the new one at once (up to ``GATE_ATTEMPTS`` times) rather than
     failing the task into Airflow's retry delay.
     """
-    for attempt in range(1, GATE_ATTEMPTS + 1):
+    for attempt in range(1, GATE_ATTEMPTS):
         try:
             return _gate_once(warehouse_url, ds, summary, features_dir, config)
         except ChampionChangedError as error:
-            if attempt == GATE_ATTEMPTS:
-                raise
             log.info("%s (attempt %d of %d): evaluating against the new champion", error, attempt, GATE_ATTEMPTS)
-    raise AssertionError("unreachable")
+    return _gate_once(warehouse_url, ds, summary, features_dir, config)  # the last attempt raises
 
 
 def _gate_once(
     warehouse_url: str, ds: date, summary: Mapping[str, Any], features_dir: Path, config: RegistryConfig
 ) -> dict[str, Any]:
     model_name = str(summary["model_name"])
-    seen = read_champion(warehouse_url, model_name)  # read first: a champion appearing later is caught
-    champion = read_usable_champion(warehouse_url, model_name)
+    # One read: register_model compares the champion it finds under its lock with this one.
+    seen = read_champion(warehouse_url, model_name)
+    champion = usable_champion(model_name, seen)
     if champion is None:
         return register_model(
             warehouse_url, ds, summary, None, config, champion_seen=seen["model_version"] if seen else None
