@@ -33,15 +33,14 @@ TOP_K = 20
 OLD_VERSION, NEW_VERSION = "old-model", "new-model"
 REPO_DIR = Path(__file__).resolve().parents[2]
 
-# The child publishes exactly as the DAG's publish task does, with arguments from argv.
+# The child runs this module's publish(), with arguments from argv.
 PUBLISHER = """
 import json, sys
-from datetime import date
 from pathlib import Path
-from etl.publish import publish_scores
+sys.path.insert(0, sys.argv[2])
+from test_publish_atomic import publish
 args = json.loads(sys.argv[1])
-publish_scores(args["url"], date.fromisoformat(args["ds"]), "run-new", ["click", "purchase"], Path(args["dir"]),
-               {"output_dir": args["dir"], "model_version": args["version"]}, None, [])
+publish(args["url"], Path(args["dir"]), args["version"])
 """
 
 
@@ -81,8 +80,12 @@ def day_summary(url: str) -> tuple[int, set[str], float]:
 
 
 def start_publisher(url: str, model_dir: Path) -> subprocess.Popen:
-    args = json.dumps({"url": url, "ds": DS.isoformat(), "dir": str(model_dir), "version": NEW_VERSION})
-    return subprocess.Popen([sys.executable, "-c", PUBLISHER, args], cwd=REPO_DIR, env={**os.environ, "PYTHONPATH": str(REPO_DIR)})
+    args = json.dumps({"url": url, "dir": str(model_dir), "version": NEW_VERSION})
+    return subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, args, str(Path(__file__).parent)],
+        cwd=REPO_DIR,
+        env={**os.environ, "PYTHONPATH": str(REPO_DIR)},
+    )
 
 
 def postgres_writer_holds_lock(admin: sa.Engine) -> bool:
