@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 
 ## Seed the embedded demo warehouse and run the nightly DAG for its last day through Airflow.
 demo: install
-	$(BIN)/python -m etl.demo --start $(DEMO_START) --end $(DEMO_END) --scale $(DEMO_SCALE) --seed $(DEMO_SEED)
+	$(BIN)/python -m demo --start $(DEMO_START) --end $(DEMO_END) --scale $(DEMO_SCALE) --seed $(DEMO_SEED)
 
 ## The test suite (PostgreSQL tests run when a server answers; see README).
 test: install

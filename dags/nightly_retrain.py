@@ -17,8 +17,8 @@ scheduled run starts just after D ends):
 6. **report**: `runs/D/report.html` (metrics of the last nights, score distributions, calibration,
    data quality); the task log prints its path.
 
-A deployment names the sources it has (`SHOPMTL_SOURCES`); the run trains and publishes the tasks
-those sources allow and logs the ones it skips.
+A deployment names the sources it has (`SHOPMTL_SOURCES`); the run trains and publishes the
+objectives those sources allow and logs the ones it skips.
 
 The warehouse is the Airflow connection `shopmtl_warehouse`; without it the embedded SQLite
 warehouse under `$SHOPMTL_HOME` is used. Backfill days from the UI (or `airflow backfill create`);
@@ -33,6 +33,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from etl.config import load_settings
+from etl.contract import DAG_ID, FRAUD_LGBM, MULTITASK
 
 # Training may run on its own Celery queue (SHOPMTL_TRAINING_QUEUE=gpu for docker-compose's gpu worker);
 # unset, it shares Airflow's default queue.
@@ -41,7 +42,7 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
 
 
 @dag(
-    dag_id="nightly_retrain",
+    dag_id=DAG_ID,
     # A data-interval timetable: the run for D covers [D, D+1) and starts once D is over. ("@daily"
     # would give zero-length intervals in Airflow 3.)
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -79,7 +80,7 @@ def nightly_retrain():
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
-        return extract_source(table, resolve_warehouse_url(), run.window, run.extract_dir).to_dict()
+        return extract_source(table, resolve_warehouse_url(), run.window, run.layout.extract_dir).to_dict()
 
     @task
     def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:
@@ -87,13 +88,13 @@ def nightly_retrain():
 
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
-        from validation.run import DataQualityError, validate_extracts
+        from validation.validate import DataQualityError, validate_extracts
 
         run = RunPlan.from_dict(run_plan)
         try:
             return validate_extracts(
-                extract_dir=run.extract_dir,
-                docs_dir=run.data_docs_dir,
+                extract_dir=run.layout.extract_dir,
+                docs_dir=run.layout.data_docs_dir,
                 warehouse_url=resolve_warehouse_url(),
                 ds=run.ds,
                 run_id=run_id,
@@ -112,85 +113,89 @@ def nightly_retrain():
 
         run = RunPlan.from_dict(run_plan)
         config = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
-        return build_features(run.extract_dir, run.features_dir, run.ds, config, run.sources).to_dict()
+        return build_features(run.layout.extract_dir, run.layout.features_dir, run.ds, config, run.sources).to_dict()
 
     @task(**TRAINING_TASK_ARGS)
     def train_multitask(run_plan: dict, features: dict, params=None) -> dict:
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
         from training.config import MultiTaskConfig
-        from training.registry import read_champion_dir
-        from training.train_multitask import train_multitask
+        from training.gate import read_champion_dir
+        from training.train import train_multitask
 
         run = RunPlan.from_dict(run_plan)
-        config = MultiTaskConfig(seed=params["seed"], tasks=tuple(run.tasks))
-        warm_start_dir = read_champion_dir(resolve_warehouse_url(), "multitask") if params["warm_start"] else None
-        return train_multitask(run.features_dir, run.model_dir("multitask"), config, warm_start_dir).to_dict()
+        config = MultiTaskConfig(seed=params["seed"], objectives=tuple(run.objectives))
+        warm_start_dir = read_champion_dir(resolve_warehouse_url(), MULTITASK) if params["warm_start"] else None
+        return train_multitask(run.layout.features_dir, run.layout.model_dir(MULTITASK), config, warm_start_dir).to_dict()
 
     @task(**TRAINING_TASK_ARGS)
     def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from etl.runs import RunPlan
-        from training.config import FraudBaselineConfig
-        from training.fraud_baseline import train_fraud_baseline
+        from training.config import FraudLgbmConfig
+        from training.fraud_lgbm import train_fraud_lgbm
 
         run = RunPlan.from_dict(run_plan)
-        if "fraud" not in run.tasks:
-            raise AirflowSkipException(f"No fraud task: the configured sources {list(run.sources)} lack fraud labels or orders")
-        return train_fraud_baseline(run.features_dir, run.model_dir("fraud_baseline"), FraudBaselineConfig(seed=params["seed"])).to_dict()
+        if "fraud" not in run.objectives:
+            raise AirflowSkipException(f"No fraud objective: the configured sources {list(run.sources)} lack fraud labels or orders")
+        config = FraudLgbmConfig(seed=params["seed"])
+        return train_fraud_lgbm(run.layout.features_dir, run.layout.model_dir(FRAUD_LGBM), config).to_dict()
 
     @task
     def gate(run_plan: dict, trained: dict) -> dict:
         """Champion/challenger: register the night's model and choose whose predictions publish."""
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
-        from training.registry import select_scoring_model
+        from training.gate import select_scoring_model
+        from training.summary import TrainingSummary
 
         run = RunPlan.from_dict(run_plan)
-        champion_dir = run.model_dir(f"{trained['model_name']}_champion")
-        return select_scoring_model(resolve_warehouse_url(), run.ds, trained, run.features_dir, champion_dir)
+        model = TrainingSummary.from_dict(trained)
+        champion_dir = run.layout.champion_dir(model.model_name)
+        return select_scoring_model(resolve_warehouse_url(), run.ds, model, run.layout.features_dir, champion_dir).to_dict()
 
     # none_failed: a deployment without fraud labels skips the LightGBM baseline but still publishes.
     @task(trigger_rule="none_failed")
-    def publish(run_plan: dict, multitask: dict, fraud_baseline: dict | None, run_id=None) -> dict:
+    def publish(run_plan: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None) -> dict:
         from etl.config import resolve_warehouse_url
         from etl.publish import publish_scores
         from etl.runs import RunPlan
+        from training.gate import GateResult
 
         run = RunPlan.from_dict(run_plan)
-        gates = [gate for gate in (multitask, fraud_baseline) if gate]
+        gates = [GateResult.from_dict(result) for result in (multitask, fraud_lgbm) if result]
         return publish_scores(
             resolve_warehouse_url(),
             run.ds,
             run_id,
-            run.tasks,
-            run.features_dir,
-            multitask["scoring"],
-            fraud_baseline["scoring"] if fraud_baseline else None,
-            [gate["trained"] for gate in gates],
+            run.objectives,
+            run.layout.features_dir,
+            scoring={result.model_name: result.scoring.to_dict() for result in gates},
+            evaluations=[result.trained.to_dict() for result in gates],
         ).to_dict()
 
     # none_failed, like publish: the report also covers a night whose LightGBM baseline was skipped.
     @task(trigger_rule="none_failed")
-    def report(run_plan: dict, published: dict, multitask: dict, fraud_baseline: dict | None, run_id=None) -> str:
+    def report(run_plan: dict, published: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None) -> str:
         """runs/D/report.html: metrics over the last nights, score distributions, calibration, GX summary."""
         import logging
 
         from etl.config import resolve_warehouse_url
-        from etl.report import write_run_report
         from etl.runs import RunPlan
+        from reporting.report import write_run_report
+        from training.gate import GateResult
 
         run = RunPlan.from_dict(run_plan)
-        gates = [gate for gate in (multitask, fraud_baseline) if gate]
+        gates = [GateResult.from_dict(result) for result in (multitask, fraud_lgbm) if result]
         path = write_run_report(
             resolve_warehouse_url(),
             run.ds,
             run_id,
             run.run_dir,
-            run.tasks,
-            scoring={gate["scoring"]["model_name"]: gate["scoring"] for gate in gates},
-            decisions=[gate["decision"] for gate in gates],
+            run.objectives,
+            scoring={result.model_name: result.scoring.to_dict() for result in gates},
+            decisions=[result.decision.to_dict() for result in gates],
         )
         logging.getLogger("airflow.task").info("Run report for %s: %s", run.ds, path)
         return str(path)

@@ -6,7 +6,7 @@ Run by docker-compose's airflow-init on every ``docker compose up``. The warehou
 nightly DAG reads: the Airflow connection ``shopmtl_warehouse`` (``AIRFLOW_CONN_SHOPMTL_WAREHOUSE``),
 resolved exactly as the tasks resolve it (``etl.config.resolve_warehouse_url``), unless
 ``--warehouse-url`` is given. A warehouse that already holds any source row is never touched, so a
-real warehouse (or a demo one the DAG has published into) is safe; ``python -m etl.synthetic`` itself
+real warehouse (or a demo one the DAG has published into) is safe; ``python -m demo.synthetic`` itself
 replaces whole days, so re-seeding would only repeat work.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from etl import synthetic
+from demo import synthetic
 from etl.contract import SOURCE_TABLES
 from etl.warehouse import create_warehouse_engine, mask_url
 

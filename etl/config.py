@@ -1,6 +1,8 @@
 """Settings: the one place that reads the environment.
 
-``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse, run artifacts and models.
+``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse (``warehouse.db``) and the run
+directories (``runs/<D>/``, whose files ``etl.layout`` names; the models are trained there). Environment
+variables: ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from etl.contract import SOURCE_TABLES, WAREHOUSE_CONN_ID
+from etl.layout import RUNS_DIR, WAREHOUSE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +33,11 @@ class Settings:
 
     @property
     def embedded_warehouse_url(self) -> str:
-        return f"sqlite:///{self.home / 'warehouse.db'}"
+        return f"sqlite:///{self.home / WAREHOUSE_FILE}"
 
     @property
     def runs_dir(self) -> Path:
-        return self.home / "runs"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.home / "models"
+        return self.home / RUNS_DIR
 
     def run_dir(self, ds: date) -> Path:
         """Artifacts of the run for day ``ds``; one directory per day so concurrent days never share files."""

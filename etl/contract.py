@@ -1,21 +1,53 @@
-"""Names fixed by the warehouse contract, importable without heavy dependencies (DAG parse time)."""
+"""The one vocabulary: names several modules need, importable without heavy dependencies (DAG parse time).
 
-SOURCE_TABLES = ("users", "items", "item_images", "clicks", "orders", "order_items", "fraud_labels", "reviews")
+Words used the same way everywhere:
+
+- **objective**: what a model learns (click, purchase, review, category, fraud). A warehouse column
+  or metric row that holds an objective is named ``task`` (``model_runs.task``): the column names
+  are the warehouse contract and stay as they are.
+- **task**: an Airflow task (``extract``, ``train_multitask``, ...), nothing else.
+- **model name**: ``multitask`` or ``fraud_lgbm``, the same word for the model's module in
+  ``training/``, its run directory (``runs/<D>/models/<model name>``), ``model_registry.model_name``
+  and ``model_runs.model_name``, and the prefix of its model versions.
+"""
+
+DAG_ID = "nightly_retrain"
 WAREHOUSE_CONN_ID = "shopmtl_warehouse"
 
-# The sources each learning task needs. A deployment configures which sources it has
-# (SHOPMTL_SOURCES); it trains and publishes the tasks those sources allow and says which it skipped.
-TASK_SOURCES: dict[str, frozenset[str]] = {
+SOURCE_TABLES = ("users", "items", "item_images", "clicks", "orders", "order_items", "fraud_labels", "reviews")
+
+# The sources each objective needs. A deployment configures which sources it has (SHOPMTL_SOURCES);
+# it trains and publishes the objectives those sources allow and says which it skipped.
+OBJECTIVE_SOURCES: dict[str, frozenset[str]] = {
     "click": frozenset({"clicks", "items"}),
     "purchase": frozenset({"clicks", "items", "orders", "order_items"}),
     "review": frozenset({"reviews", "items"}),
     "category": frozenset({"items", "item_images"}),
     "fraud": frozenset({"orders", "order_items", "users", "fraud_labels"}),
 }
-TASKS = tuple(TASK_SOURCES)
+OBJECTIVES = tuple(OBJECTIVE_SOURCES)
+# Objectives with a 0/1 label and a probability (everything but the image category, a K-way class).
+BINARY_OBJECTIVES = ("click", "purchase", "review", "fraud")
+# The metric an objective is judged by first (reports, the ablation table, the oracle comparison).
+MAIN_METRIC = {"click": "auc", "purchase": "auc", "review": "auc", "category": "accuracy", "fraud": "auc"}
+
+MULTITASK = "multitask"  # the multi-task network (training/multitask.py)
+FRAUD_LGBM = "fraud_lgbm"  # the LightGBM fraud baseline (training/fraud_lgbm.py)
+MODEL_NAMES = (MULTITASK, FRAUD_LGBM)
+
+# Score tables published per day, and the objectives each needs; a deployment whose sources lack
+# them skips the table (model_runs, the metrics of the night, is always published).
+SCORE_TABLE_OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "score_user_item": ("click", "purchase"),
+    "score_order_fraud": ("fraud",),
+    "score_review_sentiment": ("review",),
+    "score_item_category": ("category",),
+}
+SCORE_TABLES = tuple(SCORE_TABLE_OBJECTIVES)
+PUBLISHED_TABLES = (*SCORE_TABLES, "model_runs")
 
 
-def available_tasks(sources: tuple[str, ...] | list[str]) -> list[str]:
-    """The tasks whose every required source is configured, in the canonical task order."""
+def available_objectives(sources: tuple[str, ...] | list[str]) -> list[str]:
+    """The objectives whose every required source is configured, in the canonical order."""
     configured = set(sources)
-    return [task for task, needed in TASK_SOURCES.items() if needed <= configured]
+    return [objective for objective, needed in OBJECTIVE_SOURCES.items() if needed <= configured]

@@ -6,59 +6,30 @@ fraud label is read only when its ``labeled_at`` is before ``window_end``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import polars as pl
-
-from etl.warehouse import SOURCE_TABLES, bind_timestamp, create_warehouse_engine, mask_url, read_frame
+from etl.contract import SOURCE_TABLES
+from etl.io import write_parquet_atomically
+from etl.layout import extract_path
+from etl.warehouse import SQL_DIR, bind_timestamp, create_warehouse_engine, mask_url, read_frame
 
 log = logging.getLogger(__name__)
 
-# Rows of each source that fall in [window_start, window_end). Dimension tables (users, items,
-# item_images) take every row that existed before window_end; users only when they were active in
-# the window, so the extract grows with activity and not with the whole customer base. Every query
-# orders by its key: the same rows must give the same files, whatever else the warehouse holds.
-SOURCE_QUERIES: dict[str, str] = {
-    "clicks": """
-        SELECT event_id, event_time, user_id, item_id, session_id, event_type, position
-        FROM clicks WHERE event_time >= :window_start AND event_time < :window_end
-        ORDER BY event_id""",
-    "orders": """
-        SELECT order_id, user_id, created_at, amount, payment_method, device_id, ip_address, channel,
-               ship_country, status
-        FROM orders WHERE created_at >= :window_start AND created_at < :window_end
-        ORDER BY order_id""",
-    "order_items": """
-        SELECT oi.order_id, oi.item_id, oi.quantity, oi.unit_price
-        FROM order_items oi JOIN orders o ON o.order_id = oi.order_id
-        WHERE o.created_at >= :window_start AND o.created_at < :window_end
-        ORDER BY oi.order_id, oi.item_id""",
-    "fraud_labels": """
-        SELECT fl.order_id, fl.is_fraud, fl.labeled_at
-        FROM fraud_labels fl JOIN orders o ON o.order_id = fl.order_id
-        WHERE o.created_at >= :window_start AND o.created_at < :window_end
-          AND fl.labeled_at < :window_end
-        ORDER BY fl.order_id""",
-    "reviews": """
-        SELECT review_id, order_id, user_id, item_id, rating, title, body, created_at
-        FROM reviews WHERE created_at >= :window_start AND created_at < :window_end
-        ORDER BY review_id""",
-    "users": """
-        SELECT user_id, signup_at, country, birth_year FROM users
-        WHERE signup_at < :window_end AND user_id IN (
-            SELECT user_id FROM clicks WHERE event_time >= :window_start AND event_time < :window_end
-            UNION SELECT user_id FROM orders WHERE created_at >= :window_start AND created_at < :window_end
-            UNION SELECT user_id FROM reviews WHERE created_at >= :window_start AND created_at < :window_end)
-        ORDER BY user_id""",
-    "items": """
-        SELECT item_id, category, price, seller_id, title, created_at FROM items
-        WHERE created_at < :window_end ORDER BY item_id""",
-    "item_images": """
-        SELECT item_id, image, updated_at FROM item_images WHERE updated_at < :window_end ORDER BY item_id""",
-}
+# The query of each source is sql/extract/<table>.sql: the rows that fall in [window_start, window_end).
+# Dimension tables (users, items, item_images) take every row that existed before window_end; users
+# only when they were active in the window, so the extract grows with activity and not with the whole
+# customer base. Every query orders by its key: the same rows must give the same files, whatever else
+# the warehouse holds. (sql/extract is not a DDL area: etl.warehouse.create_tables never runs it.)
+EXTRACT_SQL_DIR = SQL_DIR / "extract"
+
+
+def extract_query(table: str) -> str:
+    """The extract query of source ``table`` (bind parameters ``:window_start`` and ``:window_end``)."""
+    if table not in SOURCE_TABLES:
+        raise ValueError(f"Unknown source table {table!r}; expected one of {sorted(SOURCE_TABLES)}")
+    return (EXTRACT_SQL_DIR / f"{table}.sql").read_text()
 
 
 @dataclass(frozen=True)
@@ -92,9 +63,8 @@ class ExtractResult:
 
 
 def extract_source(table: str, warehouse_url: str, window: ExtractWindow, extract_dir: Path) -> ExtractResult:
-    """Copy one source table's rows for ``window`` into ``extract_dir/<table>.parquet``."""
-    if table not in SOURCE_QUERIES:
-        raise ValueError(f"Unknown source table {table!r}; expected one of {sorted(SOURCE_QUERIES)}")
+    """Copy one source table's rows for ``window`` into ``extract_dir/<table>.parquet`` (``etl.layout.extract_path``)."""
+    query = extract_query(table)
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
@@ -102,10 +72,10 @@ def extract_source(table: str, warehouse_url: str, window: ExtractWindow, extrac
                 "window_start": bind_timestamp(conn, window.window_start),
                 "window_end": bind_timestamp(conn, window.window_end),
             }
-            frame = read_frame(conn, SOURCE_QUERIES[table], params, table=table)
+            frame = read_frame(conn, query, params, table=table)
     finally:
         engine.dispose()
-    path = extract_dir / f"{table}.parquet"
+    path = extract_path(extract_dir, table)
     write_parquet_atomically(frame, path)
     log.info(
         "Extracted %s: %d rows for [%s, %s) from %s",
@@ -120,10 +90,3 @@ def extract_sources(
     """Extract every source table of ``window`` (the same work as the DAG's mapped extract tasks)."""
     return [extract_source(table, warehouse_url, window, extract_dir) for table in tables]
 
-
-def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a temporary file and rename, so a killed task never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp_path)
-    os.replace(tmp_path, path)

@@ -1,4 +1,4 @@
-"""Point-in-time-correct features and labels with Polars lazy queries.
+"""Point-in-time-correct features with Polars lazy queries, and ``build_features``, which writes a day's examples.
 
 Every feature of an event on day ``d`` is computed only from rows dated before ``d`` (trailing daily
 windows ending the day before), and every fraud feature of an order only from rows strictly before
@@ -18,21 +18,28 @@ Outputs (``features_dir``), read by ``training``:
   bytes, and ``split`` (``eval`` for item ids divisible by 5, a fixed 20 % holdout, else ``train``).
 
 A deployment without some sources (``sources``) gets empty frames for them and a manifest whose
-``tasks_available`` lists only the tasks its sources allow.
+``objectives_available`` lists only the objectives its sources allow.
+
+The labels are in ``etl.labels``, the candidates in ``etl.candidates``, the fraud features of orders
+in ``etl.order_features``; this module holds the user/item features, the review and item examples
+and the driver. Paths come from ``etl.layout``.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from etl.contract import SOURCE_TABLES, available_tasks
-from etl.extract import write_parquet_atomically
+from etl.candidates import build_candidates
+from etl.contract import SOURCE_TABLES, available_objectives
+from etl.io import write_json_atomically, write_parquet_atomically
+from etl.labels import FeatureConfig, label_impressions, label_orders, start_of_day
+from etl.layout import extract_path, feature_path, manifest_path
+from etl.order_features import ORDER_CATEGORICAL, ORDER_DENSE, build_order_features
 from etl.warehouse import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -42,20 +49,6 @@ TRAILING_DAYS = (7, 28)
 # and clicked once does not outrank an established one.
 CTR_PRIOR_IMPRESSIONS = 10.0
 CTR_PRIOR_RATE = 0.05
-ORDER_CATEGORICAL = ["payment_method", "channel", "ship_country"]
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Label and candidate settings; the window itself is decided by the extract."""
-
-    maturity_days: int = 14  # an unlabelled order counts as legitimate once this old
-    fraud_eval_days: int = 3  # newest mature days held out to evaluate fraud models
-    conversion_hours: int = 24  # a click converts when the user orders the item within this many hours
-    top_categories_per_user: int = 3  # candidate categories per user, by the user's clicks in the window
-    items_per_category: int = 30  # most popular items per candidate category
-    popular_items: int = 30  # globally most popular items every active user gets as candidates
-    review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
 
 
 @dataclass(frozen=True)
@@ -72,85 +65,10 @@ class FeatureSummary:
     reviews_eval: int
     items: int
     items_with_image: int
-    tasks_available: list[str]
+    objectives_available: list[str]
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------- labels
-
-
-def label_impressions(clicks: pl.LazyFrame, order_lines: pl.LazyFrame, conversion_hours: int = 24) -> pl.LazyFrame:
-    """Impressions with ``clicked`` (a click on the same user, item and session follows) and
-    ``converted`` (the user orders the item within ``conversion_hours`` of that click)."""
-    impressions = clicks.filter(pl.col("event_type") == "impression").select(
-        "event_id", "event_time", "user_id", "item_id", "session_id", "position"
-    )
-    click_events = clicks.filter(pl.col("event_type") == "click").select(
-        "user_id", "item_id", "session_id", pl.col("event_time").alias("click_time")
-    )
-    first_click = (
-        impressions.join(click_events, on=["user_id", "item_id", "session_id"])
-        .filter(pl.col("click_time") > pl.col("event_time"))
-        .group_by("event_id")
-        .agg(pl.col("click_time").min())
-    )
-    clicked = impressions.join(first_click, on="event_id", how="left")
-    purchases = order_lines.select("user_id", "item_id", pl.col("created_at").alias("order_time"))
-    converted_ids = (
-        clicked.filter(pl.col("click_time").is_not_null())
-        .join(purchases, on=["user_id", "item_id"])
-        .filter(
-            (pl.col("order_time") > pl.col("click_time"))
-            & (pl.col("order_time") <= pl.col("click_time") + pl.duration(hours=conversion_hours))
-        )
-        .select("event_id")
-        .unique()
-        .with_columns(pl.lit(1, dtype=pl.Int8).alias("converted"))
-    )
-    return (
-        clicked.join(converted_ids, on="event_id", how="left")
-        .with_columns(
-            pl.col("click_time").is_not_null().cast(pl.Int8).alias("clicked"),
-            pl.col("converted").fill_null(0).cast(pl.Int8),
-        )
-        .drop("click_time")
-    )
-
-
-def label_orders(
-    orders: pl.LazyFrame, fraud_labels: pl.LazyFrame, ds: date, config: FeatureConfig = FeatureConfig()
-) -> pl.LazyFrame:
-    """Orders with ``is_fraud`` as known at the end of day ``ds`` and the fraud ``split``.
-
-    A label counts only when ``labeled_at`` is before the cut-off; an order without a label counts as
-    legitimate once older than the maturity window; younger unlabelled orders stay unknown (null).
-    """
-    cutoff = _day_start(ds) + timedelta(days=1)
-    mature_before = cutoff - timedelta(days=config.maturity_days)
-    eval_start = mature_before - timedelta(days=config.fraud_eval_days)
-    known_labels = fraud_labels.filter(pl.col("labeled_at") < cutoff).group_by("order_id").agg(
-        pl.col("is_fraud").any()
-    )
-    labelled = orders.join(known_labels, on="order_id", how="left").with_columns(
-        pl.when(pl.col("is_fraud").is_not_null())
-        .then(pl.col("is_fraud").cast(pl.Int8))
-        .when(pl.col("created_at") < mature_before)
-        .then(pl.lit(0, dtype=pl.Int8))
-        .otherwise(pl.lit(None, dtype=pl.Int8))
-        .alias("is_fraud")
-    )
-    return labelled.with_columns(
-        pl.when(pl.col("created_at") >= _day_start(ds))
-        .then(pl.lit("score"))
-        .when(pl.col("is_fraud").is_null())
-        .then(pl.lit("unused"))
-        .when((pl.col("created_at") >= eval_start) & (pl.col("created_at") < mature_before))
-        .then(pl.lit("eval"))
-        .otherwise(pl.lit("train"))
-        .alias("split")
-    )
 
 
 # ------------------------------------------------------------------------------ trailing windows
@@ -299,163 +217,15 @@ def add_user_item_features(
     ).with_columns([pl.col(name).fill_null(0).cast(pl.Float32) for name in IMPRESSION_DENSE])
 
 
-# -------------------------------------------------------------------------------- fraud features
-
-ORDER_DENSE = [
-    "account_age_log",
-    "user_orders_24h",
-    "user_orders_7d_log",
-    "amount_log",
-    "amount_vs_user_mean",
-    "device_other_users_log",
-    "ip_other_users_log",
-    "device_orders_24h",
-    "country_mismatch",
-    "hour_sin",
-    "hour_cos",
-    "n_lines",
-    "has_birth_year",
-]
-
-
-def count_other_users_before(orders: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """Per order: how many *other* users had used the same ``key`` (device, IP) before the order."""
-    first_seen = (
-        orders.group_by(key, "user_id")
-        .agg(pl.col("created_at").min().alias("first_seen"))
-        .sort("first_seen")
-        .with_columns(pl.int_range(1, pl.len() + 1).over(key).alias("_users_so_far"))
-    )
-    seen_before = (
-        orders.select("order_id", "user_id", key, "created_at")
-        .sort("created_at")
-        .join_asof(
-            first_seen.select(key, "first_seen", "_users_so_far"),
-            left_on="created_at",
-            right_on="first_seen",
-            by=key,
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,  # sorted above; Polars cannot verify it per group
-        )
-        .join(first_seen.select(key, "user_id", pl.col("first_seen").alias("_own_first")), on=[key, "user_id"])
-    )
-    own_seen = (pl.col("_own_first") < pl.col("created_at")).cast(pl.Int64)
-    return seen_before.select(
-        "order_id", (pl.col("_users_so_far").fill_null(0) - own_seen).clip(lower_bound=0).alias(f"{key}_other_users")
-    )
-
-
-def build_order_features(orders: pl.LazyFrame, order_items: pl.LazyFrame, users: pl.LazyFrame) -> pl.LazyFrame:
-    """Point-in-time fraud features per order, from rows strictly before the order."""
-    n_lines = order_items.group_by("order_id").agg(pl.len().cast(pl.Float64).alias("n_lines"))
-    history = (
-        orders.sort("created_at")
-        .with_columns(pl.lit(1.0).alias("_one"))
-        .with_columns(
-            pl.col("_one").rolling_sum_by("created_at", window_size="24h", closed="left").over("user_id").alias("user_orders_24h"),
-            pl.col("_one").rolling_sum_by("created_at", window_size="7d", closed="left").over("user_id").alias("user_orders_7d"),
-            pl.col("_one").rolling_sum_by("created_at", window_size="24h", closed="left").over("device_id").alias("device_orders_24h"),
-            ((pl.col("amount").cum_sum() - pl.col("amount")).over("user_id")).alias("_prev_amount_sum"),
-            (pl.col("_one").cum_sum().over("user_id") - 1).alias("_prev_orders"),
-        )
-    )
-    features = (
-        history.join(users.select("user_id", "signup_at", "country", "birth_year"), on="user_id", how="left")
-        .join(count_other_users_before(orders, "device_id"), on="order_id", how="left")
-        .join(count_other_users_before(orders, "ip_address"), on="order_id", how="left")
-        .join(n_lines, on="order_id", how="left")
-    )
-    hour = pl.col("created_at").dt.hour().cast(pl.Float64) + pl.col("created_at").dt.minute() / 60.0
-    return features.with_columns(
-        ((pl.col("created_at") - pl.col("signup_at")).dt.total_hours() / 24).clip(lower_bound=0).log1p().alias("account_age_log"),
-        pl.col("user_orders_24h").fill_null(0),
-        pl.col("user_orders_7d").fill_null(0).log1p().alias("user_orders_7d_log"),
-        pl.col("amount").clip(lower_bound=0).log1p().alias("amount_log"),
-        pl.when(pl.col("_prev_orders") > 0)
-        .then(pl.col("amount") / (pl.col("_prev_amount_sum") / pl.col("_prev_orders")).clip(lower_bound=0.01))
-        .otherwise(1.0)
-        .alias("amount_vs_user_mean"),
-        pl.col("device_id_other_users").fill_null(0).cast(pl.Float64).log1p().alias("device_other_users_log"),
-        pl.col("ip_address_other_users").fill_null(0).cast(pl.Float64).log1p().alias("ip_other_users_log"),
-        pl.col("device_orders_24h").fill_null(0),
-        (pl.col("ship_country") != pl.col("country")).fill_null(True).cast(pl.Float64).alias("country_mismatch"),
-        (hour * (2 * 3.141592653589793 / 24)).sin().alias("hour_sin"),
-        (hour * (2 * 3.141592653589793 / 24)).cos().alias("hour_cos"),
-        pl.col("n_lines").fill_null(0),
-        pl.col("birth_year").is_not_null().cast(pl.Float64).alias("has_birth_year"),
-    ).with_columns([pl.col(name).fill_null(0).cast(pl.Float32) for name in ORDER_DENSE])
-
-
-# ------------------------------------------------------------------------------------ candidates
-
-
-def build_candidates(
-    clicks: pl.LazyFrame, order_lines: pl.LazyFrame, items: pl.LazyFrame, ds: date, config: FeatureConfig = FeatureConfig()
-) -> pl.LazyFrame:
-    """(user, item) candidates for the users active on day ``ds``.
-
-    Candidate set per user, at most ``top_categories_per_user * items_per_category + popular_items``
-    items, so the cost grows with active users and not with the catalogue: the most popular items
-    (last 7 days' clicks and units) of the user's top categories in the window, plus the globally
-    most popular items, minus the items the user already bought in the window.
-    """
-    day_start = _day_start(ds)
-    week_start = day_start - timedelta(days=6)
-    active_users = pl.concat(
-        [
-            clicks.filter(pl.col("event_time") >= day_start).select("user_id"),
-            order_lines.filter(pl.col("created_at") >= day_start).select("user_id"),
-        ]
-    ).unique()
-    recent_clicks = clicks.filter((pl.col("event_type") == "click") & (pl.col("event_time") >= week_start))
-    recent_units = order_lines.filter(pl.col("created_at") >= week_start)
-    popularity = (
-        pl.concat(
-            [
-                recent_clicks.group_by("item_id").agg(pl.len().cast(pl.Float64).alias("score")),
-                recent_units.group_by("item_id").agg((3 * pl.col("quantity").sum()).cast(pl.Float64).alias("score")),
-            ]
-        )
-        .group_by("item_id")
-        .agg(pl.col("score").sum())
-        .join(items.select("item_id", "category"), on="item_id")
-    )
-    by_category = (
-        popularity.sort(["score", "item_id"], descending=[True, False])
-        .group_by("category", maintain_order=True)
-        .head(config.items_per_category)
-    )
-    global_top = popularity.sort(["score", "item_id"], descending=[True, False]).head(config.popular_items)
-    user_categories = (
-        clicks.filter(pl.col("event_type") == "click")
-        .join(items.select("item_id", "category"), on="item_id")
-        .group_by("user_id", "category")
-        .agg(pl.len().alias("n"))
-        .sort(["n", "category"], descending=[True, False])
-        .group_by("user_id", maintain_order=True)
-        .head(config.top_categories_per_user)
-    )
-    from_categories = active_users.join(user_categories, on="user_id").join(by_category, on="category").select("user_id", "item_id")
-    from_popular = active_users.join(global_top.select("item_id"), how="cross")
-    bought = order_lines.select("user_id", "item_id").unique()
-    return (
-        pl.concat([from_categories, from_popular])
-        .unique()
-        .join(bought, on=["user_id", "item_id"], how="anti")
-        .sort(["user_id", "item_id"])
-    )
-
-
 # ---------------------------------------------------------------------------------- text, images
 
-ITEM_EVAL_MODULUS = 5  # items whose id is divisible by this form the category task's holdout
+ITEM_EVAL_MODULUS = 5  # items whose id is divisible by this form the category objective's holdout
 
 
 def build_review_examples(reviews: pl.LazyFrame, items: pl.LazyFrame, ds: date, eval_days: int = 1) -> pl.LazyFrame:
     """Reviews with their text, the item's listed category, ``negative`` (rating <= 2) and ``split``
     (``eval`` for the newest ``eval_days`` days, which always include day D)."""
-    eval_start = _day_start(ds) - timedelta(days=eval_days - 1)
+    eval_start = start_of_day(ds) - timedelta(days=eval_days - 1)
     return reviews.join(items.select("item_id", "category"), on="item_id", how="left").select(
         "review_id",
         "user_id",
@@ -484,7 +254,7 @@ def build_item_examples(items: pl.LazyFrame, item_images: pl.LazyFrame) -> pl.La
 
 def scan_source(extract_dir: Path, table: str) -> pl.LazyFrame:
     """The extract of ``table``, or an empty frame of the contract schema when the source is not configured."""
-    path = extract_dir / f"{table}.parquet"
+    path = extract_path(extract_dir, table)
     if path.exists():
         return pl.scan_parquet(path)
     return pl.LazyFrame(schema=TABLE_SCHEMAS[table])
@@ -497,8 +267,8 @@ def build_features(
     config: FeatureConfig = FeatureConfig(),
     sources: tuple[str, ...] | list[str] = SOURCE_TABLES,
 ) -> FeatureSummary:
-    """Read the extract of day ``ds`` and write the examples of every task ``sources`` allow."""
-    missing = [table for table in sources if not (extract_dir / f"{table}.parquet").exists()]
+    """Read the extract of day ``ds`` and write the examples of every objective ``sources`` allow."""
+    missing = [table for table in sources if not extract_path(extract_dir, table).exists()]
     if missing:
         raise FileNotFoundError(f"Configured sources {missing} have no extract in {extract_dir}")
     clicks, orders, order_items, users, items, reviews, fraud_labels, item_images = (
@@ -539,7 +309,7 @@ def build_features(
 
     review_frame = build_review_examples(reviews, items, ds, config.review_eval_days).sort("review_id").collect()
     item_frame = build_item_examples(items, item_images).sort("item_id").collect()
-    tasks = available_tasks(tuple(sources))
+    objectives = available_objectives(tuple(sources))
 
     features_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in (
@@ -549,17 +319,17 @@ def build_features(
         ("reviews", review_frame),
         ("items", item_frame),
     ):
-        write_parquet_atomically(frame, features_dir / f"{name}.parquet")
+        write_parquet_atomically(frame, feature_path(features_dir, name))
     manifest = {
         "ds": ds.isoformat(),
         "impression_dense": IMPRESSION_DENSE,
         "order_dense": ORDER_DENSE,
         "order_categorical": ORDER_CATEGORICAL,
         "sources": list(sources),
-        "tasks_available": tasks,
+        "objectives_available": objectives,
         "config": asdict(config),
     }
-    (features_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_json_atomically(manifest_path(features_dir), manifest, sort_keys=False)
     split_counts = dict(order_frame.group_by("split").len().iter_rows())
     summary = FeatureSummary(
         features_dir=str(features_dir),
@@ -574,11 +344,21 @@ def build_features(
         reviews_eval=int((review_frame["split"] == "eval").sum()),  # includes day D's reviews
         items=item_frame.height,
         items_with_image=int(item_frame["image"].is_not_null().sum()),
-        tasks_available=tasks,
+        objectives_available=objectives,
     )
     log.info("Built features for %s: %s", ds, summary)
     return summary
 
 
-def _day_start(ds: date) -> datetime:
-    return datetime(ds.year, ds.month, ds.day)
+__all__ = [
+    "FeatureConfig",
+    "FeatureSummary",
+    "IMPRESSION_DENSE",
+    "add_trailing_sums",
+    "add_user_item_features",
+    "build_daily_activity",
+    "build_features",
+    "build_item_examples",
+    "build_review_examples",
+    "scan_source",
+]

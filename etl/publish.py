@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
+from etl.contract import FRAUD_LGBM, MULTITASK, SCORE_TABLE_OBJECTIVES
+from etl.layout import feature_path, prediction_path
 from etl.warehouse import bind_date, create_tables, create_warehouse_engine, mask_url, replace_rows
 
 log = logging.getLogger(__name__)
@@ -124,13 +126,6 @@ def build_item_category_scores(item_predictions: pl.DataFrame, ds: date, model_v
     ).sort("item_id")
 
 
-# The tasks each score table needs; a deployment whose sources lack them skips the table.
-TABLE_TASKS = {
-    "score_user_item": ("click", "purchase"),
-    "score_order_fraud": ("fraud",),
-    "score_review_sentiment": ("review",),
-    "score_item_category": ("category",),
-}
 PROBABILITY_COLUMNS = {
     "score_user_item": ["p_click", "p_purchase"],
     "score_order_fraud": ["p_fraud_mtl", "p_fraud_lgbm"],
@@ -140,37 +135,41 @@ PROBABILITY_COLUMNS = {
 
 
 def build_score_tables(
-    ds: date,
-    tasks: list[str],
-    features_dir: Path,
-    multitask: Mapping[str, object],
-    fraud_baseline: Mapping[str, object] | None,
+    ds: date, objectives: list[str], features_dir: Path, scoring: Mapping[str, Mapping[str, object]]
 ) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
-    """The rows of every score table ``tasks`` allow, from the scoring models' prediction files."""
-    predictions = Path(str(multitask["output_dir"])) / "predictions"
-    version = str(multitask["model_version"])
+    """The rows of every score table ``objectives`` allow, from the scoring models' prediction files.
+
+    ``scoring``: model name -> the scoring model's summary (``model_version``, ``output_dir``).
+    """
+    network = Path(str(scoring[MULTITASK]["output_dir"]))
+    version = str(scoring[MULTITASK]["model_version"])
     tables: dict[str, pl.DataFrame] = {}
-    skipped = {table: f"needs tasks {needed}" for table, needed in TABLE_TASKS.items() if not set(needed) <= set(tasks)}
+    skipped = {
+        table: f"needs objectives {needed}"
+        for table, needed in SCORE_TABLE_OBJECTIVES.items()
+        if not set(needed) <= set(objectives)
+    }
     if "score_user_item" not in skipped:
-        tables["score_user_item"] = rank_recommendations(pl.read_parquet(predictions / "candidates.parquet"), ds, version)
+        tables["score_user_item"] = rank_recommendations(pl.read_parquet(prediction_path(network, "candidates")), ds, version)
     if "score_order_fraud" not in skipped:
-        if fraud_baseline is None:
-            raise ValueError("score_order_fraud: the fraud task is configured but the LightGBM baseline produced no scores")
+        lgbm = scoring.get(FRAUD_LGBM)
+        if lgbm is None:
+            raise ValueError("score_order_fraud: the fraud objective is configured but the LightGBM baseline produced no scores")
         tables["score_order_fraud"] = join_fraud_scores(
-            pl.read_parquet(predictions / "orders.parquet"),
-            pl.read_parquet(Path(str(fraud_baseline["output_dir"])) / "predictions" / "orders.parquet"),
+            pl.read_parquet(prediction_path(network, "orders")),
+            pl.read_parquet(prediction_path(Path(str(lgbm["output_dir"])), "orders")),
             ds,
-            f"{version};{fraud_baseline['model_version']}",
+            f"{version};{lgbm['model_version']}",
         )
     if "score_review_sentiment" not in skipped:
         tables["score_review_sentiment"] = build_review_scores(
-            pl.read_parquet(predictions / "reviews.parquet"),
-            pl.read_parquet(features_dir / "reviews.parquet", columns=["review_id", "created_at"]),
+            pl.read_parquet(prediction_path(network, "reviews")),
+            pl.read_parquet(feature_path(features_dir, "reviews"), columns=["review_id", "created_at"]),
             ds,
             version,
         )
     if "score_item_category" not in skipped:
-        tables["score_item_category"] = build_item_category_scores(pl.read_parquet(predictions / "items.parquet"), ds, version)
+        tables["score_item_category"] = build_item_category_scores(pl.read_parquet(prediction_path(network, "items")), ds, version)
     return tables, skipped
 
 
@@ -178,19 +177,18 @@ def publish_scores(
     warehouse_url: str,
     ds: date,
     run_id: str,
-    tasks: list[str],
+    objectives: list[str],
     features_dir: Path,
-    multitask: Mapping[str, object],
-    fraud_baseline: Mapping[str, object] | None,
+    scoring: Mapping[str, Mapping[str, object]],
     evaluations: list[Mapping[str, object]],
 ) -> PublishSummary:
-    """Replace day ``ds`` in every score table ``tasks`` allow and in model_runs, one transaction each.
+    """Replace day ``ds`` in every score table ``objectives`` allow and in model_runs, one transaction each.
 
-    ``multitask`` and ``fraud_baseline`` name the models whose predictions are published (the
-    champions: model version and output directory); ``evaluations`` are the training summaries of the
-    night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
+    ``scoring`` maps each model name to the model whose predictions are published (the gate's
+    choice: its ``model_version`` and ``output_dir``); ``evaluations`` are the training summaries of
+    the night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
     """
-    tables, skipped = build_score_tables(ds, tasks, features_dir, multitask, fraud_baseline)
+    tables, skipped = build_score_tables(ds, objectives, features_dir, scoring)
     tables["model_runs"] = collect_model_runs(run_id, ds, list(evaluations))
     # Check everything before the first write, so a bad score never replaces a good day.
     for table, columns in PROBABILITY_COLUMNS.items():

@@ -1,4 +1,4 @@
-"""Which day a run processes, and where its files go."""
+"""Which day a run processes, and where its files go (its ``etl.layout.RunLayout``)."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +7,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 from etl.config import Settings, load_settings
-from etl.contract import SOURCE_TABLES, TASKS as TASK_ORDER, available_tasks
+from etl.contract import OBJECTIVES, SOURCE_TABLES, available_objectives
 from etl.extract import ExtractWindow
+from etl.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +24,18 @@ class RunPlan:
     sources: tuple[str, ...] = SOURCE_TABLES
 
     @property
-    def tasks(self) -> list[str]:
-        """The learning tasks this deployment's sources allow."""
-        return available_tasks(self.sources)
+    def objectives(self) -> list[str]:
+        """The objectives this deployment's sources allow."""
+        return available_objectives(self.sources)
 
     @property
     def window(self) -> ExtractWindow:
         return ExtractWindow(ds=self.ds, window_days=self.window_days)
 
     @property
-    def extract_dir(self) -> Path:
-        return self.run_dir / "extract"
-
-    @property
-    def features_dir(self) -> Path:
-        return self.run_dir / "features"
-
-    @property
-    def data_docs_dir(self) -> Path:
-        return self.run_dir / "data_docs"
-
-    def model_dir(self, model_name: str) -> Path:
-        return self.run_dir / "models" / model_name
+    def layout(self) -> RunLayout:
+        """The directories of this run (extract, data docs, features, models, report)."""
+        return RunLayout(self.run_dir)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -54,11 +45,12 @@ class RunPlan:
             "window_start": self.window.window_start.isoformat(),
             "window_end": self.window.window_end.isoformat(),
             "sources": list(self.sources),
-            "tasks": self.tasks,
+            "objectives": self.objectives,
         }
 
     @classmethod
     def from_dict(cls, values: dict[str, object]) -> RunPlan:
+        """The plan of ``to_dict``; the window and the objectives follow from the other keys."""
         return cls(
             ds=date.fromisoformat(str(values["ds"])),
             window_days=int(values["window_days"]),  # type: ignore[arg-type]
@@ -73,7 +65,9 @@ def choose_day(logical_date: datetime | None, data_interval_start: datetime | No
     With the daily data-interval timetable a scheduled or backfill run for D has logical date D and
     interval [D, D + 1 day), launched just after D ends. ``airflow dags test nightly_retrain D`` and
     UI triggers also carry logical date D (their inferred interval is the day before, so the interval
-    is not used for them); a trigger without a logical date falls back to the interval start.
+    is not used for them). The interval start is used only when a caller passes one without a logical
+    date: Airflow 3 gives a run triggered without a logical date no data interval at all, so such a
+    run needs the ``ds`` Param (tests/unit/test_runs.py walks through every case).
     """
     if ds_override:
         return date.fromisoformat(ds_override)
@@ -95,7 +89,7 @@ def plan_run(
     ds = choose_day(logical_date, data_interval_start, ds_override)
     settings = settings or load_settings()
     plan = RunPlan(ds=ds, window_days=window_days, run_dir=settings.run_dir(ds), sources=settings.sources)
-    skipped = [task for task in TASK_ORDER if task not in plan.tasks]
+    skipped = [objective for objective in OBJECTIVES if objective not in plan.objectives]
     if skipped:
-        log.warning("Sources %s allow tasks %s; skipping %s", list(plan.sources), plan.tasks, skipped)
+        log.warning("Sources %s allow objectives %s; skipping %s", list(plan.sources), plan.objectives, skipped)
     return plan

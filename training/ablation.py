@@ -5,7 +5,7 @@
 For day D: extract the window and build features (as the nightly run does, into ``work_dir``), train
 the multi-task network on all tasks the sources allow, then the same network on each task alone
 with the same budget (the same config: max epochs, early-stopping patience, batch size, seed; only
-``tasks`` differs), and the LightGBM fraud baseline. One table, one row per task: the single-task
+``objectives`` differs), and the LightGBM fraud baseline. One table, one row per task: the single-task
 and multi-task day-D metric (AUC; accuracy for category) and the oracle, the demo generator's
 ``truth_`` probabilities scored on the same rows (blank outside the demo warehouse). The category
 task has a second row, ``accuracy_vs_true``: the models' accuracy against the TRUE category rather
@@ -35,25 +35,15 @@ from typing import Any
 
 import polars as pl
 
-from etl.contract import SOURCE_TABLES, available_tasks
+from etl.contract import FRAUD_LGBM, MAIN_METRIC, MULTITASK, SOURCE_TABLES, available_objectives
 from etl.extract import ExtractWindow, extract_sources
 from etl.features import FeatureConfig, build_features
-from etl.oracle import compute_category_accuracy_vs_truth, compute_oracle_metrics
-from training.config import FraudBaselineConfig, MultiTaskConfig
+from etl.layout import RunLayout
+from training.config import FraudLgbmConfig, MultiTaskConfig
 
 log = logging.getLogger(__name__)
 
-# The one metric per task the table compares (the tasks' canonical order).
-TABLE_METRICS = {"click": "auc", "purchase": "auc", "review": "auc", "category": "accuracy", "fraud": "auc"}
 VS_TRUE = "accuracy_vs_true"
-# (ratio, batch size) config fields of each task's batch kind, as train_multitask's sampler reads them.
-TASK_BATCH_FIELDS = {
-    "click": ("impression_ratio", "batch_size"),
-    "purchase": ("impression_ratio", "batch_size"),
-    "review": ("review_ratio", "review_batch_size"),
-    "category": ("item_ratio", "item_batch_size"),
-    "fraud": ("order_ratio", "order_batch_size"),
-}
 TABLE_SCHEMA = {
     "task": pl.String,
     "metric": pl.String,
@@ -78,7 +68,7 @@ def _value(row: Mapping[str, Any] | None) -> float | None:
 
 
 def build_ablation_table(
-    tasks: Sequence[str],
+    objectives: Sequence[str],
     multi_metrics: Sequence[Mapping[str, Any]],
     single_metrics: Mapping[str, Sequence[Mapping[str, Any]]],
     lightgbm_metrics: Sequence[Mapping[str, Any]] = (),
@@ -86,16 +76,16 @@ def build_ablation_table(
     category_vs_true: Mapping[str, Mapping[str, Any] | None] | None = None,
     same_steps_metrics: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> pl.DataFrame:
-    """One row per task (plus category's ``accuracy_vs_true``) from metric rows {task, metric, value, n_rows}.
+    """One row per objective (plus category's ``accuracy_vs_true``) from metric rows {task, metric, value, n_rows}.
 
-    ``single_metrics`` maps each task to the metrics of the network trained on it alone, and
+    ``single_metrics`` maps each objective to the metrics of the network trained on it alone, and
     ``same_steps_metrics`` to those of the step-matched single-task run; ``category_vs_true`` maps
     "single"/"same_steps"/"multi" to {value, n_rows} of the accuracy against the true category.
     """
     same_steps_metrics = same_steps_metrics or {}
     rows = []
-    for task in (task for task in TABLE_METRICS if task in tasks):
-        metric = TABLE_METRICS[task]
+    for task in (objective for objective in MAIN_METRIC if objective in objectives):
+        metric = MAIN_METRIC[task]
         multi = find_metric(multi_metrics, task, metric)
         single = find_metric(single_metrics.get(task, ()), task, metric)
         same_steps = find_metric(same_steps_metrics.get(task, ()), task, metric)
@@ -159,7 +149,8 @@ def prepare_features(
     feature_config: FeatureConfig = FeatureConfig(),
 ) -> Path:
     """Extract day ``ds``'s window and build its features under ``work_dir``, as the nightly run does."""
-    extract_dir, features_dir = work_dir / "extract", work_dir / "features"
+    layout = RunLayout(work_dir)
+    extract_dir, features_dir = layout.extract_dir, layout.features_dir
     extract_sources(warehouse_url, ExtractWindow(ds=ds, window_days=window_days), extract_dir, tuple(sources))
     build_features(extract_dir, features_dir, ds, feature_config, tuple(sources))
     return features_dir
@@ -168,20 +159,28 @@ def prepare_features(
 def steps_per_epoch(config: MultiTaskConfig, n_train: Mapping[str, int]) -> int:
     """Optimizer steps of one epoch of the joint run: the batch kind needing most batches sets them."""
     batches = [
-        math.ceil(round(getattr(config, ratio) * n_train[task]) / getattr(config, batch))
-        for task, (ratio, batch) in TASK_BATCH_FIELDS.items()
-        if n_train.get(task)
+        math.ceil(round(getattr(config, ratio) * n_train[objective]) / getattr(config, batch))
+        for objective, (ratio, batch) in objective_batch_fields().items()
+        if n_train.get(objective)
     ]
     return max([*batches, 1])
 
 
-def same_steps_config(config: MultiTaskConfig, task: str, n_train: int, steps: int) -> MultiTaskConfig:
-    """``config`` for ``task`` alone with its batch size shrunk so one epoch takes ``steps`` steps."""
-    ratio, batch = TASK_BATCH_FIELDS[task]
+def objective_batch_fields() -> dict[str, tuple[str, str]]:
+    """The (ratio, batch size) config fields of each objective's batch kind, as the sampler reads them."""
+    from training.data import OBJECTIVE_KIND
+    from training.loop import KIND_FIELDS
+
+    return {objective: KIND_FIELDS[kind] for objective, kind in OBJECTIVE_KIND.items()}
+
+
+def same_steps_config(config: MultiTaskConfig, objective: str, n_train: int, steps: int) -> MultiTaskConfig:
+    """``config`` for ``objective`` alone with its batch size shrunk so one epoch takes ``steps`` steps."""
+    ratio, batch = objective_batch_fields()[objective]
     rows = round(getattr(config, ratio) * n_train)
     if math.ceil(rows / getattr(config, batch)) >= steps:  # the kind that sets the steps keeps its batch size
-        return dataclasses.replace(config, tasks=(task,))
-    return dataclasses.replace(config, tasks=(task,), **{batch: max(1, math.ceil(rows / steps))})
+        return dataclasses.replace(config, objectives=(objective,))
+    return dataclasses.replace(config, objectives=(objective,), **{batch: max(1, math.ceil(rows / steps))})
 
 
 def run_ablation(
@@ -194,63 +193,64 @@ def run_ablation(
     sources: Sequence[str] = SOURCE_TABLES,
     feature_config: FeatureConfig = FeatureConfig(),
 ) -> pl.DataFrame:
-    """Train all tasks together and each alone with the same budget; the per-task table with LightGBM and oracle.
+    """Train all objectives together and each alone with the same budget; the table with LightGBM and oracle.
 
-    ``seed`` overrides ``config.seed``; the tasks are ``config.tasks`` limited to those ``sources``
-    allow; ``feature_config`` sets the fraud maturity and holdout as the DAG's Params do.
+    ``seed`` overrides ``config.seed``; the objectives are ``config.objectives`` limited to those
+    ``sources`` allow; ``feature_config`` sets the fraud maturity and holdout as the DAG's Params do.
+    The oracle column reads the demo generator's truth tables (``demo/oracle.py``); it stays empty
+    on a warehouse without them.
     """
-    from training.fraud_baseline import train_fraud_baseline  # heavy imports: only when training
-    from training.train_multitask import train_multitask
+    from demo.oracle import compute_category_accuracy_vs_truth, compute_oracle_metrics
+    from training.fraud_lgbm import train_fraud_lgbm  # heavy imports: only when training
+    from training.train import train_multitask
 
     work_dir = Path(work_dir)
     features_dir = prepare_features(warehouse_url, ds, work_dir, window_days, sources, feature_config)
     config = config or MultiTaskConfig()
-    tasks = tuple(task for task in config.tasks if task in available_tasks(list(sources)))
-    if not tasks:
-        raise ValueError(f"none of the tasks {config.tasks} can be trained from the sources {list(sources)}")
-    config = dataclasses.replace(config, seed=seed, tasks=tasks)
-    models_dir = work_dir / "models"
+    objectives = tuple(name for name in config.objectives if name in available_objectives(list(sources)))
+    if not objectives:
+        raise ValueError(f"none of the objectives {config.objectives} can be trained from the sources {list(sources)}")
+    config = dataclasses.replace(config, seed=seed, objectives=objectives)
+    layout = RunLayout(work_dir)
 
     def train(name: str, variant: MultiTaskConfig) -> dict[str, Any]:
         started = time.perf_counter()
-        summary = train_multitask(features_dir, models_dir / name, variant).to_dict()
+        summary = train_multitask(features_dir, layout.model_dir(name), variant).to_dict()
         log.info(
-            "ablation: %s (tasks %s) trained in %.1fs", name, ",".join(variant.tasks), time.perf_counter() - started
+            "ablation: %s (objectives %s) trained in %.1fs", name, ",".join(variant.objectives), time.perf_counter() - started
         )
         return summary
 
-    multi = train("multitask", config)
-    singles = {task: train(f"single_{task}", dataclasses.replace(config, tasks=(task,))) for task in tasks}
+    multi = train(MULTITASK, config)
+    singles = {name: train(f"single_{name}", dataclasses.replace(config, objectives=(name,))) for name in objectives}
     steps = steps_per_epoch(config, multi["n_train"])
     same_steps = {}
-    for task in tasks:
-        variant = same_steps_config(config, task, multi["n_train"].get(task, 0), steps)
+    for name in objectives:
+        variant = same_steps_config(config, name, multi["n_train"].get(name, 0), steps)
         # The largest kind already takes the joint run's steps alone: same config, same (deterministic) model.
-        same = variant == dataclasses.replace(config, tasks=(task,))
-        same_steps[task] = singles[task] if same else train(f"same_steps_{task}", variant)
+        same = variant == dataclasses.replace(config, objectives=(name,))
+        same_steps[name] = singles[name] if same else train(f"same_steps_{name}", variant)
     lightgbm: list[dict[str, Any]] = []
-    if "fraud" in tasks:
-        lightgbm = train_fraud_baseline(
-            features_dir, models_dir / "fraud_baseline", FraudBaselineConfig(seed=seed)
-        ).metrics
+    if "fraud" in objectives:
+        lightgbm = train_fraud_lgbm(features_dir, layout.model_dir(FRAUD_LGBM), FraudLgbmConfig(seed=seed)).metrics
 
     vs_true = None
-    if "category" in tasks:
+    if "category" in objectives:
         vs_true = {
-            "multi": compute_category_accuracy_vs_truth(warehouse_url, features_dir, models_dir / "multitask"),
-            "single": compute_category_accuracy_vs_truth(warehouse_url, features_dir, models_dir / "single_category"),
+            "multi": compute_category_accuracy_vs_truth(warehouse_url, features_dir, layout.model_dir(MULTITASK)),
+            "single": compute_category_accuracy_vs_truth(warehouse_url, features_dir, layout.model_dir("single_category")),
             "same_steps": compute_category_accuracy_vs_truth(
                 warehouse_url, features_dir, Path(same_steps["category"]["output_dir"])
             ),
         }
     return build_ablation_table(
-        tasks,
+        objectives,
         multi["metrics"],
-        {task: summary["metrics"] for task, summary in singles.items()},
+        {name: summary["metrics"] for name, summary in singles.items()},
         lightgbm,
         compute_oracle_metrics(warehouse_url, features_dir),
         vs_true,
-        {task: summary["metrics"] for task, summary in same_steps.items()},
+        {name: summary["metrics"] for name, summary in same_steps.items()},
     )
 
 

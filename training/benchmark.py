@@ -1,12 +1,11 @@
 """Training throughput of the multi-task network: samples per second per task kind, on this machine.
 
-    python -m training.benchmark [--features-dir DIR] [--steps 30] [--device auto] [--num-threads 1]
+    python -m training.benchmark --features-dir DIR [--steps 30] [--device auto] [--num-threads 1]
 
-Without ``--features-dir`` a demo-sized synthetic features directory (``training.testing``: 140k
-impressions, 4k orders, 2.5k reviews, 1.1k items with images) is written to a temporary directory
-first. The network and data are prepared exactly as ``train_multitask`` prepares them with the
-default ``MultiTaskConfig``. Then, for each batch kind present, ``--steps`` optimizer steps that
-train only that kind's tasks at its configured batch size are timed (after 3 untimed warm-up
+``--features-dir`` is a run's features directory, e.g. ``.shopmtl/runs/2026-02-04/features`` after
+``make demo``. The network and data are prepared exactly as ``train_multitask`` prepares them with
+the default ``MultiTaskConfig``. Then, for each batch kind present, ``--steps`` optimizer steps that
+train only that kind's objectives at its configured batch size are timed (after 3 untimed warm-up
 steps), and finally one joint epoch as the nightly run trains it (every kind in every step). One
 line per kind: rows per second and milliseconds per step. The first lines name the device (the CPU
 model from /proc/cpuinfo, or the CUDA device name) and the torch thread count; on CUDA the steps
@@ -19,29 +18,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from training.config import MultiTaskConfig
-from training.multitask import n_rows, with_image_features
-from training.testing import write_synthetic_features
-from training.train_multitask import (
-    ID_KEYS,
-    TASK_KIND,
-    build_optimizers,
-    build_task_weighting,
-    prepare_training,
-    read_feature_tables,
-    resolve_device,
-    seeded_torch,
-    take_batch,
-    task_losses,
-    train_one_epoch,
-    train_step,
-)
+from training.data import OBJECTIVE_KIND, n_rows, read_feature_tables
+from training.device import resolve_device, seeded_torch
+from training.loop import ID_KEYS, build_optimizers, kind_settings, objective_losses, take_batch, train_one_epoch, train_step
+from training.multitask import with_image_features
+from training.train import build_objective_weighting, prepare_training
 
 WARMUP_STEPS = 3
 
@@ -76,34 +63,29 @@ def benchmark(features_dir: Path, config: MultiTaskConfig, steps: int) -> list[d
         prepared = prepare_training(tables, config)
         model = prepared.model.to(device)
         items = with_image_features(model, prepared.items)
-        batch_sizes = {
-            "impression": config.batch_size,
-            "review": config.review_batch_size,
-            "item": config.item_batch_size,
-            "order": config.order_batch_size,
-        }
+        settings = kind_settings(config)
         for kind, tensors in prepared.train.items():
-            tasks = tuple(task for task in prepared.trained if TASK_KIND[task] == kind)
-            weighting = build_task_weighting(config, tasks).to(device)
+            objectives = tuple(name for name in prepared.trained if OBJECTIVE_KIND[name] == kind)
+            weighting = build_objective_weighting(config, objectives).to(device)
             optimizers = build_optimizers(model, weighting, config)
             model.train()
-            size = min(batch_sizes[kind], n_rows(tensors))
+            size = min(settings[kind][1], n_rows(tensors))
             elapsed = 0.0
             for step in range(WARMUP_STEPS + steps):
                 index = torch.randint(0, n_rows(tensors), (size,), generator=generator)
                 synchronize(device)
                 started = time.perf_counter()
                 batch = take_batch(tensors, index, ID_KEYS[kind], config.id_dropout, generator, device)
-                losses = task_losses(model, {kind: batch}, items, tasks, config, device, generator)
+                losses = objective_losses(model, {kind: batch}, items, objectives, config, device, generator)
                 train_step(model, weighting, optimizers, losses, config)
                 synchronize(device)
                 if step >= WARMUP_STEPS:
                     elapsed += time.perf_counter() - started
             results.append(
-                {"kind": kind, "tasks": ",".join(tasks), "batch": size, "rows_per_s": size * steps / elapsed,
+                {"kind": kind, "objectives": ",".join(objectives), "batch": size, "rows_per_s": size * steps / elapsed,
                  "ms_per_step": 1000 * elapsed / steps}
             )  # fmt: skip
-        weighting = build_task_weighting(config, prepared.trained).to(device)
+        weighting = build_objective_weighting(config, prepared.trained).to(device)
         optimizers = build_optimizers(model, weighting, config)
         synchronize(device)
         started = time.perf_counter()
@@ -113,40 +95,31 @@ def benchmark(features_dir: Path, config: MultiTaskConfig, steps: int) -> list[d
         synchronize(device)
         elapsed = time.perf_counter() - started
         results.append(
-            {"kind": "joint epoch", "tasks": ",".join(prepared.trained), "batch": None, "rows_per_s": processed / elapsed,
+            {"kind": "joint epoch", "objectives": ",".join(prepared.trained), "batch": None, "rows_per_s": processed / elapsed,
              "ms_per_step": None, "epoch_s": elapsed}
         )  # fmt: skip
     return results
 
 
 def main() -> None:
-    """CLI: print training throughput per task kind."""
+    """CLI: print training throughput per batch kind."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features-dir", type=Path, default=None, help="default: a demo-sized synthetic one")
+    parser.add_argument("--features-dir", type=Path, required=True, help="a run's features directory")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per batch kind")
     parser.add_argument("--device", default=MultiTaskConfig.device)
     parser.add_argument("--num-threads", type=int, default=MultiTaskConfig.num_threads)
     args = parser.parse_args()
     config = dataclasses.replace(MultiTaskConfig(), device=args.device, num_threads=args.num_threads)
-    with tempfile.TemporaryDirectory(prefix="shopmtl_benchmark_") as scratch:
-        features_dir = args.features_dir
-        if features_dir is None:
-            features_dir = write_synthetic_features(
-                Path(scratch), n_users=3000, n_items=600, n_impressions=140_000, n_orders=4000,
-                n_reviews=2500, n_extra_items=500, n_candidate_users=200, seed=0,
-            )  # fmt: skip
-            print(f"features: synthetic, demo-sized ({features_dir})")
-        else:
-            print(f"features: {features_dir}")
-        device = resolve_device(config.device)
-        with seeded_torch(config.seed, device, config.num_threads):
-            print(f"device: {describe_device(device)}; torch {torch.__version__}")
-        results = benchmark(Path(features_dir), config, args.steps)
-    print(f"{'kind':<12} {'tasks':<36} {'batch':>6} {'rows/s':>10} {'ms/step':>8}")
+    print(f"features: {args.features_dir}")
+    device = resolve_device(config.device)
+    with seeded_torch(config.seed, device, config.num_threads):
+        print(f"device: {describe_device(device)}; torch {torch.__version__}")
+    results = benchmark(args.features_dir, config, args.steps)
+    print(f"{'kind':<12} {'objectives':<36} {'batch':>6} {'rows/s':>10} {'ms/step':>8}")
     for row in results:
         batch = "" if row["batch"] is None else str(row["batch"])
         ms = "" if row["ms_per_step"] is None else f"{row['ms_per_step']:.1f}"
-        print(f"{row['kind']:<12} {row['tasks']:<36} {batch:>6} {row['rows_per_s']:>10.0f} {ms:>8}")
+        print(f"{row['kind']:<12} {row['objectives']:<36} {batch:>6} {row['rows_per_s']:>10.0f} {ms:>8}")
     joint = results[-1]
     print(f"joint epoch: {joint['epoch_s']:.2f} s")
 

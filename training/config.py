@@ -1,24 +1,35 @@
 """Training configs: small frozen dataclasses, every default commented.
 
-Both configs are JSON-serialised into the model version hash and into ``config.json`` next to the
-model, so a model directory always says how it was trained.
+``MultiTaskConfig`` (with its nested ``NetworkConfig``) and ``FraudLgbmConfig`` are JSON-serialised
+into the model version hash and into ``config.json`` next to the model, so a model directory always
+says how it was trained; ``GateConfig`` is the champion/challenger rule.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from etl.contract import OBJECTIVES
 
 
 @dataclass(frozen=True)
-class MultiTaskConfig:
-    """How the multi-task network (click, purchase via ESMM, review, category, fraud) is shaped and trained."""
+class TextHashing:
+    """How texts become hashed feature ids (training/encoders.py); stored with the model so a reload hashes the same way."""
 
-    # Tasks to train, of "click", "purchase", "review", "category", "fraud". Tasks the features lack
-    # (manifest tasks_available, or no training rows) are skipped and logged. ("purchase",) alone
-    # trains only the ESMM ctcvr loss; ("review",) only the review head; and so on (the ablation).
-    tasks: tuple[str, ...] = ("click", "purchase", "review", "category", "fraud")
-    seed: int = 7  # torch, numpy and the shuffling generator are all seeded from this
+    n_buckets: int = 1 << 15  # embedding rows; collisions are rare at demo vocabulary sizes (~5k distinct features)
+    char_ngram_min: int = 3  # character n-grams of each word padded with "<" and ">", from this length...
+    char_ngram_max: int = 5  # ...to this one (inclusive); min > max turns character n-grams off
+    word_bigrams: bool = True  # "not good" carries what "not" and "good" alone do not
+    strip_accents: bool = True  # fold "não" and "nao" together: reviewers often type without accents
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The shape of the multi-task network (training/multitask.py): saved with the model, so a reload
+    rebuilds the same module. Sizes that come from the data (vocabularies, feature counts) are not here."""
+
     embedding_dim: int = 16  # user, item and category embeddings (shared by the impression, review and fraud towers)
     categorical_embedding_dim: int = 4  # one small embedding per order categorical column (payment_method, ...)
     # Impression tower: "shared_bottom" (one MLP), "mmoe" (Ma et al. KDD 2018) or "ple" (Tang et al. RecSys 2020).
@@ -32,31 +43,47 @@ class MultiTaskConfig:
     review_hidden_dims: tuple[int, ...] = (32,)  # review tower MLP over [user | item | category | user*item | text]
     fraud_hidden_dims: tuple[int, ...] = (32, 16)  # fraud tower MLP
     dropout: float = 0.0  # early stopping already regularises; dropout measured no better on the demo data
-    id_dropout: float = 0.05  # share of training ids replaced by the default row 0, so unseen ids get a trained row
     # Text encoder (training/encoders.py): hashed word uni/bigrams and character n-grams, EmbeddingBag mean.
     text_dim: int = 16  # text vector width (titles and review texts)
-    # Hash buckets. The demo's titles and reviews hold ~5k distinct features. 2^15 and 2^16 rows made a
+    # Hash buckets: the demo's titles and reviews hold ~5k distinct features. 2^15 and 2^16 rows made a
     # demo epoch 10% and 25% slower (the dense EmbeddingBag gradient and AdamW touch every row), for
-    # the same review AUC; raise it for a larger vocabulary.
-    text_buckets: int = 1 << 14
-    char_ngram_min: int = 3  # character n-grams within word boundaries, from this length...
-    char_ngram_max: int = 5  # ...to this one
-    word_bigrams: bool = True
-    strip_accents: bool = True  # "não" == "nao": reviewers often type without accents
+    # the same review AUC; raise n_buckets for a larger vocabulary.
+    text: TextHashing = TextHashing(n_buckets=1 << 14)
     # Image encoder: images decoded once to image_size x image_size RGB; a small CNN with these widths.
     image_size: int = 32
     image_channels: tuple[int, ...] = (16, 32, 32)
     crop_padding: int = 4  # training augmentation: replicate-pad by this many pixels and crop back at random
     augment: bool = True  # random crop + horizontal flip of training images (never at evaluation)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NetworkConfig:
+        """Rebuild from JSON, where tuples came back as lists and ``text`` as a dict."""
+        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+        if isinstance(fields.get("text"), dict):
+            fields["text"] = TextHashing(**fields["text"])
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class MultiTaskConfig:
+    """How the multi-task network (click, purchase via ESMM, review, category, fraud) is shaped and trained."""
+
+    # Objectives to train, of etl.contract.OBJECTIVES. Objectives the features lack (manifest
+    # objectives_available, or no training rows) are skipped and logged. ("purchase",) alone trains
+    # only the ESMM ctcvr loss; ("review",) only the review head; and so on (the ablation).
+    objectives: tuple[str, ...] = OBJECTIVES
+    seed: int = 7  # torch, numpy and the shuffling generator are all seeded from this
+    network: NetworkConfig = NetworkConfig()
+    id_dropout: float = 0.05  # share of training ids replaced by the default row 0, so unseen ids get a trained row
     category_label_smoothing: float = 0.0  # cross-entropy label smoothing of the image head (listed labels are noisy)
-    # Multi-task sampler: every step takes one batch of each kind present (see train_multitask). An
+    # Multi-task sampler: every step takes one batch of each kind present (see training/loop.py). An
     # epoch passes ratio x rows of each kind; the kind needing most batches of its batch size sets the
     # number of steps, and the other kinds' rows are spread evenly over those steps.
     batch_size: int = 1024  # impressions per step (at most)
     order_batch_size: int = 256  # orders per step (at most)
     review_batch_size: int = 256  # reviews per step (at most)
     item_batch_size: int = 128  # item images per step (at most)
-    # The ratios line the tasks' best epochs up, since early stopping picks one epoch for all: on the
+    # The ratios line the objectives' best epochs up, since early stopping picks one epoch for all: on the
     # demo, click and purchase are best after ~1 pass over 136k impressions and then overfit, reviews
     # and orders after ~3-4 passes, and the image head still improves after 15 passes over 844 images.
     impression_ratio: float = 0.5  # passes over the training impressions per epoch
@@ -70,11 +97,11 @@ class MultiTaskConfig:
     learning_rate_decay: float = 1.0  # multiplies the learning rate after every epoch; 0.5-0.8 measured no better on the demo
     weight_decay: float = 1e-5  # AdamW decoupled weight decay
     grad_clip_norm: float = 1.0  # clip the global gradient norm; keeps early steps with rare positives sane
-    # Loss weighting across tasks: "fixed" (the weights below), "uncertainty" (Kendall et al. CVPR 2018)
+    # Loss weighting across objectives: "fixed" (the weights below), "uncertainty" (Kendall et al. CVPR 2018)
     # or "gradnorm" (Chen et al. ICML 2018); see training/loss_weighting.py.
     loss_weighting: str = "fixed"
     click_weight: float = 1.0  # fixed loss weight of BCE(p_ctr, clicked)
-    ctcvr_weight: float = 1.0  # fixed loss weight of BCE(p_ctr * p_cvr, converted) (task "purchase")
+    ctcvr_weight: float = 1.0  # fixed loss weight of BCE(p_ctr * p_cvr, converted) (objective "purchase")
     review_weight: float = 1.0  # fixed loss weight of the review BCE
     category_weight: float = 1.0  # fixed loss weight of the image category cross-entropy
     fraud_weight: float = 1.0  # fixed loss weight of the fraud BCE
@@ -96,7 +123,7 @@ class MultiTaskConfig:
 
 
 @dataclass(frozen=True)
-class FraudBaselineConfig:
+class FraudLgbmConfig:
     """How the LightGBM fraud baseline is trained (a gradient-boosted tree on the order features)."""
 
     seed: int = 7  # LightGBM seed (bagging, feature fraction)
@@ -122,11 +149,11 @@ class FraudBaselineConfig:
 
 
 @dataclass(frozen=True)
-class RegistryConfig:
+class GateConfig:
     """The champion/challenger gate: how much worse than the champion, on the same rows, a new model may be."""
 
     # Absolute slack, in the metric's own units (AUC, log loss in nats, accuracy share): a challenger is
-    # rejected when any task's metric is worse than the champion's on the same rows by more than this.
+    # rejected when any objective's metric is worse than the champion's on the same rows by more than this.
     tolerance: float = 0.01
     higher_is_better: tuple[str, ...] = ("auc", "pr_auc", "accuracy")  # ranking and accuracy metrics
     lower_is_better: tuple[str, ...] = ("log_loss",)  # losses; metrics in neither tuple are not gated

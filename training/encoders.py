@@ -29,7 +29,6 @@ import re
 import unicodedata
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,22 +36,13 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from training.config import TextHashing
+
 log = logging.getLogger(__name__)
 
 WORD_PATTERN = re.compile(r"\w+")  # str patterns are Unicode-aware: letters of every script, digits, "_"
 IMAGE_MEAN = 0.5  # pixels are scaled to [0, 1], then centred and scaled with these constants
 IMAGE_STD = 0.25
-
-
-@dataclass(frozen=True)
-class TextHashing:
-    """How texts become hashed feature ids; stored with the model so a reload hashes the same way."""
-
-    n_buckets: int = 1 << 15  # embedding rows; collisions are rare at demo vocabulary sizes (~5k distinct features)
-    char_ngram_min: int = 3  # character n-grams of each word padded with "<" and ">", from this length...
-    char_ngram_max: int = 5  # ...to this one (inclusive); min > max turns character n-grams off
-    word_bigrams: bool = True  # "not good" carries what "not" and "good" alone do not
-    strip_accents: bool = True  # fold "não" and "nao" together: reviewers often type without accents
 
 
 def normalize_text(text: str, strip_accents: bool = True) -> str:

@@ -13,7 +13,7 @@ The GX ``severity`` field mirrors the flag (``critical`` / ``warning``), so the 
 
 Referential checks compare a column with the key set of its parent extract. The key sets are
 suite parameters (``{"$PARAMETER": "users_user_id"}``), filled at validation time by
-``validation.run`` from the parent Parquet files, so the suite definitions stay data-independent.
+``validation.validate`` from the parent Parquet files, so the suite definitions stay data-independent.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class ReferenceCheck:
         return f"{self.parent}_{self.parent_column}"
 
 
-# Every referential check in one place: validation.run loads exactly these key sets.
+# Every referential check in one place: validation.validate loads exactly these key sets.
 REFERENCE_CHECKS: tuple[ReferenceCheck, ...] = (
     ReferenceCheck("item_images", "item_id", "items", "item_id"),
     ReferenceCheck("clicks", "user_id", "users", "user_id"),
@@ -363,7 +363,7 @@ def make_suite(table: str, *groups: list[gxe.Expectation]) -> gx.ExpectationSuit
     """An ExpectationSuite named after ``table`` holding the given expectations, in order.
 
     Built through the constructor rather than ``add_expectation``, which consults the current GX
-    context: the suite is plain data until ``validation.run`` adds it to its own context.
+    context: the suite is plain data until ``validation.validate`` adds it to its own context.
     """
     expectations = [expectation for group in groups for expectation in group]
     return gx.ExpectationSuite(name=table, expectations=expectations, meta={"table": table})

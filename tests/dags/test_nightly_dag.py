@@ -84,7 +84,7 @@ def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame
 
 def check_oracle_comparison(warehouse_url: str, run_dir: Path) -> None:
     """The demo's model-vs-truth table covers every task on the same rows, and the truth is informative."""
-    from etl.oracle import compare_with_oracle
+    from demo.oracle import compare_with_oracle
 
     comparison = compare_with_oracle(warehouse_url, run_dir)
     assert set(zip(comparison["task"], comparison["model"])) == {
@@ -122,7 +122,7 @@ def drop_truth_tables(warehouse_url: str) -> None:
 @pytest.mark.slow
 def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_truth(nightly_dag, shopmtl_home):
     from etl.config import load_settings
-    from etl.synthetic import generate_warehouse
+    from demo.synthetic import generate_warehouse
 
     warehouse_url = load_settings().embedded_warehouse_url  # no connection defined: the embedded default
     generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)
@@ -143,7 +143,7 @@ def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_tru
 @pytest.mark.slow
 def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores(nightly_dag, shopmtl_home, capfd):
     from etl.config import load_settings
-    from etl.synthetic import generate_warehouse
+    from demo.synthetic import generate_warehouse
 
     warehouse_url = load_settings().embedded_warehouse_url
     generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)
@@ -174,7 +174,7 @@ def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_nightly_dag_on_postgresql_through_the_airflow_connection(nightly_dag, shopmtl_home, postgres_url, monkeypatch):
-    from etl.synthetic import generate_warehouse
+    from demo.synthetic import generate_warehouse
 
     generate_warehouse(postgres_url, START, DS, scale=0.3, seed=3)
     monkeypatch.setenv("AIRFLOW_CONN_SHOPMTL_WAREHOUSE", postgres_url.replace("postgresql+psycopg://", "postgresql://"))
@@ -188,7 +188,7 @@ def test_nightly_dag_on_postgresql_through_the_airflow_connection(nightly_dag, s
 @pytest.mark.slow
 def test_a_deployment_with_only_catalogue_images_trains_and_publishes_the_category_task(nightly_dag, shopmtl_home, monkeypatch):
     from etl.config import load_settings
-    from etl.synthetic import generate_warehouse
+    from demo.synthetic import generate_warehouse
 
     monkeypatch.setenv("SHOPMTL_SOURCES", "items,item_images")
     warehouse_url = load_settings().embedded_warehouse_url
@@ -208,7 +208,7 @@ def test_a_backfill_weeks_later_reproduces_the_original_scores_of_the_day(nightl
     champion was trained: point-in-time extraction, the mature-label cut-off and deterministic training
     give the scores of the original night, row for row."""
     from etl.config import load_settings
-    from etl.synthetic import generate_warehouse
+    from demo.synthetic import generate_warehouse
 
     warehouse_url = load_settings().embedded_warehouse_url
     generate_warehouse(warehouse_url, START, DS, scale=0.3, seed=3)

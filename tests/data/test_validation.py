@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl.warehouse import SOURCE_TABLES, TABLE_SCHEMAS, create_warehouse_engine
-from validation.run import DataQualityError, ValidationSummary, validate_extracts
 from validation.suites import ValidationWindow, build_suite
+from validation.validate import DataQualityError, ValidationSummary, validate_extracts
 
 DS = date(2026, 1, 28)
 WINDOW_END = datetime(2026, 1, 29)
@@ -307,7 +307,7 @@ def test_schema_drift_is_critical(tmp_path, sqlite_url, valid_frames):
 
 def test_non_critical_failure_only_warns(tmp_path, sqlite_url, valid_frames, caplog):
     frames = {**valid_frames, "users": with_rows(valid_frames["users"], "birth_year", {0: 1850})}
-    with caplog.at_level(logging.WARNING, logger="validation.run"):
+    with caplog.at_level(logging.WARNING, logger="validation.validate"):
         summary = run_validation(tmp_path, sqlite_url, frames, tables=("users",))
 
     assert (summary.n_failed, summary.n_critical_failed) == (1, 0)

@@ -191,7 +191,7 @@ def test_publishing_creates_the_views(tmp_path, warehouse_url):
     multitask = {"model_name": "multitask", "model_version": "mtl-1", "output_dir": str(tmp_path / "mtl"),
                  "metrics": [{"task": "category", "metric": "accuracy", "value": 0.8, "n_rows": 2}]}
     for _ in range(2):  # a re-run of the day
-        publish_scores(warehouse_url, D2, "run-1", ["category"], tmp_path / "features", multitask, None, [multitask])
+        publish_scores(warehouse_url, D2, "run-1", ["category"], tmp_path / "features", {"multitask": multitask}, [multitask])
     engine = create_warehouse_engine(warehouse_url)
     with engine.connect() as conn:
         assert set(sa.inspect(conn).get_view_names()) == set(VIEWS)

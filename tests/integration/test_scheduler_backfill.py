@@ -310,7 +310,7 @@ def assert_published_once_per_day(warehouse_url: str, frames: dict[str, pl.DataF
 def test_three_day_backfill_runs_days_concurrently_publishes_each_once_and_reprocesses_identically(
     airflow_stack: AirflowStack, postgres_url: str, shopmtl_home: Path
 ):
-    from etl.synthetic import generate_warehouse
+    from demo.synthetic import generate_warehouse
 
     test_started = time.monotonic()
     deadline = test_started + TOTAL_BUDGET_S
@@ -348,7 +348,7 @@ def test_three_day_backfill_runs_days_concurrently_publishes_each_once_and_repro
         assert plan["ds"] == day.isoformat() and Path(plan["run_dir"]) == run_dir, plan
         assert (run_dir / "features" / "manifest.json").is_file()
         assert (run_dir / "models" / "multitask" / "model.pt").is_file()
-        assert (run_dir / "models" / "fraud_baseline" / "model.txt").is_file()
+        assert (run_dir / "models" / "fraud_lgbm" / "model.txt").is_file()
         manifest = json.loads((run_dir / "features" / "manifest.json").read_text())
         assert manifest["ds"] == day.isoformat(), manifest
     assert sorted(path.name for path in (shopmtl_home / "runs").iterdir()) == [day.isoformat() for day in DAYS]

@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from training.config import FraudBaselineConfig, MultiTaskConfig
-from training.metrics import TrainingSummary
-from training.testing import write_synthetic_features
-from training.train_multitask import train_multitask
+from training.config import FraudLgbmConfig, MultiTaskConfig, NetworkConfig, TextHashing
+from training.summary import TrainingSummary
+from tests.fixtures.synthetic_features import write_synthetic_features
+from training.train import train_multitask
 
 FEATURE_FILES = ("impressions.parquet", "orders.parquet", "reviews.parquet", "items.parquet", "candidates.parquet")
 
@@ -37,14 +37,16 @@ def features_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config() -> MultiTaskConfig:
     """A small, fast network; one thread so timings and results do not depend on the machine."""
     return MultiTaskConfig(
-        embedding_dim=8,
-        hidden_dims=(32,),
-        head_hidden_dim=8,
-        review_hidden_dims=(16,),
-        fraud_hidden_dims=(16,),
-        text_dim=8,
-        text_buckets=4096,
-        image_channels=(8, 16, 16),
+        network=NetworkConfig(
+            embedding_dim=8,
+            hidden_dims=(32,),
+            head_hidden_dim=8,
+            review_hidden_dims=(16,),
+            fraud_hidden_dims=(16,),
+            text_dim=8,
+            text=TextHashing(n_buckets=4096),
+            image_channels=(8, 16, 16),
+        ),
         batch_size=128,
         review_batch_size=64,
         order_batch_size=128,
@@ -59,9 +61,9 @@ def tiny_config() -> MultiTaskConfig:
 
 
 @pytest.fixture(scope="session")
-def tiny_fraud_config() -> FraudBaselineConfig:
+def tiny_fraud_config() -> FraudLgbmConfig:
     """The default LightGBM config with fewer rounds; tiny data stops early anyway."""
-    return FraudBaselineConfig(num_boost_round=200, early_stopping_rounds=20)
+    return FraudLgbmConfig(num_boost_round=200, early_stopping_rounds=20)
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +79,11 @@ def write_features_copy(
     features_dir: Path,
     target: Path,
     replace: dict[str, pl.DataFrame] | None = None,
-    tasks_available: list[str] | None = None,
+    objectives_available: list[str] | None = None,
     empty: tuple[str, ...] = (),
 ) -> Path:
     """A copy of ``features_dir`` with some Parquet files replaced or emptied (0 rows, same schema),
-    and optionally another ``tasks_available`` in the manifest."""
+    and optionally another ``objectives_available`` in the manifest."""
     replace = replace or {}
     target.mkdir(parents=True)
     for name in FEATURE_FILES:
@@ -92,8 +94,8 @@ def write_features_copy(
         else:
             (target / name).write_bytes((features_dir / name).read_bytes())
     manifest = json.loads((features_dir / "manifest.json").read_text())
-    if tasks_available is not None:
-        manifest["tasks_available"] = tasks_available
+    if objectives_available is not None:
+        manifest["objectives_available"] = objectives_available
     (target / "manifest.json").write_text(json.dumps(manifest))
     return target
 

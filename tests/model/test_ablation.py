@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl.features import FeatureConfig
-from etl.oracle import TRUTH_TABLES, compare_with_oracle, compute_category_accuracy_vs_truth, compute_oracle_metrics
-from etl.synthetic import generate_warehouse
+from demo.oracle import TRUTH_TABLES, compare_with_oracle, compute_category_accuracy_vs_truth, compute_oracle_metrics
+from demo.synthetic import generate_warehouse
 from etl.warehouse import create_warehouse_engine, read_frame
 from training.ablation import (
     build_ablation_table,
@@ -81,10 +81,10 @@ def test_same_steps_configs_shrink_small_tasks_batches_to_the_joint_runs_steps_p
     assert steps_per_epoch(config, n_train) == 12  # fraud: 3000 / 256 -> 12 batches, more than 10 of impressions
     assert steps_per_epoch(config, {"review": 500}) == 2
     review = same_steps_config(config, "review", 500, 12)
-    assert review.tasks == ("review",) and review.review_batch_size == 42  # ceil(500 / 12)
+    assert review.objectives == ("review",) and review.review_batch_size == 42  # ceil(500 / 12)
     assert same_steps_config(config, "category", 95, 12).item_batch_size == 8
     # The kind that sets the steps keeps its own batch size (and so its single-task model).
-    assert same_steps_config(config, "fraud", 3000, 12) == dataclasses.replace(config, tasks=("fraud",))
+    assert same_steps_config(config, "fraud", 3000, 12) == dataclasses.replace(config, objectives=("fraud",))
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +105,14 @@ def write_truth_as_predictions(warehouse_url: str, features_dir: Path, run_dir: 
         truth = {table: read_frame(conn, f"SELECT * FROM {table}", table=table) for table in TRUTH_TABLES}
         listed = read_frame(conn, "SELECT item_id, category FROM items", table="items")
     engine.dispose()
-    for directory in ("multitask", "fraud_baseline"):
+    for directory in ("multitask", "fraud_lgbm"):
         (run_dir / "models" / directory / "predictions").mkdir(parents=True)
     predictions = run_dir / "models" / "multitask" / "predictions"
     truth["truth_impressions"].select(
         "event_id", "p_click", (pl.col("p_click") * pl.col("p_convert")).alias("p_purchase")
     ).write_parquet(predictions / "impressions_eval.parquet")
     orders = truth["truth_orders"].with_columns(pl.lit("eval").alias("split"))
-    for directory in ("multitask", "fraud_baseline"):
+    for directory in ("multitask", "fraud_lgbm"):
         orders.write_parquet(run_dir / "models" / directory / "predictions" / "orders.parquet")
     truth["truth_reviews"].with_columns(pl.lit("eval").alias("split")).write_parquet(predictions / "reviews.parquet")
     truth["truth_items"].join(listed, on="item_id").select(

@@ -19,14 +19,14 @@ from training.loss_weighting import (
     UncertaintyWeighting,
     build_loss_weighting,
 )
-from training.train_multitask import train_multitask
+from training.train import train_multitask
 
 
 def test_fixed_weighting_is_the_weighted_sum_of_the_present_tasks() -> None:
     weighting = FixedWeighting(("a", "b", "c"), {"a": 2.0, "b": 0.5})
     total = weighting.combine({"a": torch.tensor(3.0), "b": torch.tensor(4.0)})  # "c" absent this step
     assert total.item() == pytest.approx(2.0 * 3.0 + 0.5 * 4.0)
-    assert weighting.task_weights() == {"a": 2.0, "b": 0.5, "c": 1.0}
+    assert weighting.objective_weights() == {"a": 2.0, "b": 0.5, "c": 1.0}
 
 
 def test_uncertainty_weighting_has_the_exact_form_exp_minus_s_times_loss_plus_s() -> None:
@@ -35,7 +35,7 @@ def test_uncertainty_weighting_has_the_exact_form_exp_minus_s_times_loss_plus_s(
         weighting.log_variances.copy_(torch.tensor([math.log(2.0), -1.0]))
     total = weighting.combine({"a": torch.tensor(4.0), "b": torch.tensor(1.0)})
     assert total.item() == pytest.approx(0.5 * 4.0 + math.log(2.0) + math.e * 1.0 - 1.0, rel=1e-6)
-    assert weighting.task_weights()["a"] == pytest.approx(0.5)
+    assert weighting.objective_weights()["a"] == pytest.approx(0.5)
 
 
 def test_uncertainty_weights_fall_for_the_noisier_task_and_settle_at_one_over_its_loss() -> None:
@@ -49,7 +49,7 @@ def test_uncertainty_weights_fall_for_the_noisier_task_and_settle_at_one_over_it
     s = weighting.log_variance()
     # d/ds (exp(-s) L + s) = 0 at s = log L: sigma^2 grows with the task's loss, its weight exp(-s) = 1 / L falls.
     assert s["noisy"] == pytest.approx(math.log(2.0), abs=0.02) and s["clean"] == pytest.approx(math.log(0.1), abs=0.02)
-    weights = weighting.task_weights()
+    weights = weighting.objective_weights()
     assert weights["noisy"] < 1.0 < weights["clean"]
 
 
@@ -57,7 +57,7 @@ def test_uncertainty_weights_fall_for_the_noisier_task_and_settle_at_one_over_it
 def test_in_training_the_uncertainty_of_a_task_with_noise_labels_grows(
     features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path, copy_features
 ) -> None:
-    config = dataclasses.replace(tiny_config, tasks=("click", "review"), loss_weighting="uncertainty", max_epochs=3)
+    config = dataclasses.replace(tiny_config, objectives=("click", "review"), loss_weighting="uncertainty", max_epochs=3)
     reviews = pl.read_parquet(features_dir / "reviews.parquet")
     shuffled = reviews.with_columns(pl.col("negative").shuffle(seed=0))  # labels unrelated to the reviews
     noisy = copy_features(features_dir, tmp_path / "noisy", replace={"reviews.parquet": shuffled})
@@ -123,7 +123,7 @@ def test_gradnorm_weights_stay_positive_sum_to_the_task_count_and_balance_gradie
         weighting.renormalize()
         weights = weighting.weights.detach()
         assert (weights > 0).all() and weights.sum().item() == pytest.approx(3.0, rel=1e-5)
-    final = weighting.task_weights()
+    final = weighting.objective_weights()
     # The 10x task's gradient dominates the shared layer, so GradNorm turns its weight down.
     assert final["big"] < final["small"]
     assert set(norms) == {"big", "small"}  # "alone" reaches no shared parameter: not balanced

@@ -14,22 +14,20 @@ import pytest
 import torch
 
 from training.config import MultiTaskConfig
-from training.metrics import TrainingSummary
-from training.multitask import (
+from training.summary import TrainingSummary
+from etl.contract import OBJECTIVES
+from training.data import dense_tensor, encode_impressions, encode_orders, lookup_rows
+from training.multitask import esmm_losses, esmm_probabilities
+from training.predict import (
     MODEL_FILE,
-    dense_tensor,
-    encode_impressions,
-    encode_orders,
-    esmm_losses,
-    esmm_probabilities,
+    evaluate_multitask,
     load_multitask,
-    lookup_rows,
     predict_categories,
     predict_impressions,
     predict_orders,
     predict_reviews,
 )
-from training.train_multitask import TASKS, evaluate_multitask, train_multitask
+from training.train import train_multitask
 
 PREDICTION_FILES = ("impressions_eval", "candidates", "orders", "reviews", "items")
 
@@ -93,8 +91,8 @@ def assert_losses_fell(metrics: dict, tasks: tuple[str, ...]) -> None:
 def test_every_task_learns_the_planted_signal(trained: tuple[TrainingSummary, Path], features_dir: Path) -> None:
     summary, output_dir = trained
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["tasks"]["trained"] == list(TASKS) and metrics["tasks"]["skipped"] == {}
-    assert_losses_fell(metrics, TASKS)
+    assert metrics["objectives"]["trained"] == list(OBJECTIVES) and metrics["objectives"]["skipped"] == {}
+    assert_losses_fell(metrics, OBJECTIVES)
     best = metrics["history"][metrics["best_epoch"]]["eval"]
     impressions = pl.read_parquet(features_dir / "impressions.parquet")
     orders = pl.read_parquet(features_dir / "orders.parquet")
@@ -134,16 +132,15 @@ def test_loss_falls_for_every_task_under_each_architecture_and_loss_weighting(
     features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path, architecture: str, loss_weighting: str, extra: dict
 ) -> None:
     # shared_bottom with fixed weights is the `trained` fixture (test above).
-    config = dataclasses.replace(
-        tiny_config, architecture=architecture, loss_weighting=loss_weighting, max_epochs=3, **extra
-    )
+    network = dataclasses.replace(tiny_config.network, architecture=architecture, **extra)
+    config = dataclasses.replace(tiny_config, network=network, loss_weighting=loss_weighting, max_epochs=3)
     train_multitask(features_dir, tmp_path, config)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert_losses_fell(metrics, TASKS)
+    assert_losses_fell(metrics, OBJECTIVES)
     weights = metrics["loss_weights"]
-    assert set(weights) == set(TASKS) and all(value > 0 for value in weights.values())
+    assert set(weights) == set(OBJECTIVES) and all(value > 0 for value in weights.values())
     if loss_weighting == "gradnorm":
-        assert sum(weights.values()) == pytest.approx(len(TASKS), rel=1e-5)
+        assert sum(weights.values()) == pytest.approx(len(OBJECTIVES), rel=1e-5)
     if loss_weighting != "fixed":
         assert len(set(weights.values())) > 1, "the learned weights never moved"
 
@@ -194,12 +191,12 @@ def test_outputs_have_the_promised_files_and_columns(trained: tuple[TrainingSumm
     category_rows = items.filter((pl.col("split") == "eval") & pl.col("image").is_not_null()).height
     assert {row["n_rows"] for row in metrics["metrics"] if row["task"] == "category"} == {category_rows}
     assert json.loads(json.dumps(summary.to_dict()))["model_version"] == summary.model_version
-    assert summary.model_version.startswith("mtl-20260204-")
+    assert summary.model_version.startswith("multitask-20260204-")
     assert summary.n_train["fraud"] == orders.filter(pl.col("split") == "train").height
     assert summary.n_train["review"] == reviews.filter(pl.col("split") == "train").height
     config = json.loads((output_dir / "config.json").read_text())
     assert config["features"]["order_categorical"] == ["payment_method", "channel", "ship_country"]
-    assert config["tasks"] == list(TASKS)
+    assert config["objectives"] == list(OBJECTIVES)
 
 
 @pytest.mark.slow
@@ -373,15 +370,15 @@ def test_a_deployment_with_only_item_images_trains_the_category_task(
     copy = copy_features(
         features_dir,
         tmp_path / "features",
-        tasks_available=["category"],
+        objectives_available=["category"],
         empty=("impressions.parquet", "orders.parquet", "reviews.parquet", "candidates.parquet"),
     )
     summary = train_multitask(copy, tmp_path / "out", dataclasses.replace(tiny_config, max_epochs=2))
     assert {row["task"] for row in summary.metrics} == {"category"}
     assert set(summary.n_train) == {"category"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["tasks"]["trained"] == ["category"]
-    assert set(metrics["tasks"]["skipped"]) == {"click", "purchase", "review", "fraud"}
+    assert metrics["objectives"]["trained"] == ["category"]
+    assert set(metrics["objectives"]["skipped"]) == {"click", "purchase", "review", "fraud"}
     predictions = read_predictions(tmp_path / "out")
     assert predictions["items"].height > 0
     assert all(predictions[name].height == 0 for name in ("impressions_eval", "candidates", "orders", "reviews"))
@@ -398,14 +395,14 @@ def test_a_deployment_with_only_reviews_and_no_images_trains_the_review_task(
         features_dir,
         tmp_path / "features",
         replace={"items.parquet": items},
-        tasks_available=["review", "category"],
+        objectives_available=["review", "category"],
         empty=("impressions.parquet", "orders.parquet", "candidates.parquet"),
     )
     summary = train_multitask(copy, tmp_path / "out", dataclasses.replace(tiny_config, max_epochs=2))
     assert {row["task"] for row in summary.metrics} == {"review"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert "no labelled split == 'train' rows" in metrics["tasks"]["skipped"]["category"]
-    assert "tasks_available" in metrics["tasks"]["skipped"]["click"]
+    assert "no labelled split == 'train' rows" in metrics["objectives"]["skipped"]["category"]
+    assert "objectives_available" in metrics["objectives"]["skipped"]["click"]
     predictions = read_predictions(tmp_path / "out")
     assert predictions["reviews"].height > 0 and predictions["items"].height == 0
 
@@ -413,7 +410,7 @@ def test_a_deployment_with_only_reviews_and_no_images_trains_the_review_task(
 def test_single_task_purchase_trains_only_the_esmm_ctcvr_loss(
     features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
 ) -> None:
-    summary = train_multitask(features_dir, tmp_path, dataclasses.replace(tiny_config, tasks=("purchase",), max_epochs=1))
+    summary = train_multitask(features_dir, tmp_path, dataclasses.replace(tiny_config, objectives=("purchase",), max_epochs=1))
     assert {row["task"] for row in summary.metrics} == {"purchase"}
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert set(history[1]["train"]) == {"purchase"} and set(history[1]["loss_weights"]) == {"purchase"}
@@ -431,17 +428,17 @@ def test_training_without_labelled_orders_skips_fraud_and_writes_an_empty_fraud_
         pl.when(pl.col("split") == "train").then(pl.lit("unused")).otherwise(pl.col("split")).alias("split")
     )
     copy = copy_features(features_dir, tmp_path / "features", replace={"orders.parquet": orders})
-    config = dataclasses.replace(tiny_config, max_epochs=1, tasks=("click", "fraud"))
+    config = dataclasses.replace(tiny_config, max_epochs=1, objectives=("click", "fraud"))
     summary = train_multitask(copy, tmp_path / "out", config)
     assert "fraud" not in summary.n_train and summary.metric("fraud", "auc") is None
     assert summary.metric("click", "auc") is not None
     assert pl.read_parquet(tmp_path / "out" / "predictions" / "orders.parquet").height == 0
     json.loads((tmp_path / "out" / "metrics.json").read_text())  # still strict JSON
 
-    with pytest.raises(ValueError, match="no task can be trained"):
-        train_multitask(copy, tmp_path / "none", dataclasses.replace(config, tasks=("fraud",)))
-    with pytest.raises(ValueError, match="unknown tasks"):
-        train_multitask(copy, tmp_path / "none", dataclasses.replace(config, tasks=("ctr",)))
+    with pytest.raises(ValueError, match="no objective can be trained"):
+        train_multitask(copy, tmp_path / "none", dataclasses.replace(config, objectives=("fraud",)))
+    with pytest.raises(ValueError, match="unknown objectives"):
+        train_multitask(copy, tmp_path / "none", dataclasses.replace(config, objectives=("ctr",)))
 
 
 @pytest.mark.slow

@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from training.config import MultiTaskConfig
-from training.metrics import TrainingSummary
-from training.multitask import read_saved_model
-from training.train_multitask import (
-    TASKS,
-    build_feature_spec,
-    build_model,
-    read_feature_tables,
-    split_task_frames,
-    train_multitask,
-    warm_start_from,
-)
+from training.summary import TrainingSummary
+from etl.contract import OBJECTIVES
+from training.data import build_feature_spec, read_feature_tables, split_objective_frames
+from training.predict import read_saved_model
+from training.train import build_model, train_multitask
+from training.warm_start import warm_start_from
 
 
 @pytest.mark.slow
@@ -34,7 +29,7 @@ def test_warm_start_copies_embedding_rows_of_shared_ids_and_tensors_of_equal_sha
 
     # The next day: half of the users are gone and as many new ones arrive; one category is new.
     tables = read_feature_tables(features_dir)
-    frames = split_task_frames(tables)
+    frames = split_objective_frames(tables)
     leaving = set(old_users[: len(old_users) // 2])
     train = {
         kind: (
@@ -48,8 +43,8 @@ def test_warm_start_copies_embedding_rows_of_shared_ids_and_tensors_of_equal_sha
         pl.when(pl.col("event_id") % 50 == 0).then(pl.lit("aaa_new")).otherwise(pl.col("category")).alias("category")
     )
     torch.manual_seed(123)
-    spec = build_feature_spec(tables.manifest, train, TASKS, payload["features"]["item_categories"])
-    model = build_model(spec, train, TASKS, tiny_config)
+    spec = build_feature_spec(tables.manifest, train, OBJECTIVES, payload["features"]["item_categories"])
+    model = build_model(spec, train, OBJECTIVES, tiny_config)
     before = {name: value.detach().clone() for name, value in model.named_parameters()}
 
     report = warm_start_from(model, spec, champion_dir)

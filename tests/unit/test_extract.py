@@ -4,8 +4,10 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import polars as pl
+import pytest
 
-from etl.extract import ExtractWindow, extract_sources
+from etl.contract import SOURCE_TABLES
+from etl.extract import EXTRACT_SQL_DIR, ExtractWindow, extract_query, extract_sources
 from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
 
 DS = date(2026, 3, 10)
@@ -53,3 +55,13 @@ def test_extract_reads_only_the_window_and_labels_known_at_the_cutoff(warehouse_
     assert clicks.schema == pl.Schema(TABLE_SCHEMAS["clicks"])
     assert pl.read_parquet(tmp_path / "item_images.parquet")["image"].to_list() == [b"\x89PNG"]
     assert pl.read_parquet(tmp_path / "reviews.parquet")["review_id"].to_list() == [300]
+
+
+def test_every_source_has_one_extract_query_file_bound_to_the_window():
+    assert sorted(path.stem for path in EXTRACT_SQL_DIR.glob("*.sql")) == sorted(SOURCE_TABLES)
+    for table in SOURCE_TABLES:
+        query = extract_query(table)
+        assert ":window_end" in query and "ORDER BY" in query, table
+        assert ";" not in query, table  # one statement per file
+    with pytest.raises(ValueError, match="Unknown source table"):
+        extract_query("truth_orders")

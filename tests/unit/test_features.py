@@ -1,20 +1,16 @@
-"""Labels and point-in-time features on tiny inline frames you can check by hand."""
+"""Labels, candidates and point-in-time features on tiny inline frames you can check by hand."""
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
 
-from etl.features import (
-    FeatureConfig,
-    add_trailing_sums,
-    build_candidates,
-    build_order_features,
-    count_other_users_before,
-    label_impressions,
-    label_orders,
-)
+from etl.candidates import build_candidates
+from etl.features import FeatureConfig, add_trailing_sums
+from etl.labels import label_impressions, label_orders
+from etl.order_features import build_order_features, count_other_users_before
 
 T0 = datetime(2026, 3, 10, 12, 0)
 
@@ -192,7 +188,10 @@ def test_features_of_a_deployment_with_only_items_and_images(tmp_path):
     pl.DataFrame([(5, b"png", datetime(2026, 3, 1))], schema=TABLE_SCHEMAS["item_images"], orient="row").write_parquet(
         extract_dir / "item_images.parquet")
     summary = build_features(extract_dir, tmp_path / "features", date(2026, 3, 10), sources=("items", "item_images"))
-    assert summary.tasks_available == ["category"]
+    assert summary.objectives_available == ["category"]
+    manifest = json.loads((tmp_path / "features" / "manifest.json").read_text())
+    assert manifest["objectives_available"] == ["category"]
+    assert manifest["sources"] == ["items", "item_images"]
     assert (summary.impressions, summary.reviews, summary.items, summary.items_with_image) == (0, 0, 2, 1)
     items = pl.read_parquet(tmp_path / "features" / "items.parquet")
     assert items.select("item_id", "split").rows() == [(5, "eval"), (6, "train")]

@@ -8,9 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from demo.synthetic import generate_warehouse
 from etl.extract import ExtractWindow, extract_sources
-from etl.features import FeatureConfig, build_features, label_orders
-from etl.synthetic import generate_warehouse
+from etl.features import FeatureConfig, build_features
+from etl.labels import label_orders
 from etl.warehouse import bind_timestamp, create_warehouse_engine, read_frame
 
 DS = date(2026, 1, 14)

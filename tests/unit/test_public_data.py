@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from etl.public_data import (
-    FASHION_MNIST_LABELS, encode_ids, load_fashion_mnist, load_olist, local_to_utc, main, stable_id,
-)
+from demo.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
+from demo.olist import encode_ids, load_olist, local_to_utc, stable_id
+from demo.public_data import main
 from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame, read_frame
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from etl.synthetic import CATEGORIES, FIRST_DAY, ID_BLOCK, day_id_range, generate_warehouse, main
-from etl.synthetic_text import CATEGORY_NOUNS
+from demo.synthetic import generate_warehouse, main
+from demo.text import CATEGORY_NOUNS
+from demo.world import CATEGORIES, FIRST_DAY, ID_BLOCK, day_id_range
 from etl.warehouse import TABLE_SCHEMAS, create_warehouse_engine, read_frame
 
 D1 = date(2026, 1, 1)

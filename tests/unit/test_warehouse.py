@@ -9,7 +9,8 @@ import pytest
 
 from etl.config import connection_to_url
 from etl.warehouse import (
-    TABLE_AREAS, TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame, mask_url, read_ddl, read_frame, replace_rows, split_sql,
+    DDL_AREAS, SQL_DIR, TABLE_AREAS, TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame, mask_url, read_ddl,
+    read_frame, replace_rows, split_sql,
 )
 
 
@@ -23,6 +24,12 @@ def test_every_ddl_table_has_the_same_columns_in_code():
     assert set(tables) == set(TABLE_SCHEMAS)
     for name, text in tables.items():
         assert ddl_columns(split_sql(text)[0]) == list(TABLE_SCHEMAS[name]), name
+
+
+def test_only_ddl_areas_are_run_as_ddl():
+    # sql/extract holds the extract queries (etl.extract), sql/roles the analyst role (etl.analysts): not DDL areas.
+    assert {"extract", "roles"}.isdisjoint(DDL_AREAS)
+    assert set(DDL_AREAS) <= {path.name for path in SQL_DIR.iterdir() if path.is_dir()}
 
 
 def test_round_trip_keeps_types_and_values_and_replace_is_idempotent(warehouse_url):

@@ -1,7 +1,7 @@
 """``make demo``: seed the embedded demo warehouse, run the nightly DAG for its last day through
 Airflow (``airflow dags test``), and show what was published.
 
-    python -m etl.demo --start 2026-01-01 --end 2026-02-04 --scale 1 --seed 7
+    python -m demo --start 2026-01-01 --end 2026-02-04 --scale 1 --seed 7
 """
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from pathlib import Path
 import polars as pl
 
 from etl.config import load_settings
+from etl.contract import DAG_ID, PUBLISHED_TABLES
+from etl.layout import RunLayout
 from etl.warehouse import bind_date, create_warehouse_engine, read_frame
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-DAG_ID = "nightly_retrain"
 
 EXAMPLE_QUERY = """\
 -- The top 5 recommendations of the day for three users, with the item's category
@@ -78,7 +79,7 @@ def print_published(warehouse_url: str, ds: date) -> None:
     with engine.connect() as conn, pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         params = {"ds": bind_date(conn, ds)}
         print(f"\nPublished for ds={ds}:")
-        for table in ("score_user_item", "score_order_fraud", "score_review_sentiment", "score_item_category", "model_runs"):
+        for table in PUBLISHED_TABLES:
             count = read_frame(conn, f"SELECT COUNT(*) AS n FROM {table} WHERE ds = :ds", params)["n"][0]
             print(f"  {table:<22} {count:>7} rows")
         registry = read_frame(conn, "SELECT model_name, model_version, status FROM model_registry WHERE trained_ds = :ds ORDER BY model_name", params)
@@ -95,15 +96,15 @@ def print_published(warehouse_url: str, ds: date) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start", type=date.fromisoformat, required=True)
     parser.add_argument("--end", type=date.fromisoformat, required=True, help="last seeded day; the DAG runs for it")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    from etl.oracle import compare_with_oracle
-    from etl.synthetic import generate_warehouse
+    from demo.oracle import compare_with_oracle
+    from demo.synthetic import generate_warehouse
 
     settings = load_settings()
     warehouse_url = settings.embedded_warehouse_url
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nModels next to the generator's truth (oracle) on the same evaluation rows:")
         print(compare_with_oracle(warehouse_url, settings.run_dir(args.end)).with_columns(pl.col(pl.Float64).round(4)))
     run_dir = settings.run_dir(args.end)
-    print(f"\nRun directory: {run_dir}\nRun report: {run_dir / 'report.html'}\nDemo wall time: {time.perf_counter() - started:.1f} s")
+    print(f"\nRun directory: {run_dir}\nRun report: {RunLayout(run_dir).report_path}\nDemo wall time: {time.perf_counter() - started:.1f} s")
     return 0
 
 

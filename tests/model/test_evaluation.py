@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.metrics import TrainingSummary, binary_metrics, compute_model_version, metric_rows
+from training.evaluation import binary_metrics, metric_rows
+from training.summary import TrainingSummary, compute_model_version
 
 
 def test_binary_metrics_on_hand_checked_example() -> None:

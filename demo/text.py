@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-# Per category (in etl.synthetic.CATEGORIES order): product nouns and category adjectives.
+# Per category (in demo.world.CATEGORIES order): product nouns and category adjectives.
 CATEGORY_NOUNS: tuple[tuple[str, ...], ...] = (
     ("headphones", "charger", "speaker", "keyboard", "mouse", "monitor", "camera", "tablet", "smartwatch",
      "router"),

@@ -10,26 +10,26 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.config import FraudBaselineConfig
-from training.fraud_baseline import MODEL_FILE, load_fraud_baseline, predict_fraud, train_fraud_baseline
-from training.metrics import TrainingSummary
+from training.config import FraudLgbmConfig
+from training.fraud_lgbm import MODEL_FILE, load_fraud_lgbm, predict_fraud, train_fraud_lgbm
+from training.summary import TrainingSummary
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained(
-    features_dir: Path, tiny_fraud_config: FraudBaselineConfig, tmp_path_factory: pytest.TempPathFactory
+    features_dir: Path, tiny_fraud_config: FraudLgbmConfig, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[TrainingSummary, Path]:
     """One baseline run on the tiny features, shared by the tests that only read its outputs."""
     output_dir = tmp_path_factory.mktemp("fraud_lgbm")
-    return train_fraud_baseline(features_dir, output_dir, tiny_fraud_config), output_dir
+    return train_fraud_lgbm(features_dir, output_dir, tiny_fraud_config), output_dir
 
 
 def test_baseline_learns_the_planted_signal(trained: tuple[TrainingSummary, Path], features_dir: Path) -> None:
     summary, output_dir = trained
     assert summary.metric("fraud", "auc") > 0.8
-    assert summary.model_version.startswith("lgbm-20260204-")
+    assert summary.model_version.startswith("fraud_lgbm-20260204-")
     n_eval = pl.read_parquet(features_dir / "orders.parquet").filter(pl.col("split") == "eval").height
     assert all(row["n_rows"] == n_eval for row in summary.metrics)
     metrics = json.loads((output_dir / "metrics.json").read_text())
@@ -52,7 +52,7 @@ def test_predictions_cover_eval_and_score_orders(trained: tuple[TrainingSummary,
 def test_text_model_reloads_and_scores_identically(trained: tuple[TrainingSummary, Path], features_dir: Path) -> None:
     _, output_dir = trained
     assert (output_dir / MODEL_FILE).read_text().startswith("tree\n")  # LightGBM's text format, not a pickle
-    model = load_fraud_baseline(output_dir)
+    model = load_fraud_lgbm(output_dir)
     # The categorical columns keep the manifest's order (the booster's feature order), not JSON's sorted keys.
     assert model.categorical == ["payment_method", "channel", "ship_country"]
     assert model.booster.feature_name() == model.feature_names
@@ -63,7 +63,7 @@ def test_text_model_reloads_and_scores_identically(trained: tuple[TrainingSummar
 
 def test_unseen_and_missing_categories_score(trained: tuple[TrainingSummary, Path]) -> None:
     _, output_dir = trained
-    model = load_fraud_baseline(output_dir)
+    model = load_fraud_lgbm(output_dir)
     orders = pl.DataFrame(
         {
             "order_id": [1, 2],
@@ -81,14 +81,14 @@ def test_unseen_and_missing_categories_score(trained: tuple[TrainingSummary, Pat
 
 
 def test_same_data_and_config_give_identical_models(
-    trained: tuple[TrainingSummary, Path], features_dir: Path, tiny_fraud_config: FraudBaselineConfig, tmp_path: Path
+    trained: tuple[TrainingSummary, Path], features_dir: Path, tiny_fraud_config: FraudLgbmConfig, tmp_path: Path
 ) -> None:
     first_summary, first_dir = trained
-    second_summary = train_fraud_baseline(features_dir, tmp_path / "again", tiny_fraud_config)
+    second_summary = train_fraud_lgbm(features_dir, tmp_path / "again", tiny_fraud_config)
     assert second_summary.model_version == first_summary.model_version
     first = pl.read_parquet(first_dir / "predictions" / "orders.parquet")
     assert first.equals(pl.read_parquet(tmp_path / "again" / "predictions" / "orders.parquet"))
     assert (first_dir / MODEL_FILE).read_text() == (tmp_path / "again" / MODEL_FILE).read_text()
 
-    other = train_fraud_baseline(features_dir, tmp_path / "other", dataclasses.replace(tiny_fraud_config, seed=8))
+    other = train_fraud_lgbm(features_dir, tmp_path / "other", dataclasses.replace(tiny_fraud_config, seed=8))
     assert other.model_version != first_summary.model_version

@@ -1,15 +1,13 @@
 """Validate the Parquet extracts of one run with Great Expectations and record the results.
 
 ``validate_extracts`` runs the suites of ``validation.suites`` on ``{extract_dir}/{table}.parquet``
-with an ephemeral GX context (pandas data source), builds the GX data docs into ``docs_dir``,
-replaces the run's rows in ``data_quality_results`` (one row per expectation) and finally raises
-``DataQualityError`` when a critical expectation failed.
+(``etl.layout.extract_path``) with an ephemeral GX context (pandas data source), builds the GX data
+docs into ``docs_dir``, replaces the run's rows in ``data_quality_results`` (one row per expectation,
+``validation.results``) and finally raises ``DataQualityError`` when a critical expectation failed.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
@@ -24,7 +22,6 @@ import great_expectations as gx  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import polars as pl  # noqa: E402
-from great_expectations.core.expectation_validation_result import ExpectationValidationResult  # noqa: E402
 from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.data_context import EphemeralDataContext  # noqa: E402
 from great_expectations.data_context.types.base import (  # noqa: E402
@@ -34,25 +31,17 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 )
 from great_expectations.datasource.fluent import PandasDatasource  # noqa: E402
 
-from etl.warehouse import (  # noqa: E402
-    SOURCE_TABLES,
-    TABLE_SCHEMAS,
-    create_tables,
-    create_warehouse_engine,
-    replace_rows,
-)
-from validation.suites import REFERENCE_CHECKS, ValidationWindow, build_suite, is_critical  # noqa: E402
+from etl.contract import SOURCE_TABLES  # noqa: E402
+from etl.layout import extract_path  # noqa: E402
+from validation.results import RESULTS_TABLE, ExpectationOutcome, outcome_from_result, write_results  # noqa: E402
+from validation.suites import REFERENCE_CHECKS, ValidationWindow, build_suite  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-RESULTS_TABLE = "data_quality_results"
 DATASOURCE_NAME = "extracts"
 DOCS_SITE_NAME = "shopmtl"
-SAMPLE_SIZE = 5
 # SUMMARY gives counts and up to 20 unexpected values, enough for samples without copying data.
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
-MAX_LISTED_VALUES = 20
-MAX_TEXT_CHARS = 2000
 
 
 class DataQualityError(Exception):
@@ -90,40 +79,6 @@ class ValidationSummary:
         data = asdict(self)
         data["ds"] = self.ds.isoformat()
         return data
-
-
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    """One expectation's result on one extract: a row of data_quality_results."""
-
-    table: str
-    column: str | None
-    expectation: str
-    critical: bool
-    success: bool
-    element_count: int | None
-    unexpected_count: int | None
-    sample_values: list[Any]
-    observed_value: Any
-    expected: str
-    scope: str | None
-    exception_message: str | None
-    details: dict[str, Any]
-
-    def describe(self) -> str:
-        """One line naming table, column, expectation, unexpected count and sample values."""
-        where = f"{self.table}.{self.column}" if self.column else self.table
-        if self.exception_message:
-            return f"{where}: {self.expectation} could not be evaluated: {self.exception_message}"
-        if self.unexpected_count is not None:
-            return (
-                f"{where}: {self.expectation} failed: {self.unexpected_count} unexpected of "
-                f"{self.element_count} rows; sample values: {json.dumps(self.sample_values)}"
-            )
-        observed = json.dumps(to_jsonable(self.observed_value))
-        if self.expectation.startswith("expect_table_row_count"):
-            observed = f"{observed} rows{f' {self.scope}' if self.scope else ''}"
-        return f"{where}: {self.expectation} failed: observed {observed}, expected {self.expected}"
 
 
 def validate_extracts(
@@ -210,11 +165,6 @@ def to_naive_utc(value: datetime) -> datetime:
     return datetime(
         value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond
     )
-
-
-def extract_path(extract_dir: Path, table: str) -> Path:
-    """Where the extractor writes ``table``."""
-    return extract_dir / f"{table}.parquet"
 
 
 def require_extract_files(extract_dir: Path, tables: Sequence[str]) -> None:
@@ -312,119 +262,6 @@ def validate_table(
     return [outcome_from_result(table, item, len(frame)) for item in result.results]
 
 
-def outcome_from_result(table: str, item: ExpectationValidationResult, n_rows: int) -> ExpectationOutcome:
-    """Flatten one GX ExpectationValidationResult into the fields we record and report."""
-    config = item.expectation_config
-    kwargs = dict(config.kwargs)
-    meta = dict(config.meta or {})
-    result = dict(item.result or {})
-    unexpected_count = result.get("unexpected_count")
-    element_count = result.get("element_count", n_rows)
-    details = trim_details(item.to_json_dict())
-    return ExpectationOutcome(
-        table=table,
-        column=column_of(kwargs, meta),
-        expectation=config.type,
-        critical=is_critical(meta),
-        success=bool(item.success),
-        element_count=None if element_count is None else int(element_count),
-        unexpected_count=None if unexpected_count is None else int(unexpected_count),
-        sample_values=sample_values(result),
-        observed_value=result.get("observed_value"),
-        expected=describe_expected(kwargs),
-        scope=f"on day D {meta['day']}" if "day" in meta else None,
-        exception_message=exception_message(item.exception_info),
-        details=details,
-    )
-
-
-def column_of(kwargs: Mapping[str, Any], meta: Mapping[str, Any]) -> str | None:
-    """The column an expectation is about: its column, its column list, or the day-D count's column."""
-    if kwargs.get("column"):
-        return str(kwargs["column"])
-    if kwargs.get("column_list"):
-        return ",".join(kwargs["column_list"])
-    return meta.get("day_column")
-
-
-def sample_values(result: Mapping[str, Any]) -> list[Any]:
-    """Up to SAMPLE_SIZE distinct unexpected values, JSON-safe (for duplicates: each value once)."""
-    values: list[Any] = []
-    for value in result.get("partial_unexpected_list") or []:
-        value = to_jsonable(value)
-        if value not in values:
-            values.append(value)
-        if len(values) == SAMPLE_SIZE:
-            break
-    return values
-
-
-def describe_expected(kwargs: Mapping[str, Any]) -> str:
-    """What a table-level or aggregate expectation wanted, for failure messages."""
-    parts = []
-    for key in ("type_", "column_set", "column_list", "min_value", "max_value", "value"):
-        if kwargs.get(key) is not None:
-            parts.append(f"{key.rstrip('_')}={json.dumps(shorten(to_jsonable(kwargs[key])))}")
-    return ", ".join(parts) or "success"
-
-
-def exception_message(exception_info: Any) -> str | None:
-    """The error message when GX could not evaluate an expectation (e.g. a missing column)."""
-    if not exception_info:
-        return None
-    infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
-    for info in infos:
-        info = info if isinstance(info, Mapping) else getattr(info, "to_json_dict", lambda: {})()
-        if info.get("raised_exception"):
-            return str(info.get("exception_message") or "unknown error")[:MAX_TEXT_CHARS]
-    return None
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON values from what GX/pandas hand back (numpy scalars, NA, timestamps, bytes)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):  # numpy's float64 is a float too
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return f"<{len(bytes(value))} bytes>"
-    if isinstance(value, datetime):  # pandas Timestamp is a datetime
-        return value.isoformat(sep=" ")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(item) for item in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return to_jsonable(value.item())
-    return str(value)
-
-
-def shorten(value: Any) -> Any:
-    """Long lists (value sets of referential checks) as their first values and a count."""
-    if isinstance(value, list) and len(value) > MAX_LISTED_VALUES:
-        return [*value[:MAX_LISTED_VALUES], f"... {len(value) - MAX_LISTED_VALUES} more"]
-    if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
-        return value[:MAX_TEXT_CHARS] + "..."
-    if isinstance(value, dict):
-        return {key: shorten(item) for key, item in value.items()}
-    return value
-
-
-def trim_details(details: Mapping[str, Any]) -> dict[str, Any]:
-    """The GX result dict without bulk: parent key sets and tracebacks shortened, renderings dropped."""
-    trimmed = shorten(to_jsonable(details))
-    trimmed.pop("rendered_content", None)
-    config = trimmed.get("expectation_config") or {}
-    config.pop("rendered_content", None)
-    return trimmed
-
-
 def count_outcomes(frame: pd.DataFrame, outcomes: Sequence[ExpectationOutcome]) -> TableCounts:
     """Counts of one table's outcomes."""
     return TableCounts(
@@ -454,46 +291,6 @@ def build_docs(context: EphemeralDataContext, docs_dir: Path) -> Path | None:
     index = docs_dir / "index.html"
     log.info("GX data docs: %s", index)
     return index
-
-
-def results_frame(ds: date, run_id: str, outcomes: Sequence[ExpectationOutcome]) -> pl.DataFrame:
-    """The data_quality_results rows of one run."""
-    created_at = datetime.now(UTC).replace(tzinfo=None)
-    rows = [
-        {
-            "run_id": run_id,
-            "ds": ds,
-            "table_name": outcome.table,
-            "column_name": outcome.column,
-            "expectation": outcome.expectation,
-            "critical": outcome.critical,
-            "success": outcome.success,
-            "element_count": outcome.element_count,
-            "unexpected_count": outcome.unexpected_count,
-            "sample_values": json.dumps(outcome.sample_values),
-            "details_json": json.dumps(outcome.details, default=str),
-            "created_at": created_at,
-        }
-        for outcome in outcomes
-    ]
-    return pl.DataFrame(rows, schema=TABLE_SCHEMAS[RESULTS_TABLE], orient="row")
-
-
-def write_results(warehouse_url: str, ds: date, run_id: str, outcomes: Sequence[ExpectationOutcome]) -> int:
-    """Replace the (ds, run_id) rows of data_quality_results in one transaction (retries stay idempotent)."""
-    frame = results_frame(ds, run_id, outcomes)
-    engine = create_warehouse_engine(warehouse_url)
-    try:
-        create_tables(engine, areas=["ops"])
-        with engine.begin() as conn:
-            ds_param = ds.isoformat() if conn.dialect.name == "sqlite" else ds
-            written = replace_rows(
-                conn, RESULTS_TABLE, frame, "ds = :ds AND run_id = :run_id", {"ds": ds_param, "run_id": run_id}
-            )
-    finally:
-        engine.dispose()
-    log.info("Recorded %d expectation results in %s for ds=%s run_id=%s", written, RESULTS_TABLE, ds, run_id)
-    return written
 
 
 def format_failures(failures: Sequence[ExpectationOutcome], summary: ValidationSummary) -> str:

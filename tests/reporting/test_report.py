@@ -13,11 +13,15 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from etl.contract import TASKS
+from etl.contract import OBJECTIVES
+from etl.layout import RunLayout
 from etl.publish import publish_scores
-from etl.report import equal_count_calibration, main, write_run_report
 from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
-from training.metrics import metric_rows
+from reporting.__main__ import main
+from reporting.calibration import calibration_inputs, equal_count_calibration
+from reporting.data import find_scoring_dirs
+from reporting.report import write_run_report
+from training.evaluation import metric_rows
 from training.registry import register_model
 
 DS = date(2026, 1, 22)
@@ -28,11 +32,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def write_night(url: str, run_dir: Path, ds: date, tasks: list[str], seed: int, run_id: str) -> dict[str, dict]:
+def write_night(url: str, run_dir: Path, ds: date, objectives: list[str], seed: int, run_id: str) -> dict[str, dict]:
     """One night's files and warehouse rows: features with labels, both models' predictions (the
     trainers' columns), publish_scores' tables and the gate's registry rows. Returns the scoring summaries."""
     rng = np.random.default_rng(seed)
-    features, mtl_dir, lgbm_dir = run_dir / "features", run_dir / "models" / "multitask", run_dir / "models" / "fraud_baseline"
+    features, mtl_dir, lgbm_dir = run_dir / "features", run_dir / "models" / "multitask", run_dir / "models" / "fraud_lgbm"
     for directory in (features, mtl_dir / "predictions", lgbm_dir / "predictions"):
         directory.mkdir(parents=True, exist_ok=True)
     day = datetime(ds.year, ds.month, ds.day)
@@ -82,17 +86,17 @@ def write_night(url: str, run_dir: Path, ds: date, tasks: list[str], seed: int, 
 
     labels = {"click": (clicked, p_click), "purchase": (converted, p_purchase)}
     eval_fraud = np.array([v for v in is_fraud if v is not None])
-    mtl_metrics = [row for task in ("click", "purchase") if task in tasks for row in metric_rows(task, *labels[task])]
-    if "review" in tasks:
+    mtl_metrics = [row for objective in ("click", "purchase") if objective in objectives for row in metric_rows(objective, *labels[objective])]
+    if "review" in objectives:
         negatives = pl.read_parquet(features / "reviews.parquet")["negative"].to_numpy()
         mtl_metrics += metric_rows("review", negatives, p_negative)
-    if "category" in tasks:
+    if "category" in objectives:
         accuracy = float(np.mean([a == b for a, b in zip(listed, predicted)])) - 0.01 * seed
         mtl_metrics += [{"task": "category", "metric": "accuracy", "value": accuracy, "n_rows": n_items},
                         {"task": "category", "metric": "log_loss", "value": 0.5, "n_rows": n_items}]
     summaries = {"multitask": {"model_name": "multitask", "model_version": f"mtl-{ds:%Y%m%d}-{seed:06d}aa",
                                "output_dir": str(mtl_dir), "metrics": []}}
-    if "fraud" in tasks:
+    if "fraud" in objectives:
         for name, model_dir, prefix in (("multitask", mtl_dir, "mtl"), ("fraud_lgbm", lgbm_dir, "lgbm")):
             p_fraud = pl.read_parquet(model_dir / "predictions" / "orders.parquet").filter(split="eval")["p_fraud"].to_numpy()
             rows = metric_rows("fraud", eval_fraud, p_fraud)
@@ -110,9 +114,8 @@ def write_night(url: str, run_dir: Path, ds: date, tasks: list[str], seed: int, 
         # The champion "on the same rows": slightly better on even seeds, so some nights are rejected.
         champion = None if seed == 1 else [{**row, "value": None if row["value"] is None else row["value"] + (0.05 if seed % 2 == 0 else -0.05)}
                                            for row in summary["metrics"]]
-        decisions[name] = register_model(url, ds, summary, champion)
-    publish_scores(url, ds, run_id, tasks, features, summaries["multitask"], summaries.get("fraud_lgbm"),
-                   list(summaries.values()))
+        decisions[name] = register_model(url, ds, summary, champion).to_dict()  # the gate's XCom dict
+    publish_scores(url, ds, run_id, objectives, features, summaries, list(summaries.values()))
     return {"summaries": summaries, "decisions": decisions}
 
 
@@ -159,14 +162,14 @@ def test_report_over_several_nights_shows_plots_gate_and_data_quality(tmp_path):
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     nights = [DS - timedelta(days=2), DS - timedelta(days=1), DS]
     for seed, night in enumerate(nights, start=1):
-        result = write_night(url, tmp_path / "runs" / night.isoformat(), night, list(TASKS), seed, f"run-{night}")
+        result = write_night(url, tmp_path / "runs" / night.isoformat(), night, list(OBJECTIVES), seed, f"run-{night}")
     run_dir = tmp_path / "runs" / DS.isoformat()
     write_quality(url, DS, "run-<D>&1", failing=True)
     (run_dir / "data_docs").mkdir()
     (run_dir / "data_docs" / "index.html").write_text("<html></html>")
 
     report = write_run_report(
-        url, DS, "run-<D>&1", run_dir, list(TASKS),
+        url, DS, "run-<D>&1", run_dir, list(OBJECTIVES),
         scoring={name: summary for name, summary in result["summaries"].items()},
         decisions=list(result["decisions"].values()),
     )
@@ -195,11 +198,11 @@ def test_report_over_several_nights_shows_plots_gate_and_data_quality(tmp_path):
 def test_one_night_of_history_renders_single_points(tmp_path):
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     run_dir = tmp_path / "runs" / DS.isoformat()
-    write_night(url, run_dir, DS, list(TASKS), 1, "run-1")
+    write_night(url, run_dir, DS, list(OBJECTIVES), 1, "run-1")
     write_quality(url, DS, "run-1", failing=False)
 
     with _no_warnings():
-        report = write_run_report(url, DS, "run-1", run_dir, list(TASKS), history_days=14)
+        report = write_run_report(url, DS, "run-1", run_dir, list(OBJECTIVES), history_days=14)
 
     assert len(referenced_pngs(report)) == 3
     text = report.read_text()
@@ -221,13 +224,14 @@ class _no_warnings:
         return self._catch.__exit__(*exc)
 
 
-def test_a_deployment_without_fraud_notes_the_missing_task_and_the_cli_finds_the_predictions(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--objectives", "--tasks"])  # --tasks: the old name, kept as an alias
+def test_a_deployment_without_fraud_notes_the_missing_objective_and_the_cli_finds_the_predictions(tmp_path, capsys, flag):
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    tasks = ["click", "purchase", "review", "category"]
+    objectives = ["click", "purchase", "review", "category"]
     run_dir = tmp_path / "runs" / DS.isoformat()
-    write_night(url, run_dir, DS, tasks, 1, "run-1")
+    write_night(url, run_dir, DS, objectives, 1, "run-1")
 
-    report = main(["--warehouse-url", url, "--ds", DS.isoformat(), "--run-dir", str(run_dir), "--tasks", ",".join(tasks)])
+    report = main(["--warehouse-url", url, "--ds", DS.isoformat(), "--run-dir", str(run_dir), flag, ",".join(objectives)])
 
     assert report == run_dir / "report.html" and str(report) in capsys.readouterr().out
     text = report.read_text()
@@ -248,8 +252,8 @@ def test_a_category_only_deployment_and_an_empty_warehouse_still_write_a_report(
     report = write_run_report(url, DS, "run-1", run_dir, ["category"])
     text = report.read_text()
     assert {p.name for p in referenced_pngs(report)} == {"metrics_history.png", "score_distributions.png"}
-    for task in ("click", "purchase", "review", "fraud"):
-        assert f"{task}: not in this deployment" in text
+    for objective in ("click", "purchase", "review", "fraud"):
+        assert f"{objective}: not in this deployment" in text
 
 
 def test_equal_count_calibration_handles_tiny_inputs():
@@ -259,3 +263,32 @@ def test_equal_count_calibration_handles_tiny_inputs():
     p = np.linspace(0, 1, 100)
     mean_predicted, observed = equal_count_calibration(y, p)
     assert len(mean_predicted) == 10 and np.all(np.diff(mean_predicted) > 0) and observed.mean() == pytest.approx(0.5)
+
+
+def test_calibration_uses_the_labelled_eval_rows_of_the_models_that_scored(tmp_path):
+    """Only evaluation rows with a known label and a probability; LightGBM next to the network on fraud;
+    a rejected night's champion (models/<name>_champion) is found by the version that scored."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    layout = RunLayout(tmp_path / "runs" / DS.isoformat())
+    summaries = write_night(url, layout.run_dir, DS, list(OBJECTIVES), 1, "run-1")["summaries"]
+    dirs = {name: Path(summary["output_dir"]) for name, summary in summaries.items()}
+    network_orders = dirs["multitask"] / "predictions" / "orders.parquet"
+    pl.read_parquet(network_orders).with_columns(
+        pl.when(pl.col("order_id") == 0).then(float("nan")).otherwise(pl.col("p_fraud")).alias("p_fraud")
+    ).write_parquet(network_orders)
+
+    inputs, reason = calibration_inputs("fraud", layout.features_dir, dirs)
+    assert reason is None and [label for label, _, _ in inputs] == ["network", "LightGBM"]
+    network, lightgbm = inputs[0], inputs[1]
+    assert lightgbm[1].size == 200 and network[1].size == 199  # the 200 eval orders; order 0's NaN left out
+    assert not np.isnan(network[2]).any() and set(np.unique(lightgbm[1])) <= {0.0, 1.0}
+    inputs, reason = calibration_inputs("click", layout.features_dir, dirs)
+    assert reason is None and [(label, y.size) for label, y, _ in inputs] == [("network", 400)]
+    inputs, reason = calibration_inputs("review", layout.features_dir, {})
+    assert inputs == [] and "not found" in reason
+
+    champion = layout.champion_dir("fraud_lgbm")
+    champion.mkdir(parents=True)
+    (champion / "metrics.json").write_text(json.dumps({"model_name": "fraud_lgbm", "model_version": "lgbm-old"}))
+    versions = {"multitask": summaries["multitask"]["model_version"], "fraud_lgbm": "lgbm-old"}
+    assert find_scoring_dirs(layout, versions) == {"multitask": dirs["multitask"], "fraud_lgbm": champion}

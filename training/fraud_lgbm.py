@@ -1,6 +1,6 @@
 """LightGBM fraud baseline: gradient-boosted trees on the order features, the yardstick for the fraud head.
 
-    python -m training.fraud_baseline --features-dir DIR --output-dir DIR
+    python -m training.fraud_lgbm --features-dir DIR --output-dir DIR
 
 Trains on labelled orders ``split == "train"`` with LightGBM's early stopping on the labelled
 ``split == "eval"`` orders, saves a text model (``model.txt``) plus ``config.json`` holding the
@@ -25,19 +25,20 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from training.config import FraudBaselineConfig
-from training.metrics import TrainingSummary, compute_model_version, metric_rows, write_json
+from etl.contract import FRAUD_LGBM
+from etl.io import write_atomically, write_json_atomically, write_parquet_atomically
+from etl.layout import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILES, feature_path, manifest_path, prediction_path
+from training.config import FraudLgbmConfig
+from training.evaluation import objective_metric_rows
+from training.summary import TrainingSummary, compute_model_version
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "fraud_lgbm"
-MODEL_FILE = "model.txt"
-CONFIG_FILE = "config.json"
-INPUT_FILES = ("orders.parquet", "manifest.json")
+MODEL_FILE = WEIGHTS_FILES[FRAUD_LGBM]
 
 
 @dataclass
-class FraudBaseline:
+class FraudLgbm:
     """A LightGBM booster with the column order and categorical encodings it was trained with."""
 
     booster: lgb.Booster
@@ -71,7 +72,7 @@ def encode_order_matrix(frame: pl.DataFrame, dense: list[str], categorical: list
     return np.ascontiguousarray(frame.select(expressions).to_numpy(), dtype=np.float64)  # [rows, n_features]
 
 
-def build_params(config: FraudBaselineConfig) -> dict[str, Any]:
+def build_params(config: FraudLgbmConfig) -> dict[str, Any]:
     """LightGBM parameters; deterministic given the seed and thread count."""
     return {
         "objective": "binary",
@@ -95,14 +96,11 @@ def build_params(config: FraudBaselineConfig) -> dict[str, Any]:
     }
 
 
-def save_fraud_baseline(model: FraudBaseline, output_dir: Path) -> None:
+def save_fraud_lgbm(model: FraudLgbm, output_dir: Path) -> None:
     """Write ``model.txt`` (LightGBM text, best iteration) and ``config.json`` (columns and encodings)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # num_iteration=None saves up to the best iteration; write, then rename, so a concurrent gate loading
-    # this champion never reads half a file.
-    partial = output_dir / (MODEL_FILE + ".partial")
-    model.booster.save_model(partial)
-    partial.replace(output_dir / MODEL_FILE)
+    # num_iteration=None saves up to the best iteration; atomic, so a concurrent gate loading this
+    # champion never reads half a file.
+    write_atomically(Path(output_dir) / MODEL_FILE, model.booster.save_model)
     payload = {
         **model.extra,
         "model_version": model.model_version,
@@ -110,15 +108,15 @@ def save_fraud_baseline(model: FraudBaseline, output_dir: Path) -> None:
         "categorical": model.categorical,
         "categorical_values": model.categorical_values,
     }
-    (output_dir / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_json_atomically(Path(output_dir) / CONFIG_FILE, payload)
 
 
-def load_fraud_baseline(output_dir: Path) -> FraudBaseline:
+def load_fraud_lgbm(output_dir: Path) -> FraudLgbm:
     """Reload the text model and its encodings from ``output_dir``."""
     output_dir = Path(output_dir)
     payload = json.loads((output_dir / CONFIG_FILE).read_text())
     booster = lgb.Booster(model_file=output_dir / MODEL_FILE)
-    return FraudBaseline(
+    return FraudLgbm(
         booster=booster,
         dense=payload.pop("dense"),
         categorical=payload.pop("categorical"),
@@ -128,7 +126,7 @@ def load_fraud_baseline(output_dir: Path) -> FraudBaseline:
     )
 
 
-def predict_fraud(model: FraudBaseline, orders: pl.DataFrame) -> np.ndarray:
+def predict_fraud(model: FraudLgbm, orders: pl.DataFrame) -> np.ndarray:
     """p_fraud (float64) for order rows."""
     if orders.is_empty():
         return np.zeros(0)
@@ -136,37 +134,44 @@ def predict_fraud(model: FraudBaseline, orders: pl.DataFrame) -> np.ndarray:
     return np.asarray(model.booster.predict(matrix), dtype=np.float64)
 
 
-def fraud_eval_metrics(model: FraudBaseline, orders: pl.DataFrame) -> list[dict[str, Any]]:
-    """Metric rows (task ``fraud``) of ``model`` on the labelled ``split == "eval"`` rows of an orders frame."""
-    orders_eval = orders.filter((pl.col("split") == "eval") & pl.col("is_fraud").is_not_null())
-    return metric_rows("fraud", orders_eval.get_column("is_fraud").to_numpy(), predict_fraud(model, orders_eval))
+def predict_orders(model: FraudLgbm, orders: pl.DataFrame) -> pl.DataFrame:
+    """[order_id, split, p_fraud] of the orders scored every night: the evaluation holdout and day D's."""
+    scored = orders.filter(pl.col("split").is_in(["eval", "score"]))
+    return scored.select("order_id", "split").with_columns(
+        pl.Series("p_fraud", predict_fraud(model, scored), dtype=pl.Float64)
+    )
 
 
-def evaluate_fraud_baseline(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
+def evaluate_fraud_lgbm(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
     """Metric rows of the saved model in ``model_dir`` on ``features_dir``'s labelled eval orders."""
-    model = load_fraud_baseline(Path(model_dir))
-    return fraud_eval_metrics(model, pl.read_parquet(Path(features_dir) / "orders.parquet"))
+    orders = pl.read_parquet(feature_path(features_dir, "orders"))
+    return objective_metric_rows("fraud", predict_orders(load_fraud_lgbm(Path(model_dir)), orders), orders)
 
 
-def train_fraud_baseline(
-    features_dir: Path, output_dir: Path, config: FraudBaselineConfig = FraudBaselineConfig()
-) -> TrainingSummary:
+def score_fraud_lgbm(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
+    """Score ``features_dir``'s orders with the saved model into ``output_dir/predictions``, as training would."""
+    model = load_fraud_lgbm(Path(model_dir))
+    orders = pl.read_parquet(feature_path(features_dir, "orders"))
+    predictions = predict_orders(model, orders)
+    write_parquet_atomically(predictions, prediction_path(output_dir, "orders"))
+    return TrainingSummary(FRAUD_LGBM, model.model_version, Path(output_dir), objective_metric_rows("fraud", predictions, orders))
+
+
+def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConfig = FraudLgbmConfig()) -> TrainingSummary:
     """Train LightGBM on the train orders, stop early on the eval orders, save text model and predictions."""
     started = time.perf_counter()
     features_dir, output_dir = Path(features_dir), Path(output_dir)
-    manifest = json.loads((features_dir / "manifest.json").read_text())
+    manifest = json.loads(manifest_path(features_dir).read_text())
     ds = date.fromisoformat(manifest["ds"])
-    inputs = [
-        *(features_dir / name for name in INPUT_FILES),
-        Path(__file__),
-    ]  # source too: code changes get new versions
-    model_version = compute_model_version("lgbm", ds, config.to_json(), inputs)
-    orders = pl.read_parquet(features_dir / "orders.parquet")
+    orders_path = feature_path(features_dir, "orders")
+    inputs = [orders_path, manifest_path(features_dir), Path(__file__)]  # source too: code changes get new versions
+    model_version = compute_model_version(FRAUD_LGBM, ds, config.to_json(), inputs)
+    orders = pl.read_parquet(orders_path)
     labelled = pl.col("is_fraud").is_not_null()
     orders_train = orders.filter((pl.col("split") == "train") & labelled)
     orders_eval = orders.filter((pl.col("split") == "eval") & labelled)
     if orders_train.is_empty():
-        raise ValueError(f"{features_dir / 'orders.parquet'} has no labelled split == 'train' orders to learn from")
+        raise ValueError(f"{orders_path} has no labelled split == 'train' orders to learn from")
 
     dense = list(manifest["order_dense"])
     categorical = list(manifest["order_categorical"])
@@ -209,7 +214,7 @@ def train_fraud_baseline(
     best_iteration = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
     log.info("LightGBM fraud baseline: %d trees (best iteration %d)", booster.current_iteration(), best_iteration)
 
-    model = FraudBaseline(
+    model = FraudLgbm(
         booster=booster,
         dense=dense,
         categorical=categorical,
@@ -217,22 +222,17 @@ def train_fraud_baseline(
         model_version=model_version,
         extra={"ds": ds.isoformat(), "training": asdict(config), "best_iteration": best_iteration},
     )
-    save_fraud_baseline(model, output_dir)
-    reloaded = load_fraud_baseline(output_dir)  # score from the saved text, as any later consumer will
-
-    scored = orders.filter(pl.col("split").is_in(["eval", "score"]))
-    predictions = scored.select("order_id", "split").with_columns(
-        pl.Series("p_fraud", predict_fraud(reloaded, scored), dtype=pl.Float64)
-    )
-    (output_dir / "predictions").mkdir(parents=True, exist_ok=True)
-    predictions.write_parquet(output_dir / "predictions" / "orders.parquet")
+    save_fraud_lgbm(model, output_dir)
+    reloaded = load_fraud_lgbm(output_dir)  # score from the saved text, as any later consumer will
+    predictions = predict_orders(reloaded, orders)
+    write_parquet_atomically(predictions, prediction_path(output_dir, "orders"))
 
     summary = TrainingSummary(
-        model_name=MODEL_NAME,
+        model_name=FRAUD_LGBM,
         model_version=model_version,
         output_dir=output_dir,
         # The same function a later evaluation of the saved model uses (champion vs challenger).
-        metrics=fraud_eval_metrics(reloaded, orders),
+        metrics=objective_metric_rows("fraud", predictions, orders),
         device="cpu",
         n_train={"fraud": orders_train.height},
     )
@@ -240,8 +240,8 @@ def train_fraud_baseline(
         zip(feature_names, booster.feature_importance(importance_type="gain").round(3).tolist(), strict=True)
     )
     summary.wall_s = time.perf_counter() - started
-    write_json(
-        output_dir / "metrics.json",
+    write_json_atomically(
+        output_dir / METRICS_FILE,
         {**summary.to_dict(), "best_iteration": best_iteration, "feature_importance_gain": importance},
     )
     log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, summary.metrics)
@@ -253,10 +253,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Train the shopmtl LightGBM fraud baseline.")
     parser.add_argument("--features-dir", type=Path, required=True)
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=FraudBaselineConfig.seed)
+    parser.add_argument("--seed", type=int, default=FraudLgbmConfig.seed)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = train_fraud_baseline(args.features_dir, args.output_dir, FraudBaselineConfig(seed=args.seed))
+    summary = train_fraud_lgbm(args.features_dir, args.output_dir, FraudLgbmConfig(seed=args.seed))
     print(json.dumps(summary.to_dict(), indent=2))
 
 

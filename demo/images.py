@@ -1,7 +1,7 @@
 """Product photos for the demo warehouse: small procedurally drawn PNGs whose shape and colour follow
 the item's TRUE category, with jitter in position, size, colour and pixel noise.
 
-A small CNN can learn the category from them, which is what lets the image task catch the ~3% of
+A small CNN can learn the category from them, which is what lets the category objective catch the ~3% of
 items listed under the wrong category.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SIZE = 32
-# Per category (etl.synthetic.CATEGORIES order): foreground RGB colour and shape kind.
+# Per category (demo.world.CATEGORIES order): foreground RGB colour and shape kind.
 CATEGORY_COLOURS = np.array(
     [
         (40, 70, 160),  # electronics: blue square

@@ -1,0 +1,43 @@
+"""Atomic file writes: write to a temporary name in the same directory, then rename.
+
+A reader (the next task, a concurrent night's gate loading a champion, an analyst's report) sees the
+old file or the new one, never half of one, and a task killed mid-write leaves no partial file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary path)``, then rename it to ``path`` (same directory, so the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The pid keeps two processes writing the same file (a retry beside a zombie) off each other's temp file.
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> Path:
+    return write_atomically(path, frame.write_parquet)
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """UTF-8 text, whatever the locale."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomically(path: Path, payload: Any, sort_keys: bool = True) -> Path:
+    """Strict JSON (NaN is an error), indented, with a final newline."""
+    text = json.dumps(payload, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    return write_text_atomically(path, text)

@@ -1,0 +1,106 @@
+"""Labels: what happened to an impression or an order, as known at the end of day D.
+
+- ``label_impressions``: ``clicked`` (a click on the same user, item and session follows the
+  impression) and ``converted`` (the user orders the item within ``conversion_hours`` of that click).
+- ``label_orders``: ``is_fraud`` as known at the cut-off (a label counts only when ``labeled_at`` is
+  before it; an unlabelled order counts as legitimate once mature) and the fraud ``split``.
+
+``FeatureConfig`` holds the label, split and candidate settings of ``etl.features.build_features``.
+Labels use only what the extract holds, which ends at the cut-off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Label and candidate settings; the window itself is decided by the extract."""
+
+    maturity_days: int = 14  # an unlabelled order counts as legitimate once this old
+    fraud_eval_days: int = 3  # newest mature days held out to evaluate fraud models
+    conversion_hours: int = 24  # a click converts when the user orders the item within this many hours
+    top_categories_per_user: int = 3  # candidate categories per user, by the user's clicks in the window
+    items_per_category: int = 30  # most popular items per candidate category
+    popular_items: int = 30  # globally most popular items every active user gets as candidates
+    review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
+
+
+def label_impressions(clicks: pl.LazyFrame, order_lines: pl.LazyFrame, conversion_hours: int = 24) -> pl.LazyFrame:
+    """Impressions with ``clicked`` (a click on the same user, item and session follows) and
+    ``converted`` (the user orders the item within ``conversion_hours`` of that click)."""
+    impressions = clicks.filter(pl.col("event_type") == "impression").select(
+        "event_id", "event_time", "user_id", "item_id", "session_id", "position"
+    )
+    click_events = clicks.filter(pl.col("event_type") == "click").select(
+        "user_id", "item_id", "session_id", pl.col("event_time").alias("click_time")
+    )
+    first_click = (
+        impressions.join(click_events, on=["user_id", "item_id", "session_id"])
+        .filter(pl.col("click_time") > pl.col("event_time"))
+        .group_by("event_id")
+        .agg(pl.col("click_time").min())
+    )
+    clicked = impressions.join(first_click, on="event_id", how="left")
+    purchases = order_lines.select("user_id", "item_id", pl.col("created_at").alias("order_time"))
+    converted_ids = (
+        clicked.filter(pl.col("click_time").is_not_null())
+        .join(purchases, on=["user_id", "item_id"])
+        .filter(
+            (pl.col("order_time") > pl.col("click_time"))
+            & (pl.col("order_time") <= pl.col("click_time") + pl.duration(hours=conversion_hours))
+        )
+        .select("event_id")
+        .unique()
+        .with_columns(pl.lit(1, dtype=pl.Int8).alias("converted"))
+    )
+    return (
+        clicked.join(converted_ids, on="event_id", how="left")
+        .with_columns(
+            pl.col("click_time").is_not_null().cast(pl.Int8).alias("clicked"),
+            pl.col("converted").fill_null(0).cast(pl.Int8),
+        )
+        .drop("click_time")
+    )
+
+
+def label_orders(
+    orders: pl.LazyFrame, fraud_labels: pl.LazyFrame, ds: date, config: FeatureConfig = FeatureConfig()
+) -> pl.LazyFrame:
+    """Orders with ``is_fraud`` as known at the end of day ``ds`` and the fraud ``split``.
+
+    A label counts only when ``labeled_at`` is before the cut-off; an order without a label counts as
+    legitimate once older than the maturity window; younger unlabelled orders stay unknown (null).
+    """
+    cutoff = start_of_day(ds) + timedelta(days=1)
+    mature_before = cutoff - timedelta(days=config.maturity_days)
+    eval_start = mature_before - timedelta(days=config.fraud_eval_days)
+    known_labels = fraud_labels.filter(pl.col("labeled_at") < cutoff).group_by("order_id").agg(
+        pl.col("is_fraud").any()
+    )
+    labelled = orders.join(known_labels, on="order_id", how="left").with_columns(
+        pl.when(pl.col("is_fraud").is_not_null())
+        .then(pl.col("is_fraud").cast(pl.Int8))
+        .when(pl.col("created_at") < mature_before)
+        .then(pl.lit(0, dtype=pl.Int8))
+        .otherwise(pl.lit(None, dtype=pl.Int8))
+        .alias("is_fraud")
+    )
+    return labelled.with_columns(
+        pl.when(pl.col("created_at") >= start_of_day(ds))
+        .then(pl.lit("score"))
+        .when(pl.col("is_fraud").is_null())
+        .then(pl.lit("unused"))
+        .when((pl.col("created_at") >= eval_start) & (pl.col("created_at") < mature_before))
+        .then(pl.lit("eval"))
+        .otherwise(pl.lit("train"))
+        .alias("split")
+    )
+
+
+def start_of_day(ds: date) -> datetime:
+    """Midnight (naive UTC) at the start of day ``ds``."""
+    return datetime(ds.year, ds.month, ds.day)

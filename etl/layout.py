@@ -1,0 +1,119 @@
+"""Every path of a run, in one place: where each stage writes and the next one reads.
+
+    $SHOPMTL_HOME/
+      warehouse.db                         the embedded SQLite warehouse (no Airflow connection)
+      runs/<D>/                            one directory per day D, so concurrent days share no file
+        extract/<source table>.parquet     extract: the training window's rows of each source
+        data_docs/index.html               validate: Great Expectations data docs
+        features/<table>.parquet           build_features: impressions, orders, candidates, reviews, items
+        features/manifest.json             build_features: day, feature columns, objectives available
+        models/<model name>/               train_<model>: weights, config.json, metrics.json, predictions/
+        models/<model name>_champion/      gate_<model>: the champion's predictions when it keeps scoring
+        report.html, report/*.png          report: the run report and its plots
+
+Stages take these directories as arguments; the helpers here only name files inside them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from etl.contract import FRAUD_LGBM, MULTITASK
+
+WAREHOUSE_FILE = "warehouse.db"
+RUNS_DIR = "runs"
+
+FEATURE_TABLES = ("impressions", "orders", "reviews", "items", "candidates")
+MANIFEST_FILE = "manifest.json"
+
+# Inside a model directory.
+WEIGHTS_FILES = {MULTITASK: "model.pt", FRAUD_LGBM: "model.txt"}  # which file tells a model's kind
+CONFIG_FILE = "config.json"  # enough to rebuild the model (never pickle)
+METRICS_FILE = "metrics.json"
+PREDICTIONS_DIR = "predictions"
+# Prediction files (predictions/<name>.parquet): the network writes all five, LightGBM ``orders``.
+PREDICTIONS = ("impressions_eval", "candidates", "orders", "reviews", "items")
+
+REPORT_FILE = "report.html"
+REPORT_PLOTS_DIR = "report"  # next to report.html; its image links are relative to the run directory
+CHAMPION_SUFFIX = "_champion"
+
+
+def extract_path(extract_dir: Path, table: str) -> Path:
+    """The extract of one source table."""
+    return Path(extract_dir) / f"{table}.parquet"
+
+
+def feature_path(features_dir: Path, table: str) -> Path:
+    """One features table (``FEATURE_TABLES``)."""
+    if table not in FEATURE_TABLES:
+        raise ValueError(f"unknown features table {table!r}; known: {list(FEATURE_TABLES)}")
+    return Path(features_dir) / f"{table}.parquet"
+
+
+def manifest_path(features_dir: Path) -> Path:
+    return Path(features_dir) / MANIFEST_FILE
+
+
+def feature_input_paths(features_dir: Path) -> list[Path]:
+    """The features files that exist, tables then manifest, in a fixed order (hashed into model versions)."""
+    paths = [feature_path(features_dir, table) for table in FEATURE_TABLES] + [manifest_path(features_dir)]
+    return [path for path in paths if path.exists()]
+
+
+def prediction_path(model_dir: Path, name: str) -> Path:
+    """One prediction file of a model directory (``PREDICTIONS``)."""
+    if name not in PREDICTIONS:
+        raise ValueError(f"unknown prediction file {name!r}; known: {list(PREDICTIONS)}")
+    return Path(model_dir) / PREDICTIONS_DIR / f"{name}.parquet"
+
+
+def weights_path(model_dir: Path, model_name: str) -> Path:
+    return Path(model_dir) / WEIGHTS_FILES[model_name]
+
+
+def saved_model_name(model_dir: Path) -> str | None:
+    """Which model a directory holds (its weights file next to ``config.json``), or None."""
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        return None
+    return next((name for name, file in WEIGHTS_FILES.items() if (model_dir / file).is_file()), None)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The directories of the run for one day."""
+
+    run_dir: Path
+
+    @property
+    def extract_dir(self) -> Path:
+        return self.run_dir / "extract"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.run_dir / "features"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.run_dir / "data_docs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.run_dir / "models"
+
+    def model_dir(self, model_name: str) -> Path:
+        """Where the night's ``model_name`` is trained."""
+        return self.models_dir / model_name
+
+    def champion_dir(self, model_name: str) -> Path:
+        """Where the champion of ``model_name`` scores the day when the night's model is rejected."""
+        return self.models_dir / f"{model_name}{CHAMPION_SUFFIX}"
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / REPORT_FILE
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.run_dir / REPORT_PLOTS_DIR

@@ -1,0 +1,403 @@
+"""Features -> tensors: reading a features directory and encoding its frames for the network.
+
+Columnar all the way (Polars -> numpy -> torch); per-row Python only to hash text. Ids become
+embedding rows through sorted int64 vocabularies (``lookup_rows``; row 0 = unseen), strings through
+sorted string vocabularies (``FeatureSpec``), item content (images, titles) through the
+``ItemTable``. Every frame comes in four batch kinds, one per shape of input:
+
+| kind | rows | objectives |
+|---|---|---|
+| impression | impressions (and candidates, to score) | click, purchase |
+| review | reviews | review |
+| item | items with an image | category |
+| order | orders | fraud |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from etl.contract import OBJECTIVES
+from etl.layout import feature_input_paths, feature_path, manifest_path
+from training.config import TextHashing
+from training.encoders import decode_images, gather_bags, hash_texts
+
+if TYPE_CHECKING:  # the model only lends its vocabularies to the encoders
+    from training.multitask import MultiTaskNet
+
+UNSEEN_ROW = 0  # embedding row shared by every id or category value missing from the vocabulary
+OBJECTIVE_KIND = {"click": "impression", "purchase": "impression", "review": "review", "category": "item", "fraud": "order"}
+KINDS = ("impression", "review", "item", "order")  # sampler order (fixed: the shuffles consume the generator in it)
+Tensors = dict[str, torch.Tensor]
+
+
+# --- reading the features directory ------------------------------------------------------------------
+
+
+def read_manifest(features_dir: Path) -> dict[str, Any]:
+    """The features directory's manifest.json (ds, feature column names, objectives_available)."""
+    return json.loads(manifest_path(features_dir).read_text())
+
+
+def source_schemas(manifest: dict[str, Any]) -> dict[str, dict[str, pl.DataType]]:
+    """The columns training reads from each features file, for files a deployment does not write."""
+    impression_dense = {name: pl.Float32 for name in manifest.get("impression_dense", [])}
+    return {
+        "impressions": {
+            "event_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String,
+            "split": pl.String, "clicked": pl.Int8, "converted": pl.Int8, **impression_dense,
+        },
+        "orders": {
+            "order_id": pl.Int64, "user_id": pl.Int64, "split": pl.String, "is_fraud": pl.Int8,
+            **{name: pl.Float32 for name in manifest.get("order_dense", [])},
+            **{name: pl.String for name in manifest.get("order_categorical", [])},
+        },
+        "reviews": {
+            "review_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String,
+            "text": pl.String, "split": pl.String, "negative": pl.Int8,
+        },
+        "items": {
+            "item_id": pl.Int64, "category": pl.String, "title": pl.String, "image": pl.Binary, "split": pl.String,
+        },
+        "candidates": {"user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String, **impression_dense},
+    }  # fmt: skip
+
+
+@dataclass
+class FeatureTables:
+    """The frames of one features directory; a file that is missing reads as an empty frame."""
+
+    features_dir: Path
+    manifest: dict[str, Any]
+    impressions: pl.DataFrame
+    orders: pl.DataFrame
+    reviews: pl.DataFrame
+    items: pl.DataFrame
+    candidates: pl.DataFrame
+
+    @property
+    def ds(self) -> date:
+        """Day D."""
+        return date.fromisoformat(self.manifest["ds"])
+
+    @property
+    def objectives_available(self) -> tuple[str, ...]:
+        """Objectives whose source data this deployment has (all five for a manifest without the key)."""
+        return tuple(self.manifest.get("objectives_available", OBJECTIVES))
+
+    def input_paths(self) -> list[Path]:
+        """The files that exist, in a fixed order (hashed into the model version)."""
+        return feature_input_paths(self.features_dir)
+
+
+def read_feature_tables(features_dir: Path) -> FeatureTables:
+    """Read every features file of ``features_dir``."""
+    features_dir = Path(features_dir)
+    manifest = read_manifest(features_dir)
+    frames = {}
+    for table, schema in source_schemas(manifest).items():
+        path = feature_path(features_dir, table)
+        frames[table] = pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=schema)
+    return FeatureTables(features_dir=features_dir, manifest=manifest, **frames)
+
+
+@dataclass
+class ObjectiveFrames:
+    """Training and day-D evaluation rows per batch kind."""
+
+    train: dict[str, pl.DataFrame]
+    evaluation: dict[str, pl.DataFrame]
+
+
+def split_objective_frames(tables: FeatureTables) -> ObjectiveFrames:
+    """Training and eval rows of every kind (labels present; item rows need an image and a listed category)."""
+    labelled_orders = tables.orders.filter(pl.col("is_fraud").is_not_null())
+    labelled_reviews = tables.reviews.filter(pl.col("negative").is_not_null())
+    labelled_items = tables.items.filter(pl.col("image").is_not_null() & pl.col("category").is_not_null())
+    by_kind = {
+        "impression": tables.impressions,
+        "review": labelled_reviews,
+        "item": labelled_items,
+        "order": labelled_orders,
+    }
+    return ObjectiveFrames(
+        train={kind: frame.filter(pl.col("split") == "train") for kind, frame in by_kind.items()},
+        evaluation={kind: frame.filter(pl.col("split") == "eval") for kind, frame in by_kind.items()},
+    )
+
+
+def sorted_strings(frames: list[pl.DataFrame], column: str) -> list[str]:
+    """Sorted distinct non-null values of a string column over several frames."""
+    values: set[str] = set()
+    for frame in frames:
+        values.update(frame.get_column(column).cast(pl.String).drop_nulls().unique().to_list())
+    return sorted(values)
+
+
+def build_feature_spec(
+    manifest: dict[str, Any], train: dict[str, pl.DataFrame], trained: tuple[str, ...], item_classes: list[str]
+) -> FeatureSpec:
+    """Input columns from the manifest and string vocabularies from the trained objectives' training rows."""
+    kinds = {OBJECTIVE_KIND[objective] for objective in trained}
+    order_categorical = list(manifest.get("order_categorical", []))
+    orders = train["order"] if "order" in kinds else train["order"].clear()
+    return FeatureSpec(
+        impression_dense=list(manifest.get("impression_dense", [])),
+        order_dense=list(manifest.get("order_dense", [])),
+        order_categorical=order_categorical,
+        categories=sorted_strings([train[kind] for kind in ("impression", "review") if kind in kinds], "category"),
+        order_categorical_values={column: sorted_strings([orders], column) for column in order_categorical},
+        item_categories=item_classes,
+    )
+
+
+# --- vocabularies and the item table ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Input columns and string vocabularies: how a Parquet frame becomes model inputs."""
+
+    impression_dense: list[str]
+    order_dense: list[str]
+    order_categorical: list[str]
+    categories: list[str]  # sorted category values seen in training; index + 1 = embedding row
+    order_categorical_values: dict[str, list[str]] = field(default_factory=dict)  # column -> sorted values
+    item_categories: list[str] = field(default_factory=list)  # image head classes: listed categories of training items
+
+
+def lookup_rows(vocabulary: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Embedding rows of ``ids`` in a sorted int64 ``vocabulary``: position + 1, or 0 when absent."""
+    if vocabulary.numel() == 0:
+        return torch.zeros_like(ids)
+    position = torch.searchsorted(vocabulary, ids)  # [n] in 0..len(vocabulary)
+    position = position.clamp(max=vocabulary.numel() - 1)  # [n] valid index to compare against
+    found = vocabulary[position] == ids  # [n] bool
+    return torch.where(found, position + 1, torch.full_like(position, UNSEEN_ROW))  # [n]
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """Item content as tensors, one row per item plus row 0 (no content): what every item vector reads.
+
+    Built once per dataset from ``items.parquet`` (:func:`encode_item_table`); batches carry
+    ``content_rows`` into it. ``image_features`` is the image head's output per row, refreshed by the trainer
+    once per epoch and by the scorer before scoring (:func:`with_image_features`).
+    """
+
+    item_ids: torch.Tensor  # [n] sorted int64
+    images: torch.Tensor  # [n + 1, 3, s, s] uint8
+    has_image: torch.Tensor  # [n + 1] bool
+    title_ids: torch.Tensor  # [n_title_ids] hashed title features
+    title_offsets: torch.Tensor  # [n + 2]: row k's title is title_ids[title_offsets[k]:title_offsets[k + 1]]
+    image_features: torch.Tensor | None = None  # [n + 1, n_classes] float32 image class probabilities, or None
+
+    def to(self, device: torch.device | str) -> ItemTable:
+        """The same table on ``device``."""
+        return ItemTable(**{key: None if value is None else value.to(device) for key, value in self.tensors().items()})
+
+    def tensors(self) -> dict[str, torch.Tensor | None]:
+        """The fields by name."""
+        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+
+    @property
+    def n_rows(self) -> int:
+        """Rows including row 0."""
+        return int(self.images.shape[0])
+
+    def rows_of(self, item_ids: pl.Series) -> torch.Tensor:
+        """Table rows [len(item_ids)] of an item id column: position + 1, or 0 when unknown or null."""
+        return id_rows(self.item_ids, item_ids)
+
+
+# --- frames -> tensors -----------------------------------------------------------------------------
+
+
+def encode_strings(column: pl.Expr, values: list[str]) -> pl.Expr:
+    """Map strings to 1-based positions in ``values``; null or unseen -> 0."""
+    return column.replace_strict(values, list(range(1, len(values) + 1)), default=UNSEEN_ROW, return_dtype=pl.Int64)
+
+
+def dense_tensor(frame: pl.DataFrame, columns: list[str]) -> torch.Tensor:
+    """Float32 [rows, len(columns)] from frame columns (nulls become 0; NaN or inf is an error)."""
+    if not columns:
+        return torch.zeros((frame.height, 0), dtype=torch.float32)
+    array = np.ascontiguousarray(
+        frame.select(pl.col(columns).cast(pl.Float32).fill_null(0.0)).to_numpy(), dtype=np.float32
+    )  # [rows, n_dense]
+    finite = np.isfinite(array).all(axis=0)  # [n_dense]
+    if not finite.all():  # one NaN would turn every weight into NaN: fail here, naming the columns
+        bad = [column for column, ok in zip(columns, finite, strict=True) if not ok]
+        raise ValueError(f"dense feature columns hold NaN or infinite values: {bad}")
+    return torch.from_numpy(array)
+
+
+def id_rows(vocabulary: torch.Tensor, ids: pl.Series) -> torch.Tensor:
+    """Embedding rows [rows] for an id column: its vocabulary position + 1, or 0 when unseen or null."""
+    raw = torch.from_numpy(ids.cast(pl.Int64).fill_null(0).to_numpy().copy())  # [rows]
+    rows = lookup_rows(vocabulary.cpu(), raw)  # [rows]; encoding happens on the CPU, batches move later
+    if ids.null_count():
+        rows[torch.from_numpy(ids.is_null().to_numpy().copy())] = UNSEEN_ROW
+    return rows
+
+
+def string_rows(frame: pl.DataFrame, column: str, values: list[str]) -> torch.Tensor:
+    """Rows [rows] of a string column in a sorted vocabulary (1-based; null or unseen -> 0)."""
+    codes = frame.select(encode_strings(pl.col(column).cast(pl.String), values)).to_series().to_numpy()
+    return torch.from_numpy(np.array(codes, dtype=np.int64))  # a writable copy
+
+
+def label_tensor(frame: pl.DataFrame, column: str) -> torch.Tensor:
+    """Float32 [rows] of a 0/1 label column."""
+    return torch.from_numpy(frame.get_column(column).cast(pl.Float32).to_numpy().copy())
+
+
+def encode_item_table(items: pl.DataFrame, hashing: TextHashing, image_size: int) -> ItemTable:
+    """An :class:`ItemTable` of an items frame (item_id, title, image): images decoded, titles hashed, once."""
+    items = items.unique(subset="item_id", keep="first", maintain_order=True).drop_nulls("item_id").sort("item_id")
+    images, has_image = decode_images(
+        items.get_column("image").to_list() if "image" in items.columns else [None] * items.height, image_size
+    )  # [n, 3, s, s], [n]
+    titles = items.get_column("title").to_list() if "title" in items.columns else [None] * items.height
+    title_ids, title_offsets = hash_texts([None, *titles], hashing)  # row 0: no title
+    return ItemTable(
+        item_ids=torch.from_numpy(items.get_column("item_id").cast(pl.Int64).to_numpy().copy()),  # [n]
+        images=torch.cat([torch.zeros((1, 3, image_size, image_size), dtype=torch.uint8), images]),  # [n + 1, ...]
+        has_image=torch.cat([torch.zeros(1, dtype=torch.bool), has_image]),  # [n + 1]
+        title_ids=title_ids,
+        title_offsets=title_offsets,  # [n + 2]
+    )
+
+
+def empty_item_table(hashing: TextHashing, image_size: int) -> ItemTable:
+    """A table with only row 0: every item scores through its id embedding and the no-content vector."""
+    schema = {"item_id": pl.Int64, "title": pl.String, "image": pl.Binary}
+    return encode_item_table(pl.DataFrame(schema=schema), hashing, image_size)
+
+
+def user_item_rows(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
+    """The embedding rows of a (user, item, category) frame, and its items' rows in the item table."""
+    return {
+        "user_rows": id_rows(model.user_vocabulary, frame.get_column("user_id")),  # [rows]
+        "item_rows": id_rows(model.item_vocabulary, frame.get_column("item_id")),  # [rows]
+        "category_rows": string_rows(frame, "category", spec.categories),  # [rows]
+        "content_rows": (
+            items.rows_of(frame.get_column("item_id")) if items is not None else torch.zeros(frame.height, dtype=torch.int64)
+        ),  # [rows] into the item table
+    }
+
+
+def encode_impressions(
+    model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None = None
+) -> Tensors:
+    """Tensors for impression-shaped rows (impressions or candidates): rows, dense, and labels when present."""
+    tensors = {
+        **user_item_rows(model, spec, frame, items),
+        "dense": dense_tensor(frame, spec.impression_dense),  # [rows, n_impression_dense]
+    }
+    for label in ("clicked", "converted"):
+        if label in frame.columns:
+            tensors[label] = label_tensor(frame, label)  # [rows]
+    return tensors
+
+
+def encode_reviews(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
+    """Tensors for review rows: id rows, content rows, the hashed text (flat ids + offsets), and ``negative``."""
+    text_ids, text_offsets = hash_texts(frame.get_column("text").to_list(), model.config.network.text)
+    tensors = {
+        **user_item_rows(model, spec, frame, items),
+        "text_ids": text_ids,  # [n_text_ids], not per row: batches gather their bags
+        "text_offsets": text_offsets,  # [rows + 1]
+    }
+    if "negative" in frame.columns and frame.get_column("negative").null_count() == 0:
+        tensors["negative"] = label_tensor(frame, "negative")  # [rows]
+    return tensors
+
+
+def encode_item_labels(spec: FeatureSpec, items: ItemTable, frame: pl.DataFrame) -> Tensors:
+    """Tensors for category rows: ``table_rows`` into the item table and ``label`` (class index, -1 if unknown)."""
+    label = string_rows(frame, "category", spec.item_categories) - 1  # [rows] 0-based; unknown -> -1
+    return {"table_rows": items.rows_of(frame.get_column("item_id")), "label": label}  # [rows] each
+
+
+def encode_orders(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame) -> Tensors:
+    """Tensors for order rows: user rows, categorical rows [rows, n_cat], dense, and is_fraud when labelled."""
+    if spec.order_categorical:
+        codes = frame.select(
+            encode_strings(pl.col(column).cast(pl.String), spec.order_categorical_values[column]).alias(column)
+            for column in spec.order_categorical
+        ).to_numpy()  # [rows, n_cat]
+    else:
+        codes = np.zeros((frame.height, 0), dtype=np.int64)
+    tensors = {
+        "user_rows": id_rows(model.user_vocabulary, frame.get_column("user_id")),  # [rows]
+        "categorical_rows": torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64)),  # [rows, n_cat]
+        "dense": dense_tensor(frame, spec.order_dense),  # [rows, n_order_dense]
+    }
+    if "is_fraud" in frame.columns and frame.get_column("is_fraud").null_count() == 0:
+        tensors["is_fraud"] = label_tensor(frame, "is_fraud")
+    return tensors
+
+
+BAG_KEYS = {"text_ids": "text_offsets"}  # flat bag tensors (not one entry per row) and their offsets
+
+
+def n_rows(tensors: Tensors) -> int:
+    """Rows of an encoded frame (0 for an empty dict)."""
+    for key, value in tensors.items():
+        if key not in BAG_KEYS and key not in BAG_KEYS.values():
+            return int(value.shape[0])
+    return 0
+
+
+def select_rows(tensors: Tensors, index: torch.Tensor) -> Tensors:
+    """Rows ``index`` of every per-row tensor; text bags are gathered for those rows."""
+    batch = {
+        key: value[index] for key, value in tensors.items() if key not in BAG_KEYS and key not in BAG_KEYS.values()
+    }
+    for ids_key, offsets_key in BAG_KEYS.items():
+        if ids_key in tensors:
+            batch[ids_key], batch[offsets_key] = gather_bags(tensors[ids_key], tensors[offsets_key], index)
+    return batch
+
+
+def batched(tensors: Tensors, batch_size: int, device: torch.device) -> list[Tensors]:
+    """Consecutive batches of encoded rows, moved to ``device``."""
+    total = n_rows(tensors)
+    return [
+        {key: value.to(device) for key, value in select_rows(tensors, torch.arange(start, min(start + batch_size, total))).items()}
+        for start in range(0, total, batch_size)
+    ]
+
+
+def encode_objective_data(
+    model: MultiTaskNet, spec: FeatureSpec, frames: dict[str, pl.DataFrame], items: ItemTable, kinds: set[str]
+) -> dict[str, Tensors]:
+    """Encoded tensors of the given kinds' frames (item rows without a decodable image or known class dropped)."""
+    data: dict[str, Tensors] = {}
+    if "impression" in kinds:
+        data["impression"] = encode_impressions(model, spec, frames["impression"], items)
+    if "review" in kinds:
+        data["review"] = encode_reviews(model, spec, frames["review"], items)
+    if "item" in kinds:
+        tensors = encode_item_labels(spec, items, frames["item"])
+        usable = items.has_image[tensors["table_rows"]]  # [rows] decodable images only
+        data["item"] = {key: value[usable] for key, value in tensors.items()}
+    if "order" in kinds:
+        data["order"] = encode_orders(model, spec, frames["order"])
+    return data
+
+
+def item_classes(items: pl.DataFrame, table: ItemTable) -> list[str]:
+    """Sorted listed categories of training items with a decodable image: the image head's classes."""
+    decodable = table.has_image[table.rows_of(items.get_column("item_id"))]  # [rows]
+    return sorted_strings([items.filter(pl.Series(decodable.numpy()))], "category")

@@ -1,0 +1,366 @@
+"""Saving, loading and scoring the multi-task network.
+
+A saved model is ``model.pt`` (a state_dict, loaded with ``weights_only=True``: never pickle) and
+``config.json`` (``MultiTaskModelConfig``, the ``FeatureSpec`` vocabularies, the training config,
+day and objectives): enough to rebuild the module. Scoring a features directory writes the
+prediction files of ``etl.layout.PREDICTIONS``; training and the gate's re-evaluation of a saved
+champion go through the same ``predict_features`` and ``eval_metric_rows``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from etl.contract import MULTITASK, OBJECTIVES
+from etl.io import write_atomically, write_json_atomically, write_parquet_atomically
+from etl.layout import CONFIG_FILE, WEIGHTS_FILES, prediction_path
+from training.data import (
+    FeatureSpec,
+    FeatureTables,
+    ItemTable,
+    Tensors,
+    batched,
+    empty_item_table,
+    encode_impressions,
+    encode_item_labels,
+    encode_item_table,
+    encode_orders,
+    encode_reviews,
+    read_feature_tables,
+)
+from training.device import seeded_torch
+from training.evaluation import LABEL_JOINS, category_metric_rows, objective_metric_rows
+from training.multitask import MultiTaskModelConfig, MultiTaskNet, autocast_for, esmm_probabilities, with_image_features
+from training.summary import TrainingSummary
+
+MODEL_FILE = WEIGHTS_FILES[MULTITASK]
+PREDICTION_SCHEMAS = {
+    "impressions_eval": {"event_id": pl.Int64, "p_click": pl.Float64, "p_purchase": pl.Float64},
+    "candidates": {"user_id": pl.Int64, "item_id": pl.Int64, "p_click": pl.Float64, "p_purchase": pl.Float64},
+    "orders": {"order_id": pl.Int64, "split": pl.String, "p_fraud": pl.Float64},
+    "reviews": {"review_id": pl.Int64, "split": pl.String, "p_negative": pl.Float64},
+    "items": {
+        "item_id": pl.Int64,
+        "split": pl.String,
+        "listed_category": pl.String,
+        "predicted_category": pl.String,
+        "confidence": pl.Float64,
+    },
+}
+
+
+# --- saving and loading ------------------------------------------------------------------------------
+
+
+@dataclass
+class MultiTaskBundle:
+    """A trained network with what it needs to score new frames."""
+
+    model: MultiTaskNet
+    spec: FeatureSpec
+    model_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # the rest of config.json (training config, ds, objectives)
+
+
+def save_multitask(bundle: MultiTaskBundle, output_dir: Path) -> None:
+    """Write ``model.pt`` (state_dict only) and ``config.json`` (enough to rebuild the module)."""
+    state = {key: value.detach().cpu() for key, value in bundle.model.state_dict().items()}
+    # Atomic: another day's gate may be loading this champion while the day is re-run.
+    write_atomically(Path(output_dir) / MODEL_FILE, lambda path: torch.save(state, path))
+    payload = {
+        **bundle.extra,
+        "model_version": bundle.model_version,
+        "model": asdict(bundle.model.config),
+        "features": asdict(bundle.spec),
+    }
+    write_json_atomically(Path(output_dir) / CONFIG_FILE, payload)
+
+
+def read_saved_model(output_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json payload, state_dict) of a saved model; the weights load with ``weights_only=True``."""
+    output_dir = Path(output_dir)
+    payload = json.loads((output_dir / CONFIG_FILE).read_text())
+    state = torch.load(output_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    return payload, state
+
+
+def load_multitask(output_dir: Path, device: str | torch.device = "cpu") -> MultiTaskBundle:
+    """Rebuild the network from ``config.json`` and load ``model.pt`` with ``weights_only=True``."""
+    payload, state = read_saved_model(output_dir)
+    model = MultiTaskNet(MultiTaskModelConfig.from_dict(payload.pop("model")))
+    model.load_state_dict(state, strict=True)
+    model.to(device).eval()
+    spec = FeatureSpec(**payload.pop("features"))
+    return MultiTaskBundle(model=model, spec=spec, model_version=payload.pop("model_version", ""), extra=payload)
+
+
+# --- scoring encoded rows --------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def predict_impression_tensors(
+    model: MultiTaskNet, tensors: Tensors, items: ItemTable, batch_size: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
+    """(p_click, p_purchase) as float32 numpy arrays for encoded impression rows (items with features)."""
+    model.eval()
+    device = model.item_content.weight.device
+    p_click, p_purchase = [], []
+    for batch in batched(tensors, batch_size, device):
+        with autocast_for(device):
+            click_logit, cvr_logit = model.forward_impressions(batch, items)
+        p_ctr, p_ctcvr = esmm_probabilities(click_logit, cvr_logit)  # [batch] each
+        p_click.append(p_ctr.cpu())
+        p_purchase.append(p_ctcvr.cpu())
+    if not p_click:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+    return torch.cat(p_click).numpy(), torch.cat(p_purchase).numpy()
+
+
+@torch.inference_mode()
+def predict_review_tensors(model: MultiTaskNet, tensors: Tensors, items: ItemTable, batch_size: int = 65536) -> np.ndarray:
+    """p_negative as a float32 numpy array for encoded review rows."""
+    model.eval()
+    device = model.item_content.weight.device
+    parts = []
+    for batch in batched(tensors, batch_size, device):
+        with autocast_for(device):
+            logit = model.forward_reviews(batch, items)  # [batch]
+        parts.append(torch.sigmoid(logit.float()).cpu())
+    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float32)
+
+
+@torch.inference_mode()
+def predict_item_tensors(model: MultiTaskNet, tensors: Tensors, items: ItemTable, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities [rows, n_item_classes] (float32 numpy) from the images of item table rows."""
+    model.eval()
+    device = model.item_content.weight.device
+    rows = tensors["table_rows"]
+    parts = []
+    for start in range(0, rows.numel(), batch_size):
+        images = items.images[rows[start : start + batch_size].to(items.images.device)].to(device)  # [b, 3, s, s]
+        with autocast_for(device):
+            logits = model.forward_item_images(images)  # [b, n_classes]
+        parts.append(torch.softmax(logits.float(), dim=1).cpu())
+    if not parts:
+        return np.zeros((0, model.category_head.out_features), dtype=np.float32)
+    return torch.cat(parts).numpy()
+
+
+@torch.inference_mode()
+def predict_order_tensors(model: MultiTaskNet, tensors: Tensors, batch_size: int = 65536) -> np.ndarray:
+    """p_fraud as a float32 numpy array for encoded order rows."""
+    model.eval()
+    device = model.item_content.weight.device
+    p_fraud = []
+    for batch in batched(tensors, batch_size, device):
+        with autocast_for(device):
+            logit = model.forward_orders(batch)
+        p_fraud.append(torch.sigmoid(logit.float()).cpu())  # [batch]
+    if not p_fraud:
+        return np.zeros(0, dtype=np.float32)
+    return torch.cat(p_fraud).numpy()
+
+
+def prepare_items(bundle: MultiTaskBundle, items: pl.DataFrame | ItemTable | None) -> ItemTable:
+    """An item table with current image features for ``bundle`` from a frame, a table, or nothing."""
+    network = bundle.model.config.network
+    if items is None:
+        table = empty_item_table(network.text, network.image_size)
+    elif isinstance(items, pl.DataFrame):
+        table = encode_item_table(items, network.text, network.image_size)
+    else:
+        table = items
+    return with_image_features(bundle.model, table)
+
+
+def predict_impressions(
+    bundle: MultiTaskBundle,
+    frame: pl.DataFrame,
+    batch_size: int = 65536,
+    items: pl.DataFrame | ItemTable | None = None,
+) -> pl.DataFrame:
+    """``frame`` with p_click and p_purchase (= p_ctcvr) appended, for impression or candidate rows.
+
+    ``items`` (the features directory's items frame) gives item vectors their image and title;
+    without it every item scores as one without content.
+    """
+    table = prepare_items(bundle, items)
+    tensors = encode_impressions(bundle.model, bundle.spec, frame, table)
+    p_click, p_purchase = predict_impression_tensors(bundle.model, tensors, table, batch_size)
+    return frame.with_columns(
+        pl.Series("p_click", p_click, dtype=pl.Float64), pl.Series("p_purchase", p_purchase, dtype=pl.Float64)
+    )
+
+
+def predict_reviews(
+    bundle: MultiTaskBundle, frame: pl.DataFrame, items: pl.DataFrame | ItemTable | None = None
+) -> pl.DataFrame:
+    """``frame`` with p_negative appended, for review rows."""
+    table = prepare_items(bundle, items)
+    tensors = encode_reviews(bundle.model, bundle.spec, frame, table)
+    return frame.with_columns(
+        pl.Series("p_negative", predict_review_tensors(bundle.model, tensors, table), dtype=pl.Float64)
+    )
+
+
+def predict_categories(bundle: MultiTaskBundle, items: pl.DataFrame) -> pl.DataFrame:
+    """Items that have a decodable image, with listed_category, predicted_category and confidence."""
+    table = prepare_items(bundle, items)
+    with_image = items.filter(pl.col("image").is_not_null())
+    rows = table.rows_of(with_image.get_column("item_id"))  # [n]
+    keep = table.has_image.cpu()[rows]  # [n] decodable images only
+    with_image = with_image.filter(pl.Series(keep.numpy()))
+    probabilities = predict_item_tensors(bundle.model, {"table_rows": rows[keep]}, table)  # [n, n_classes]
+    return with_image.select("item_id", "split", pl.col("category").alias("listed_category")).with_columns(
+        category_predictions(probabilities, bundle.spec.item_categories)
+    )
+
+
+def category_predictions(probabilities: np.ndarray, classes: list[str]) -> list[pl.Series]:
+    """predicted_category (the most likely class) and its probability, as Series."""
+    if probabilities.shape[0] == 0 or not classes:
+        n = probabilities.shape[0]
+        return [pl.Series("predicted_category", [None] * n, dtype=pl.String), pl.Series("confidence", [None] * n, dtype=pl.Float64)]
+    best = probabilities.argmax(axis=1)  # [n]
+    return [
+        pl.Series("predicted_category", np.asarray(classes, dtype=object)[best], dtype=pl.String),
+        pl.Series("confidence", probabilities[np.arange(best.size), best], dtype=pl.Float64),
+    ]
+
+
+def predict_orders(bundle: MultiTaskBundle, frame: pl.DataFrame, batch_size: int = 65536) -> pl.DataFrame:
+    """``frame`` with p_fraud appended."""
+    tensors = encode_orders(bundle.model, bundle.spec, frame)
+    return frame.with_columns(
+        pl.Series("p_fraud", predict_order_tensors(bundle.model, tensors, batch_size), dtype=pl.Float64)
+    )
+
+
+# --- scoring a features directory (shared by training and the gate) -------------------------------
+
+
+def predict_features(
+    model: MultiTaskNet,
+    spec: FeatureSpec,
+    tables: FeatureTables,
+    items: ItemTable,
+    objectives: tuple[str, ...],
+    batch_size: int,
+    include_candidates: bool = True,
+) -> dict[str, pl.DataFrame]:
+    """Prediction frames (PREDICTION_SCHEMAS) of ``objectives`` on the day-D rows; the others' frames are empty.
+
+    ``items`` must carry the model's image features. The items frame also keeps ``p_listed`` (the
+    probability of the listed category) for the log loss; it is not written out.
+    """
+    empty = {name: pl.DataFrame(schema=schema) for name, schema in PREDICTION_SCHEMAS.items()}
+    predictions = dict(empty)
+    if {"click", "purchase"} & set(objectives):
+        sources = [("impressions_eval", tables.impressions.filter(pl.col("split") == "eval"), ["event_id"])]
+        if include_candidates:
+            sources.append(("candidates", tables.candidates, ["user_id", "item_id"]))
+        for name, frame, keys in sources:
+            p_click, p_purchase = predict_impression_tensors(
+                model, encode_impressions(model, spec, frame, items), items, batch_size
+            )
+            predictions[name] = frame.select(keys).with_columns(
+                pl.Series("p_click", p_click, dtype=pl.Float64) if "click" in objectives else pl.lit(None, pl.Float64).alias("p_click"),
+                pl.Series("p_purchase", p_purchase, dtype=pl.Float64)
+                if "purchase" in objectives
+                else pl.lit(None, pl.Float64).alias("p_purchase"),
+            )
+    if "review" in objectives:
+        reviews = tables.reviews.filter(pl.col("split") == "eval")
+        p_negative = predict_review_tensors(model, encode_reviews(model, spec, reviews, items), items, batch_size)
+        predictions["reviews"] = reviews.select("review_id", "split").with_columns(
+            pl.Series("p_negative", p_negative, dtype=pl.Float64)
+        )
+    if "category" in objectives:
+        with_image = tables.items.filter(pl.col("image").is_not_null())
+        rows = items.rows_of(with_image.get_column("item_id"))  # [n]
+        decodable = items.has_image.cpu()[rows]  # [n] an undecodable image scores as no image: left out
+        with_image, rows = with_image.filter(pl.Series(decodable.numpy())), rows[decodable]
+        probabilities = predict_item_tensors(model, {"table_rows": rows}, items)  # [n, n_classes]
+        labels = encode_item_labels(spec, items, with_image)["label"].numpy()  # [n], -1 = unknown class
+        p_listed = np.where(labels >= 0, probabilities[np.arange(labels.size), np.maximum(labels, 0)], 0.0)
+        predictions["items"] = with_image.select(
+            "item_id", "split", pl.col("category").cast(pl.String).alias("listed_category")
+        ).with_columns(*category_predictions(probabilities, spec.item_categories), pl.Series("p_listed", p_listed))
+    if "fraud" in objectives:
+        orders = tables.orders.filter(pl.col("split").is_in(["eval", "score"]))
+        p_fraud = predict_order_tensors(model, encode_orders(model, spec, orders), batch_size)
+        predictions["orders"] = orders.select("order_id", "split").with_columns(
+            pl.Series("p_fraud", p_fraud, dtype=pl.Float64)
+        )
+    return predictions
+
+
+def eval_metric_rows(tables: FeatureTables, predictions: dict[str, pl.DataFrame], objectives: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Metric rows {task, metric, value, n_rows} of ``objectives`` on the day-D rows with labels."""
+    features = {"click": tables.impressions, "purchase": tables.impressions, "review": tables.reviews, "fraud": tables.orders}
+    rows: list[dict[str, Any]] = []
+    for objective in OBJECTIVES:
+        if objective not in objectives:
+            continue
+        if objective == "category":
+            rows += category_metric_rows(predictions["items"])
+        else:
+            prediction = predictions[LABEL_JOINS[objective].prediction]
+            rows += objective_metric_rows(objective, prediction, features[objective])
+    return rows
+
+
+def write_predictions(predictions: dict[str, pl.DataFrame], model_dir: Path) -> None:
+    """One Parquet file per prediction frame under ``model_dir/predictions``, in the columns of PREDICTION_SCHEMAS."""
+    for name, schema in PREDICTION_SCHEMAS.items():
+        frame = predictions[name].select(pl.col(column).cast(dtype) for column, dtype in schema.items())
+        write_parquet_atomically(frame, prediction_path(model_dir, name))
+
+
+def _predict_with_saved_model(
+    model_dir: Path, features_dir: Path, include_candidates: bool
+) -> tuple[MultiTaskBundle, Any, list[dict[str, Any]]]:
+    """(bundle, predictions, metric rows) of a saved model on ``features_dir``: training's own code path."""
+    bundle = load_multitask(Path(model_dir))
+    tables = read_feature_tables(Path(features_dir))
+    # "tasks": the key in config.json of models saved before objectives had their own name.
+    trained = bundle.extra.get("objectives", bundle.extra.get("tasks", OBJECTIVES))
+    objectives = tuple(objective for objective in trained if objective in tables.objectives_available)
+    training = bundle.extra.get("training", {})
+    network = bundle.model.config.network
+    with seeded_torch(training.get("seed", 0), torch.device("cpu"), training.get("num_threads", 1)):
+        items = with_image_features(bundle.model, encode_item_table(tables.items, network.text, network.image_size))
+        predictions = predict_features(
+            bundle.model,
+            bundle.spec,
+            tables,
+            items,
+            objectives,
+            training.get("predict_batch_size", 65536),
+            include_candidates=include_candidates,
+        )
+        return bundle, predictions, eval_metric_rows(tables, predictions, objectives)
+
+
+def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
+    """Metric rows of the saved model in ``model_dir`` on ``features_dir``'s day-D rows.
+
+    The same rows and code as the metrics training writes, so a champion and a challenger
+    are compared on equal terms; ids, items and categories the saved model never saw score through
+    its default rows (an unknown listed category counts as a wrong prediction).
+    """
+    return _predict_with_saved_model(model_dir, features_dir, include_candidates=False)[2]
+
+
+def score_multitask(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
+    """Score ``features_dir`` with a saved model into ``output_dir/predictions``, as training would."""
+    bundle, predictions, metrics = _predict_with_saved_model(model_dir, features_dir, include_candidates=True)
+    write_predictions(predictions, Path(output_dir))
+    return TrainingSummary(MULTITASK, bundle.model_version, Path(output_dir), metrics)

@@ -1,0 +1,337 @@
+"""Train the multi-task network on a features directory and write the model, metrics and predictions.
+
+    python -m training.train --features-dir DIR --output-dir DIR [--warm-start-dir DIR]
+
+Inputs (written by the feature builder): impressions, orders, reviews, items and candidates
+``.parquet`` files and ``manifest.json`` (``ds``, feature columns, ``objectives_available``). Any
+file may be empty or missing. An objective trains when it is configured
+(``MultiTaskConfig.objectives``), available (the manifest's ``objectives_available``) and has
+training rows; every other objective is logged with the reason it was skipped, gets an empty
+prediction file and no metric rows.
+
+| objective | training rows | eval rows (day D) | loss |
+|---|---|---|---|
+| click | impressions ``split == "train"`` | impressions ``split == "eval"`` | BCE(p_ctr, clicked) |
+| purchase | the same impressions | the same | ESMM BCE(p_ctr * p_cvr, converted) |
+| review | reviews ``split == "train"`` | reviews ``split == "eval"`` (written on D) | BCE(p_negative, negative) |
+| category | items ``split == "train"`` with an image | items ``split == "eval"`` with an image | cross-entropy over the training items' listed categories |
+| fraud | labelled orders ``split == "train"`` | labelled orders ``split == "eval"`` | BCE(p_fraud, is_fraud) |
+
+This file sets up (vocabularies, the network, scaling, output biases, seeding) and writes the
+results; the loop is ``training/loop.py``. With ``warm_start_dir`` (the champion's model
+directory) the network starts from the champion's weights (``training/warm_start.py``).
+
+Outputs in ``output_dir``: model.pt (state_dict), config.json, metrics.json and
+predictions/{impressions_eval,candidates,orders,reviews,items}.parquet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from etl.contract import MULTITASK, OBJECTIVES
+from etl.io import write_json_atomically
+from etl.layout import METRICS_FILE
+from training import data as data_module
+from training import device as device_module
+from training import encoders as encoders_module
+from training import loop as loop_module
+from training import loss_weighting as loss_weighting_module
+from training import multitask as multitask_module
+from training import predict as predict_module
+from training import warm_start as warm_start_module
+from training.config import MultiTaskConfig, NetworkConfig
+from training.data import (
+    KINDS,
+    OBJECTIVE_KIND,
+    FeatureSpec,
+    FeatureTables,
+    ItemTable,
+    ObjectiveFrames,
+    Tensors,
+    build_feature_spec,
+    encode_item_table,
+    encode_objective_data,
+    item_classes,
+    n_rows,
+    read_feature_tables,
+    split_objective_frames,
+)
+from training.device import resolve_device, seeded_torch
+from training.loop import fit
+from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
+from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
+from training.predict import MODEL_FILE, MultiTaskBundle, eval_metric_rows, predict_features, save_multitask, write_predictions
+from training.summary import TrainingSummary, compute_model_version
+from training.warm_start import warm_start_from
+
+log = logging.getLogger(__name__)
+
+# The model's source is hashed into its version, so a code change never reuses a version name for
+# other weights (this file is hashed too).
+SOURCE_MODULES = (
+    multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
+    warm_start_module, device_module,
+)
+
+
+def plan_objectives(
+    config: MultiTaskConfig, tables: FeatureTables, frames: ObjectiveFrames
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(objectives to train, {skipped objective: why}); unknown names in the config are an error."""
+    unknown = sorted(set(config.objectives) - set(OBJECTIVES))
+    if unknown:
+        raise ValueError(f"MultiTaskConfig.objectives has unknown objectives {unknown}; known: {list(OBJECTIVES)}")
+    trained, skipped = [], {}
+    for objective in OBJECTIVES:
+        train_rows = frames.train[OBJECTIVE_KIND[objective]].height
+        if objective not in config.objectives:
+            skipped[objective] = "not configured (MultiTaskConfig.objectives)"
+        elif objective not in tables.objectives_available:
+            skipped[objective] = f"not in the features' objectives_available {list(tables.objectives_available)}"
+        elif train_rows == 0:
+            skipped[objective] = f"no labelled split == 'train' rows of kind {OBJECTIVE_KIND[objective]!r}"
+        else:
+            trained.append(objective)
+    return tuple(trained), skipped
+
+
+def build_model(
+    spec: FeatureSpec, train: dict[str, pl.DataFrame], trained: tuple[str, ...], config: MultiTaskConfig
+) -> MultiTaskNet:
+    """A freshly initialised network whose id vocabularies are the trained objectives' training users and items."""
+    kinds = {OBJECTIVE_KIND[objective] for objective in trained}
+    user_frames = [train[kind].get_column("user_id") for kind in ("impression", "review", "order") if kind in kinds]
+    item_frames = [train[kind].get_column("item_id") for kind in ("impression", "review") if kind in kinds]
+
+    def vocabulary(columns: list[pl.Series]) -> np.ndarray:
+        if not columns:
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(pl.concat([c.cast(pl.Int64) for c in columns]).drop_nulls().unique().to_numpy().astype(np.int64))
+
+    user_vocabulary, item_vocabulary = vocabulary(user_frames), vocabulary(item_frames)  # [n_users], [n_items]
+    model = MultiTaskNet(
+        MultiTaskModelConfig(
+            n_users=user_vocabulary.size,
+            n_items=item_vocabulary.size,
+            n_categories=len(spec.categories),
+            order_categorical_sizes=tuple(len(spec.order_categorical_values[c]) for c in spec.order_categorical),
+            n_impression_dense=len(spec.impression_dense),
+            n_order_dense=len(spec.order_dense),
+            n_item_classes=len(spec.item_categories),
+            network=config.network,
+        )
+    )
+    model.user_vocabulary.copy_(torch.from_numpy(user_vocabulary))
+    model.item_vocabulary.copy_(torch.from_numpy(item_vocabulary))
+    return model
+
+
+def log_odds(rate: float) -> float:
+    """log(rate / (1 - rate)), with the rate kept inside (1e-4, 1 - 1e-4)."""
+    rate = min(max(rate, 1e-4), 1 - 1e-4)
+    return math.log(rate / (1 - rate))
+
+
+def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors]) -> None:
+    """Start each head at its training base rate (log-odds, log prior), so early steps learn ranking, not the prior."""
+    with torch.no_grad():
+        if "impression" in train:
+            clicked, converted = train["impression"]["clicked"], train["impression"]["converted"]  # [rows] each
+            model.impression_tower.click_head[-1].bias.fill_(log_odds(clicked.mean().item()))
+            if clicked.sum() > 0:  # the CVR head predicts conversion given a click
+                model.impression_tower.cvr_head[-1].bias.fill_(log_odds((converted.sum() / clicked.sum()).item()))
+        if "review" in train:
+            model.review_tower[-1].bias.fill_(log_odds(train["review"]["negative"].mean().item()))
+        if "item" in train:
+            counts = torch.bincount(train["item"]["label"], minlength=model.category_head.out_features).double()
+            model.category_head.bias.copy_(torch.log((counts + 1.0) / (counts.sum() + counts.numel())).float())
+        if "order" in train:
+            model.fraud_tower[-1].bias.fill_(log_odds(train["order"]["is_fraud"].mean().item()))
+
+
+def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor) -> None:
+    """Fill a model's mean/std buffers from training features [rows, n_dense]; constant columns get std 1."""
+    if dense.shape[0] == 0 or dense.shape[1] == 0:
+        return
+    column_mean = dense.double().mean(dim=0)  # [n_dense]
+    column_std = dense.double().std(dim=0, unbiased=False)  # [n_dense]
+    mean.copy_(column_mean.float())
+    std.copy_(torch.where(column_std > 1e-6, column_std, torch.ones_like(column_std)).float())
+
+
+@dataclass
+class PreparedTraining:
+    """A freshly built network and its encoded data, ready for ``fit`` (also used by training.benchmark)."""
+
+    spec: FeatureSpec
+    model: MultiTaskNet
+    train: dict[str, Tensors]  # per batch kind, training rows
+    evaluation: dict[str, Tensors]  # per batch kind, day-D eval rows
+    items: ItemTable  # every item's content; rows of both splits (content is an input, not a label)
+    trained: tuple[str, ...]
+    skipped: dict[str, str]
+
+
+def prepare_training(tables: FeatureTables, config: MultiTaskConfig) -> PreparedTraining:
+    """Plan the objectives, build vocabularies and the network, encode the rows, set scaling and biases."""
+    frames = split_objective_frames(tables)
+    trained, skipped = plan_objectives(config, tables, frames)
+    if not trained:
+        raise ValueError(f"no objective can be trained on {tables.features_dir}: {skipped}")
+    kinds = {OBJECTIVE_KIND[objective] for objective in trained}
+    item_table = encode_item_table(tables.items, config.network.text, config.network.image_size)
+    classes = item_classes(frames.train["item"], item_table) if "category" in trained else []
+    spec = build_feature_spec(tables.manifest, frames.train, trained, classes)
+    model = build_model(spec, frames.train, trained, config)
+    train = encode_objective_data(model, spec, frames.train, item_table, kinds)
+    if "category" in trained and n_rows(train["item"]) == 0:  # every training image failed to decode
+        trained, skipped["category"] = tuple(t for t in trained if t != "category"), "no decodable training images"
+        del train["item"]
+    evaluation = encode_objective_data(model, spec, frames.evaluation, item_table, set(train))
+    if "impression" in train:
+        set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"])
+    if "order" in train:
+        set_dense_scaling(model.order_dense_mean, model.order_dense_std, train["order"]["dense"])
+    init_output_biases(model, train)
+    for objective, reason in skipped.items():
+        log.info("objective %s skipped: %s", objective, reason)
+    log.info(
+        "objectives %s; train/eval rows per batch kind: %s",
+        list(trained),
+        {kind: (n_rows(train[kind]), n_rows(evaluation[kind])) for kind in KINDS if kind in train},
+    )
+    return PreparedTraining(spec, model, train, evaluation, item_table, trained, skipped)
+
+
+def build_objective_weighting(config: MultiTaskConfig, trained: tuple[str, ...]) -> LossWeighting:
+    """The configured loss weighting over the trained objectives."""
+    fixed = {
+        "click": config.click_weight,
+        "purchase": config.ctcvr_weight,
+        "review": config.review_weight,
+        "category": config.category_weight,
+        "fraud": config.fraud_weight,
+    }
+    return build_loss_weighting(config.loss_weighting, trained, fixed, config.gradnorm_alpha)
+
+
+def train_multitask(
+    features_dir: Path,
+    output_dir: Path,
+    config: MultiTaskConfig = MultiTaskConfig(),
+    warm_start_dir: Path | None = None,
+) -> TrainingSummary:
+    """Train the configured and available objectives on ``features_dir``; write model, metrics and predictions."""
+    started = time.perf_counter()
+    features_dir, output_dir = Path(features_dir), Path(output_dir)
+    tables = read_feature_tables(features_dir)
+    # The model's source is hashed too, so a code change never reuses a version name for other weights.
+    sources = [Path(module.__file__) for module in SOURCE_MODULES]
+    warm_inputs = [Path(warm_start_dir) / MODEL_FILE] if warm_start_dir else []
+    warm_inputs = [path for path in warm_inputs if path.exists()]
+    model_version = compute_model_version(
+        MULTITASK, tables.ds, config.to_json(), [*tables.input_paths(), *warm_inputs, Path(__file__), *sources]
+    )
+    device = resolve_device(config.device)
+    log.info("training %s on %s", model_version, device)
+
+    with seeded_torch(config.seed, device, config.num_threads) as generator:
+        prepared = prepare_training(tables, config)
+        model, spec, trained = prepared.model, prepared.spec, prepared.trained
+        warm_start = None
+        if warm_start_dir is not None:
+            try:
+                warm_start = warm_start_from(model, spec, Path(warm_start_dir))
+            except (OSError, KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as error:
+                # A champion saved by an older, incompatible version must not stop the nightly run.
+                log.warning("warm start from %s failed (%s: %s); training from scratch", warm_start_dir, type(error).__name__, error)
+                warm_start = {"from": str(warm_start_dir), "error": f"{type(error).__name__}: {error}"}
+        model.to(device)
+        if config.compile:
+            model.compile_towers()
+        weighting = build_objective_weighting(config, trained).to(device)
+        history, best_epoch = fit(
+            model, weighting, prepared.train, prepared.evaluation, prepared.items, trained, config, device, generator
+        )
+        items = with_image_features(model, prepared.items)
+        predictions = predict_features(model, spec, tables, items, trained, config.predict_batch_size)
+        metrics = eval_metric_rows(tables, predictions, trained)
+
+    write_predictions(predictions, output_dir)
+    summary = TrainingSummary(
+        model_name=MULTITASK,
+        model_version=model_version,
+        output_dir=output_dir,
+        metrics=metrics,
+        device=str(device),
+        n_train={objective: n_rows(prepared.train[OBJECTIVE_KIND[objective]]) for objective in trained},
+        wall_s=0.0,
+    )
+    bundle = MultiTaskBundle(
+        model=model,
+        spec=spec,
+        model_version=model_version,
+        extra={"ds": tables.ds.isoformat(), "training": asdict(config), "objectives": list(trained)},
+    )
+    save_multitask(bundle, output_dir)
+    summary.wall_s = time.perf_counter() - started
+    write_json_atomically(
+        output_dir / METRICS_FILE,
+        {
+            **summary.to_dict(),
+            "best_epoch": best_epoch,
+            "history": history,
+            "objectives": {"trained": list(trained), "skipped": prepared.skipped},
+            "loss_weights": weighting.objective_weights(),
+            "loss_log_variances": weighting.log_variance() if isinstance(weighting, UncertaintyWeighting) else None,
+            "warm_start": warm_start,
+        },
+    )
+    log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, _format_metrics(metrics))
+    return summary
+
+
+def _format_metrics(rows: list[dict[str, Any]]) -> str:
+    return " ".join(f"{row['task']}.{row['metric']}={row['value']:.4f}" for row in rows if row["value"] is not None)
+
+
+def main() -> None:
+    """CLI: train on a features directory."""
+    parser = argparse.ArgumentParser(description="Train the shopmtl multi-task network.")
+    parser.add_argument("--features-dir", type=Path, required=True)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--warm-start-dir", type=Path, default=None, help="a saved model to start from (the champion)")
+    parser.add_argument("--seed", type=int, default=MultiTaskConfig.seed)
+    parser.add_argument("--max-epochs", type=int, default=MultiTaskConfig.max_epochs)
+    parser.add_argument("--num-threads", type=int, default=MultiTaskConfig.num_threads)
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default=NetworkConfig.architecture)
+    parser.add_argument("--loss-weighting", choices=METHODS, default=MultiTaskConfig.loss_weighting)
+    parser.add_argument("--objectives", default=",".join(MultiTaskConfig.objectives), help="comma-separated objectives to train")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = MultiTaskConfig(
+        seed=args.seed,
+        max_epochs=args.max_epochs,
+        num_threads=args.num_threads,
+        network=NetworkConfig(architecture=args.architecture),
+        loss_weighting=args.loss_weighting,
+        objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
+    )
+    summary = train_multitask(args.features_dir, args.output_dir, config, args.warm_start_dir)
+    print(json.dumps(summary.to_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
