@@ -108,7 +108,8 @@ def nightly_retrain():
 
     @task
     def build_features(run_plan: dict, validation: dict, params=None) -> dict:
-        from etl.features import FeatureConfig, build_features
+        from etl.config import FeatureConfig
+        from etl.features import build_features
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)

@@ -5,7 +5,8 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from etl.labels import FeatureConfig, start_of_day
+from etl.config import FeatureConfig
+from etl.labels import start_of_day
 
 
 def build_candidates(

@@ -1,4 +1,4 @@
-"""Settings: the one place that reads the environment.
+"""Settings: the one place that reads the environment, and the feature builder's typed settings.
 
 ``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse (``warehouse.db``) and the run
 directories (``runs/<D>/``, whose files ``etl.layout`` names; the models are trained there). Environment
@@ -42,6 +42,20 @@ class Settings:
     def run_dir(self, ds: date) -> Path:
         """Artifacts of the run for day ``ds``; one directory per day so concurrent days never share files."""
         return self.runs_dir / ds.isoformat()
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Label, split and candidate settings of ``etl.features.build_features``; the window itself is decided
+    by the extract. The DAG's Params ``maturity_days`` and ``fraud_eval_days`` set the first two."""
+
+    maturity_days: int = 14  # an unlabelled order counts as legitimate once this old
+    fraud_eval_days: int = 3  # newest mature days held out to evaluate fraud models
+    conversion_hours: int = 24  # a click converts when the user orders the item within this many hours
+    top_categories_per_user: int = 3  # candidate categories per user, by the user's clicks in the window
+    items_per_category: int = 30  # most popular items per candidate category
+    popular_items: int = 30  # globally most popular items every active user gets as candidates
+    review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
 
 
 def load_settings() -> Settings:

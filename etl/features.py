@@ -37,7 +37,8 @@ import polars as pl
 from etl.candidates import build_candidates
 from etl.contract import SOURCE_TABLES, available_objectives
 from etl.io import write_json_atomically, write_parquet_atomically
-from etl.labels import FeatureConfig, label_impressions, label_orders, start_of_day
+from etl.config import FeatureConfig
+from etl.labels import label_impressions, label_orders, start_of_day
 from etl.layout import extract_path, feature_path, manifest_path
 from etl.order_features import ORDER_CATEGORICAL, ORDER_DENSE, build_order_features
 from etl.warehouse import TABLE_SCHEMAS

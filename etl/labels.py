@@ -5,28 +5,15 @@
 - ``label_orders``: ``is_fraud`` as known at the cut-off (a label counts only when ``labeled_at`` is
   before it; an unlabelled order counts as legitimate once mature) and the fraud ``split``.
 
-``FeatureConfig`` holds the label, split and candidate settings of ``etl.features.build_features``.
 Labels use only what the extract holds, which ends at the cut-off.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import polars as pl
 
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Label and candidate settings; the window itself is decided by the extract."""
-
-    maturity_days: int = 14  # an unlabelled order counts as legitimate once this old
-    fraud_eval_days: int = 3  # newest mature days held out to evaluate fraud models
-    conversion_hours: int = 24  # a click converts when the user orders the item within this many hours
-    top_categories_per_user: int = 3  # candidate categories per user, by the user's clicks in the window
-    items_per_category: int = 30  # most popular items per candidate category
-    popular_items: int = 30  # globally most popular items every active user gets as candidates
-    review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
+from etl.config import FeatureConfig
 
 
 def label_impressions(clicks: pl.LazyFrame, order_lines: pl.LazyFrame, conversion_hours: int = 24) -> pl.LazyFrame:

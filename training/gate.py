@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from etl.contract import FRAUD_LGBM, MULTITASK
-from etl.features import FeatureConfig
+from etl.config import FeatureConfig
 from etl.io import write_json_atomically
 from etl.layout import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILES, feature_path, manifest_path, saved_model_name
 from training.config import GateConfig

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from etl.features import FeatureConfig
+from etl.config import FeatureConfig
 from demo.oracle import TRUTH_TABLES, compare_with_oracle, compute_category_accuracy_vs_truth, compute_oracle_metrics
 from demo.synthetic import generate_warehouse
 from etl.warehouse import create_warehouse_engine, read_frame

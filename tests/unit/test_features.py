@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from etl.candidates import build_candidates
-from etl.features import FeatureConfig, add_trailing_sums
+from etl.config import FeatureConfig
+from etl.features import add_trailing_sums
 from etl.labels import label_impressions, label_orders
 from etl.order_features import build_order_features, count_other_users_before
 
