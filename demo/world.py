@@ -191,19 +191,28 @@ def build_rings(config: SyntheticConfig) -> Rings:
     )
 
 
+def draw_arrivals(
+    config: SyntheticConfig, day: date | None, stream: int, base_count: int, per_day: float
+) -> tuple[np.random.Generator, int, np.ndarray, np.ndarray]:
+    """(the stream's generator, n, ids, arrival times in us) of the users or items that arrive on
+    ``day``; ``None``: the base population, spread over the years before the first day."""
+    key = BASE_KEY if day is None else day_index(day)
+    rng = stream_rng(config, key, stream)
+    if day is None:
+        n = round(base_count * config.scale)
+        ids = np.arange(1, n + 1, dtype=np.int64)
+        first = day_start_us(FIRST_DAY) - BASE_SPAN_DAYS * US_PER_DAY
+        arrivals = np.sort(rng.integers(first, day_start_us(FIRST_DAY), n))
+    else:
+        n = int(rng.poisson(config.count(per_day)))
+        ids = key * ID_BLOCK + np.arange(n, dtype=np.int64)
+        arrivals = np.sort(rng.integers(0, US_PER_DAY, n)) + day_start_us(day)
+    return rng, n, ids, arrivals
+
+
 def build_users(config: SyntheticConfig, day: date | None, rings: Rings) -> Users:
     """The users who sign up on ``day`` (``None``: the base population)."""
-    key = BASE_KEY if day is None else day_index(day)
-    rng = stream_rng(config, key, STREAM_USERS)
-    if day is None:
-        n = round(config.base_users * config.scale)
-        user_id = np.arange(1, n + 1, dtype=np.int64)
-        first = day_start_us(FIRST_DAY) - BASE_SPAN_DAYS * US_PER_DAY
-        signup = np.sort(rng.integers(first, day_start_us(FIRST_DAY), n))
-    else:
-        n = int(rng.poisson(config.count(config.new_users_per_day)))
-        user_id = key * ID_BLOCK + np.arange(n, dtype=np.int64)
-        signup = np.sort(rng.integers(0, US_PER_DAY, n)) + day_start_us(day)
+    rng, n, user_id, signup = draw_arrivals(config, day, STREAM_USERS, config.base_users, config.new_users_per_day)
     if n >= ID_BLOCK:
         raise ValueError(f"scale {config.scale} gives {n} users in one block (max {ID_BLOCK - 1})")
     country = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_WEIGHTS)
@@ -250,17 +259,7 @@ def build_users(config: SyntheticConfig, day: date | None, rings: Rings) -> User
 
 def build_items(config: SyntheticConfig, day: date | None) -> Items:
     """The items created on ``day`` (``None``: the base catalogue)."""
-    key = BASE_KEY if day is None else day_index(day)
-    rng = stream_rng(config, key, STREAM_ITEMS)
-    if day is None:
-        n = round(config.base_items * config.scale)
-        item_id = np.arange(1, n + 1, dtype=np.int64)
-        first = day_start_us(FIRST_DAY) - BASE_SPAN_DAYS * US_PER_DAY
-        created = np.sort(rng.integers(first, day_start_us(FIRST_DAY), n))
-    else:
-        n = int(rng.poisson(config.count(config.new_items_per_day)))
-        item_id = key * ID_BLOCK + np.arange(n, dtype=np.int64)
-        created = np.sort(rng.integers(0, US_PER_DAY, n)) + day_start_us(day)
+    rng, n, item_id, created = draw_arrivals(config, day, STREAM_ITEMS, config.base_items, config.new_items_per_day)
     true_category = rng.choice(len(CATEGORIES), size=n, p=CATEGORY_WEIGHTS)
     wrong = rng.random(n) < config.mislabel_share
     shift = rng.integers(1, len(CATEGORIES), n)
