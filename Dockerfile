@@ -27,8 +27,8 @@ WORKDIR /opt/shopmtl-src
 # Dependencies first, in their own layer: code changes then rebuild in seconds. The packages are
 # stubbed so the editable install can resolve; the real sources are copied over them below.
 COPY pyproject.toml requirements.lock README.md ./
-RUN mkdir -p etl training validation demo \
-    && touch etl/__init__.py training/__init__.py validation/__init__.py demo/__init__.py \
+RUN mkdir -p etl training validation demo reporting \
+    && touch etl/__init__.py training/__init__.py validation/__init__.py demo/__init__.py reporting/__init__.py \
     && pip install --extra-index-url "${TORCH_INDEX_URL}" -c requirements.lock -e '.[celery]'
 
 COPY etl ./etl
@@ -40,7 +40,7 @@ COPY sql ./sql
 COPY dags ./dags
 COPY docker ./docker
 RUN pip install --no-deps --extra-index-url "${TORCH_INDEX_URL}" -c requirements.lock -e '.[celery]' \
-    && python -c "import airflow.providers.celery, redis, torch, etl, training, validation, demo; print('torch', torch.__version__)" \
+    && python -c "import airflow.providers.celery, redis, torch, etl, training, validation, demo, reporting; print('torch', torch.__version__)" \
     && useradd --create-home --uid 50000 --gid 0 airflow \
     && mkdir -p "$AIRFLOW_HOME/logs" "$AIRFLOW_HOME/auth" "$SHOPMTL_HOME" \
     && chown -R airflow:0 "$AIRFLOW_HOME" "$SHOPMTL_HOME" \

@@ -28,8 +28,7 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Connection
 
-from demo.public_data import to_table
-from etl.warehouse import create_tables, create_warehouse_engine, mask_url, replace_rows
+from etl.warehouse import create_tables, create_warehouse_engine, mask_url, replace_rows, select_table
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +128,9 @@ def build_fashion_mnist_tables(
     item_images = pl.DataFrame({"item_id": item_id, "image": pngs, "updated_at": created_at})
     truth = pl.DataFrame({"item_id": item_id, "true_category": category})
     return {
-        "items": to_table("items", items),
-        "item_images": to_table("item_images", item_images),
-        "truth_items": to_table("truth_items", truth),
+        "items": select_table("items", items),
+        "item_images": select_table("item_images", item_images),
+        "truth_items": select_table("truth_items", truth),
     }
 
 

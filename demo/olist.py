@@ -52,8 +52,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from demo.public_data import to_table
-from etl.warehouse import create_tables, create_warehouse_engine, insert_frame, mask_url
+from etl.warehouse import create_tables, create_warehouse_engine, insert_frame, mask_url, select_table
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +200,11 @@ def build_olist_tables(raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
 
     review_rows = reviews_from_raw(raw["reviews"], orders, lines)
     return {
-        "users": to_table("users", users),
-        "items": to_table("items", items),
-        "orders": to_table("orders", order_rows),
-        "order_items": to_table("order_items", order_item_rows),
-        "reviews": to_table("reviews", review_rows),
+        "users": select_table("users", users),
+        "items": select_table("items", items),
+        "orders": select_table("orders", order_rows),
+        "order_items": select_table("order_items", order_item_rows),
+        "reviews": select_table("reviews", review_rows),
     }
 
 

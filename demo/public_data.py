@@ -19,14 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import polars as pl
-
-from etl.warehouse import TABLE_SCHEMAS
-
-
-def to_table(table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with exactly the contract columns and types of ``table``."""
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in TABLE_SCHEMAS[table].items()])
+from demo.fashion_mnist import load_fashion_mnist
+from demo.olist import load_olist
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,10 +41,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: load one public data set and print the rows written per table as JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    # Imported here: the loaders import ``to_table`` from this module.
-    from demo.fashion_mnist import load_fashion_mnist
-    from demo.olist import load_olist
-
     if args.source == "olist":
         written = load_olist(args.path, args.warehouse_url)
     else:

@@ -23,7 +23,7 @@ from demo.world import (
     day_index,
     stream_rng,
 )
-from etl.warehouse import TABLE_SCHEMAS
+from etl.warehouse import TABLE_SCHEMAS, select_table
 
 
 def to_datetime(values: np.ndarray) -> pl.Series:
@@ -32,10 +32,8 @@ def to_datetime(values: np.ndarray) -> pl.Series:
 
 
 def to_table(table: str, columns: dict[str, object]) -> pl.DataFrame:
-    """A frame with exactly the contract columns and types of ``table``."""
-    schema = TABLE_SCHEMAS[table]
-    frame = pl.DataFrame({name: columns[name] for name in schema})
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    """A frame with exactly the contract columns and types of ``table``, from column arrays."""
+    return select_table(table, pl.DataFrame({name: columns[name] for name in TABLE_SCHEMAS[table]}))
 
 
 def format_device_ids(values: np.ndarray) -> pl.Series:

@@ -34,6 +34,7 @@ PREDICTIONS_DIR = "predictions"
 # Prediction files (predictions/<name>.parquet): the network writes all five, LightGBM ``orders``.
 PREDICTIONS = ("impressions_eval", "candidates", "orders", "reviews", "items")
 
+DATA_DOCS_INDEX = "index.html"  # the page Great Expectations builds at the top of the data docs
 REPORT_FILE = "report.html"
 REPORT_PLOTS_DIR = "report"  # next to report.html; its image links are relative to the run directory
 CHAMPION_SUFFIX = "_champion"

@@ -363,6 +363,11 @@ def cast_to_schema(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl
     return frame.select(columns + extra)
 
 
+def select_table(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with exactly the contract columns and types of ``table`` (other columns dropped)."""
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in TABLE_SCHEMAS[table].items()])
+
+
 def read_frame(
     conn: Connection, query: str, params: Mapping[str, object] | None = None, table: str | None = None
 ) -> pl.DataFrame:
@@ -438,4 +443,5 @@ __all__ = [
     "normalize_url",
     "read_frame",
     "replace_rows",
+    "select_table",
 ]

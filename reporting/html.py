@@ -18,11 +18,10 @@ from typing import Any
 import polars as pl
 
 from etl.contract import BINARY_OBJECTIVES, MAIN_METRIC, OBJECTIVE_SOURCES, OBJECTIVES, SCORE_TABLES
-from etl.layout import RunLayout
+from etl.layout import DATA_DOCS_INDEX, RunLayout
 from reporting.data import ReportData
 
 MAX_LISTED_FAILURES = 200
-DATA_DOCS_INDEX = "index.html"  # the page Great Expectations builds at the top of the data docs directory
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1.5em auto; max-width: 1400px;

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from etl.contract import FRAUD_LGBM, MAIN_METRIC, MULTITASK
+from etl.io import write_atomically
 from reporting.calibration import MODEL_LABELS, CalibrationCurve
 from reporting.data import ReportData
 
@@ -41,9 +42,7 @@ def _figure(n_panels: int, panel_size: tuple[float, float] = (4.6, 3.4), max_col
 
 
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
 # --- metric history ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -31,13 +31,20 @@ from etl.layout import feature_input_paths, feature_path, manifest_path
 from training.config import TextHashing
 from training.encoders import decode_images, gather_bags, hash_texts
 
-if TYPE_CHECKING:  # the model only lends its vocabularies to the encoders
-    from training.multitask import MultiTaskNet
 
 UNSEEN_ROW = 0  # embedding row shared by every id or category value missing from the vocabulary
 OBJECTIVE_KIND = {"click": "impression", "purchase": "impression", "review": "review", "category": "item", "fraud": "order"}
 KINDS = ("impression", "review", "item", "order")  # sampler order (fixed: the shuffles consume the generator in it)
 Tensors = dict[str, torch.Tensor]
+
+
+class Vocabularies(Protocol):
+    """What encoding reads of a network (``training.multitask.MultiTaskNet``): its sorted id
+    vocabularies and its config, whose ``network.text`` says how to hash text."""
+
+    user_vocabulary: torch.Tensor
+    item_vocabulary: torch.Tensor
+    config: Any
 
 
 # --- reading the features directory ------------------------------------------------------------------
@@ -284,7 +291,7 @@ def empty_item_table(hashing: TextHashing, image_size: int) -> ItemTable:
     return encode_item_table(pl.DataFrame(schema=schema), hashing, image_size)
 
 
-def user_item_rows(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
+def user_item_rows(model: Vocabularies, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
     """The embedding rows of a (user, item, category) frame, and its items' rows in the item table."""
     return {
         "user_rows": id_rows(model.user_vocabulary, frame.get_column("user_id")),  # [rows]
@@ -297,7 +304,7 @@ def user_item_rows(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, 
 
 
 def encode_impressions(
-    model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None = None
+    model: Vocabularies, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None = None
 ) -> Tensors:
     """Tensors for impression-shaped rows (impressions or candidates): rows, dense, and labels when present."""
     tensors = {
@@ -310,7 +317,7 @@ def encode_impressions(
     return tensors
 
 
-def encode_reviews(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
+def encode_reviews(model: Vocabularies, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
     """Tensors for review rows: id rows, content rows, the hashed text (flat ids + offsets), and ``negative``."""
     text_ids, text_offsets = hash_texts(frame.get_column("text").to_list(), model.config.network.text)
     tensors = {
@@ -329,7 +336,7 @@ def encode_item_labels(spec: FeatureSpec, items: ItemTable, frame: pl.DataFrame)
     return {"table_rows": items.rows_of(frame.get_column("item_id")), "label": label}  # [rows] each
 
 
-def encode_orders(model: MultiTaskNet, spec: FeatureSpec, frame: pl.DataFrame) -> Tensors:
+def encode_orders(model: Vocabularies, spec: FeatureSpec, frame: pl.DataFrame) -> Tensors:
     """Tensors for order rows: user rows, categorical rows [rows, n_cat], dense, and is_fraud when labelled."""
     if spec.order_categorical:
         codes = frame.select(
@@ -380,7 +387,7 @@ def batched(tensors: Tensors, batch_size: int, device: torch.device) -> list[Ten
 
 
 def encode_objective_data(
-    model: MultiTaskNet, spec: FeatureSpec, frames: dict[str, pl.DataFrame], items: ItemTable, kinds: set[str]
+    model: Vocabularies, spec: FeatureSpec, frames: dict[str, pl.DataFrame], items: ItemTable, kinds: set[str]
 ) -> dict[str, Tensors]:
     """Encoded tensors of the given kinds' frames (item rows without a decodable image or known class dropped)."""
     data: dict[str, Tensors] = {}

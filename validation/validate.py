@@ -32,7 +32,7 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from great_expectations.datasource.fluent import PandasDatasource  # noqa: E402
 
 from etl.contract import SOURCE_TABLES  # noqa: E402
-from etl.layout import extract_path  # noqa: E402
+from etl.layout import DATA_DOCS_INDEX, extract_path  # noqa: E402
 from validation.results import RESULTS_TABLE, ExpectationOutcome, outcome_from_result, write_results  # noqa: E402
 from validation.suites import REFERENCE_CHECKS, ValidationWindow, build_suite  # noqa: E402
 
@@ -288,7 +288,7 @@ def build_docs(context: EphemeralDataContext, docs_dir: Path) -> Path | None:
     except Exception:
         log.exception("Building the GX data docs in %s failed; the results are still recorded", docs_dir)
         return None
-    index = docs_dir / "index.html"
+    index = docs_dir / DATA_DOCS_INDEX
     log.info("GX data docs: %s", index)
     return index
 

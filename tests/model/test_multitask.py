@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,31 @@ def test_evaluate_multitask_on_a_saved_model_equals_the_metrics_it_wrote(
     assert evaluate_multitask(output_dir, features_dir) == summary.metrics
     written = json.loads((output_dir / "metrics.json").read_text())["metrics"]
     assert evaluate_multitask(output_dir, features_dir) == written
+
+
+@pytest.mark.slow
+def test_a_champion_saved_before_the_network_config_was_nested_still_loads_and_scores_the_same(
+    trained: tuple[TrainingSummary, Path], features_dir: Path, tmp_path: Path
+) -> None:
+    # Until the layout change, config.json kept the network's settings flat beside the sizes
+    # ("text_buckets", "char_ngram_min", ...) and the trained objectives under "tasks". A champion
+    # registered then must still be evaluated by the gate and score a rejected night.
+    summary, output_dir = trained
+    legacy = tmp_path / "legacy"
+    shutil.copytree(output_dir, legacy)
+    payload = json.loads((legacy / "config.json").read_text())
+    network = payload["model"].pop("network")
+    text = network.pop("text")
+    payload["model"].update(network)
+    payload["model"].update(
+        text_buckets=text["n_buckets"], char_ngram_min=text["char_ngram_min"], char_ngram_max=text["char_ngram_max"],
+        word_bigrams=text["word_bigrams"], strip_accents=text["strip_accents"],
+    )  # fmt: skip
+    payload["tasks"] = payload.pop("objectives")
+    (legacy / "config.json").write_text(json.dumps(payload))
+
+    assert load_multitask(legacy).model.config == load_multitask(output_dir).model.config
+    assert evaluate_multitask(legacy, features_dir) == summary.metrics
 
 
 @pytest.mark.slow
