@@ -15,11 +15,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import polars as pl
+import sqlalchemy as sa
 
 from etl.contract import PUBLISHED_TABLES
-from etl.warehouse import TABLE_SCHEMAS, bind_date, create_warehouse_engine, read_frame
+from etl.warehouse import TABLE_SCHEMAS, bind_date, create_warehouse_engine, mask_url, normalize_url, read_frame
 
 RUN_COLUMNS = ("run_id", "created_at")  # differ on every run by design
 
@@ -40,11 +42,17 @@ def fingerprint_frame(frame: pl.DataFrame) -> str:
 def fingerprint_day(warehouse_url: str, ds: date, exclude: Sequence[str] = ()) -> list[TableFingerprint]:
     """One fingerprint per published table for day ``ds`` (tables that do not exist count as empty)."""
     dropped = {*RUN_COLUMNS, *exclude}
+    url = sa.make_url(normalize_url(warehouse_url))
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        # Connecting would create an empty file and report nothing published: say it is the wrong path.
+        raise FileNotFoundError(f"no SQLite warehouse at {url.database!r}")
     fingerprints = []
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
             existing = set(conn.dialect.get_table_names(conn))
+            if not existing & set(PUBLISHED_TABLES):
+                raise ValueError(f"{mask_url(warehouse_url)} has none of the published tables {list(PUBLISHED_TABLES)}")
             for table in PUBLISHED_TABLES:
                 columns = [name for name in TABLE_SCHEMAS[table] if name not in dropped]
                 if table in existing:

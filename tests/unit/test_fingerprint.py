@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import date
 
 import polars as pl
+import pytest
 
 from etl.fingerprint import fingerprint_day, fingerprint_frame
 from etl.warehouse import create_tables, create_warehouse_engine, insert_frame
@@ -47,3 +48,15 @@ def test_fingerprint_ignores_row_order_and_other_days_and_sees_every_value(wareh
     write(renamed, reviews(DS, [0.1, 0.25, 0.9], version="multitask-2"))  # the same scores from newer code
     assert digests(renamed)["score_review_sentiment"] != published["score_review_sentiment"]
     assert digests(renamed, exclude=["model_version"]) == digests(warehouse_url, exclude=["model_version"])
+
+
+def test_fingerprint_refuses_a_warehouse_that_published_nothing(sqlite_url: str, tmp_path) -> None:
+    missing = f"sqlite:///{tmp_path / 'nowhere' / 'warehouse.db'}"
+    with pytest.raises(FileNotFoundError, match="no SQLite warehouse"):
+        fingerprint_day(missing, DS)
+    assert not (tmp_path / "nowhere").exists()  # a wrong path is not turned into an empty warehouse
+    engine = create_warehouse_engine(sqlite_url)
+    create_tables(engine, areas=["warehouse"])  # sources only: nothing was ever published here
+    engine.dispose()
+    with pytest.raises(ValueError, match="none of the published tables"):
+        fingerprint_day(sqlite_url, DS)
