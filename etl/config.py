@@ -2,7 +2,7 @@
 
 ``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse (``warehouse.db``) and the run
 directories (``runs/<D>/``, whose files ``etl.layout`` names; the models are trained there). Environment
-variables: ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``.
+variables: ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``, ``SHOPMTL_BENCH_POSTGRES_URL``.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from etl.layout import RUNS_DIR, WAREHOUSE_FILE
 log = logging.getLogger(__name__)
 
 DEFAULT_HOME = Path("~/.shopmtl")
+DEFAULT_BENCH_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Settings:
     # The Airflow (Celery) queue the training tasks run on (SHOPMTL_TRAINING_QUEUE, e.g. "gpu" for the
     # docker-compose gpu worker); None keeps Airflow's default queue.
     training_queue: str | None = None
+    # The PostgreSQL server `make bench` creates its warehouses on (SHOPMTL_BENCH_POSTGRES_URL; its
+    # databases are named shopmtl_bench_* and dropped after).
+    bench_postgres_url: str = DEFAULT_BENCH_POSTGRES_URL
 
     @property
     def embedded_warehouse_url(self) -> str:
@@ -59,12 +63,14 @@ class FeatureConfig:
 
 
 def load_settings() -> Settings:
-    """Read ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES`` and ``SHOPMTL_TRAINING_QUEUE`` (or their defaults) into Settings."""
+    """Read ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE`` and
+    ``SHOPMTL_BENCH_POSTGRES_URL`` (or their defaults) into Settings."""
     home = Path(os.environ.get("SHOPMTL_HOME") or DEFAULT_HOME).expanduser().resolve()
     return Settings(
         home=home,
         sources=parse_sources(os.environ.get("SHOPMTL_SOURCES")),
         training_queue=os.environ.get("SHOPMTL_TRAINING_QUEUE") or None,
+        bench_postgres_url=os.environ.get("SHOPMTL_BENCH_POSTGRES_URL") or DEFAULT_BENCH_POSTGRES_URL,
     )
 
 

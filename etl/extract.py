@@ -13,7 +13,7 @@ from pathlib import Path
 from etl.contract import SOURCE_TABLES
 from etl.io import write_parquet_atomically
 from etl.layout import extract_path
-from etl.warehouse import SQL_DIR, bind_timestamp, create_warehouse_engine, mask_url, read_frame
+from etl.warehouse import SQL_DIR, bind_timestamp, copy_query_to_frame, create_warehouse_engine, is_sqlite, mask_url, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def extract_source(table: str, warehouse_url: str, window: ExtractWindow, extrac
                 "window_start": bind_timestamp(conn, window.window_start),
                 "window_end": bind_timestamp(conn, window.window_end),
             }
-            frame = read_frame(conn, query, params, table=table)
+            # PostgreSQL streams the rows out with COPY; SQLite (embedded, demo-sized) reads rows.
+            read = read_frame if is_sqlite(conn) else copy_query_to_frame
+            frame = read(conn, query, params, table=table)
     finally:
         engine.dispose()
     path = extract_path(extract_dir, table)

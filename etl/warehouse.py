@@ -154,6 +154,8 @@ AREA_REQUIRES: dict[str, tuple[str, ...]] = {"views": ("warehouse", "scores", "o
 # REPLACE VIEW) of the same object can collide in the catalog. Any constant bigint, shopmtl's own.
 DDL_LOCK_KEY = 0x73686F706D746C  # "shopmtl"
 VIEW_DIGEST_MARKER = "shopmtl-ddl-sha256:"
+# Rows per COPY ... FROM STDIN write: ~10-20 MB of CSV, big enough that a write is not per-row overhead.
+COPY_CHUNK_ROWS = 100_000
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL URLs given without a driver (``postgresql://`` / ``postgres://``)."""
@@ -382,6 +384,45 @@ def read_frame(
     return cast_to_schema(frame, {name: schema[name] for name in names if name in schema}) if schema else frame
 
 
+def copy_query_to_frame(conn: Connection, query: str, params: Mapping[str, object], table: str) -> pl.DataFrame:
+    """PostgreSQL: ``COPY (query) TO STDOUT`` as CSV, parsed by Polars into ``table``'s contract types.
+
+    The bulk read path of the extract: rows leave the server at COPY speed and are parsed by Polars'
+    multi-threaded CSV reader, never as Python tuples (``read_frame`` fetches those, ~3x slower).
+    Binds the same ``:name`` parameters as ``read_frame`` (psycopg binds them client-side, the only
+    way COPY takes parameters). Returns the same frame as ``read_frame`` would.
+    """
+    compiled = sa.text(query).compile(dialect=conn.dialect)
+    values = {name: params[name] for name in compiled.params}  # the query's own parameters, as execute takes them
+    schema = TABLE_SCHEMAS[table]
+    buffer = io.BytesIO()
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv, HEADER true)", values) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    names = buffer.readline().decode().strip().split(",")  # HEADER: the query's columns, even with no rows
+    buffer.seek(0)
+    # PostgreSQL's CSV text: timestamps "YYYY-MM-DD HH:MM:SS[.ffffff]", booleans t/f, bytea \x<hex>;
+    # read those as text and convert below, numbers and strings straight into their types.
+    as_text = (pl.Datetime, pl.Date, pl.Boolean, pl.Binary)  # compared with ==: any time unit is a Datetime
+    overrides = {name: pl.String if schema[name] in as_text else schema[name] for name in names}
+    raw = pl.read_csv(buffer, schema_overrides=overrides, infer_schema=False)
+    converted = []
+    for name in names:
+        column, dtype = pl.col(name), schema[name]
+        if dtype == pl.Datetime:
+            column = column.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us")
+        elif dtype == pl.Date:
+            column = column.str.to_date("%Y-%m-%d")
+        elif dtype == pl.Boolean:
+            column = column == "t"
+        elif dtype == pl.Binary:
+            column = column.str.strip_prefix("\\x").str.decode("hex")
+        converted.append(column.cast(dtype))
+    return raw.select(converted)
+
+
 def insert_frame(conn: Connection, table: str, frame: pl.DataFrame) -> int:
     """Append ``frame`` to ``table`` inside the caller's transaction; COPY on PostgreSQL.
 
@@ -404,20 +445,22 @@ def insert_frame(conn: Connection, table: str, frame: pl.DataFrame) -> int:
 
 
 def _copy_frame(conn: Connection, table: str, frame: pl.DataFrame) -> None:
-    """Stream the frame through psycopg's COPY ... FROM STDIN (CSV), the fast path into PostgreSQL."""
-    encoded = frame.with_columns(
-        [
-            (pl.lit("\\x") + pl.col(name).bin.encode("hex")).alias(name)
-            for name, dtype in frame.schema.items()
-            if dtype == pl.Binary
-        ]
-    )
-    buffer = io.StringIO()
-    encoded.write_csv(buffer, include_header=False, null_value="", quote_style="necessary", datetime_format=TEXT_TIMESTAMP_FORMAT)
+    """Stream the frame through psycopg's COPY ... FROM STDIN (CSV), the fast path into PostgreSQL.
+
+    Encoded ``COPY_CHUNK_ROWS`` rows at a time: the server parses one chunk while the next is
+    encoded, and memory holds one chunk's CSV, not the whole table's.
+    """
+    binary = [name for name, dtype in frame.schema.items() if dtype == pl.Binary]
     columns = ", ".join(frame.columns)
     driver_cursor = conn.connection.driver_connection.cursor()
     with driver_cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-        copy.write(buffer.getvalue())
+        for chunk in frame.iter_slices(COPY_CHUNK_ROWS):
+            encoded = chunk.with_columns((pl.lit("\\x") + pl.col(name).bin.encode("hex")).alias(name) for name in binary)
+            buffer = io.BytesIO()
+            encoded.write_csv(
+                buffer, include_header=False, null_value="", quote_style="necessary", datetime_format=TEXT_TIMESTAMP_FORMAT
+            )
+            copy.write(buffer.getvalue())
 
 
 def replace_rows(
@@ -434,6 +477,7 @@ __all__ = [
     "bind_date",
     "bind_timestamp",
     "cast_to_schema",
+    "copy_query_to_frame",
     "create_tables",
     "create_view",
     "create_warehouse_engine",

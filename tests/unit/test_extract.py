@@ -65,3 +65,36 @@ def test_every_source_has_one_extract_query_file_bound_to_the_window():
         assert ";" not in query, table  # one statement per file
     with pytest.raises(ValueError, match="Unknown source table"):
         extract_query("truth_orders")
+
+
+@pytest.mark.postgres
+def test_copy_read_gives_the_frames_the_row_read_gives(postgres_url):
+    """PostgreSQL extracts stream through COPY ... TO STDOUT; every source, byte for byte the same frame."""
+    from demo.synthetic import generate_warehouse
+    from etl.warehouse import bind_timestamp, copy_query_to_frame, read_frame
+
+    generate_warehouse(postgres_url, date(2026, 3, 1), DS, scale=0.05, seed=3)
+    engine = create_warehouse_engine(postgres_url)
+    with engine.begin() as conn:  # values CSV could mangle: quotes, commas, newlines, empty vs NULL, bytes
+        insert_frame(conn, "reviews", _frame("reviews", [
+            (990_000_001, 200, 1, 10, 2, "", 'said "no", then\nleft', datetime(2026, 3, 10, 12)),
+            (990_000_002, 200, 1, 10, 4, None, "ok \\x41", datetime(2026, 3, 10, 12, 0, 0, 1)),
+        ]))
+        insert_frame(conn, "item_images", _frame("item_images", [(990_000_003, b"\x00\x01,\n\"\xff", datetime(2026, 3, 10))]))
+        insert_frame(conn, "orders", _frame("orders", [
+            (990_000_004, 1, datetime(2026, 3, 9), 20.0, "card", "d1", "ip1", "web", "DE", "completed"),
+        ]))
+        insert_frame(conn, "fraud_labels", _frame("fraud_labels", [(990_000_004, True, datetime(2026, 3, 10, 9))]))
+    window = ExtractWindow(ds=DS, window_days=28)
+    with engine.connect() as conn:
+        params = {"window_start": bind_timestamp(conn, window.window_start), "window_end": bind_timestamp(conn, window.window_end)}
+        for table in SOURCE_TABLES:
+            by_rows = read_frame(conn, extract_query(table), params, table=table)
+            by_copy = copy_query_to_frame(conn, extract_query(table), params, table=table)
+            assert by_rows.height > 0, table
+            assert by_copy.schema == by_rows.schema and by_copy.equals(by_rows), table
+        empty = {"window_start": params["window_start"], "window_end": params["window_start"]}  # no rows at all
+        by_rows = read_frame(conn, extract_query("clicks"), empty, table="clicks")
+        by_copy = copy_query_to_frame(conn, extract_query("clicks"), empty, table="clicks")
+        assert by_copy.height == 0 and by_copy.schema == by_rows.schema
+    engine.dispose()
