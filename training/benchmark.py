@@ -89,14 +89,14 @@ def benchmark(features_dir: Path, config: MultiTaskConfig, steps: int) -> list[d
         optimizers = build_optimizers(model, weighting, config)
         synchronize(device)
         started = time.perf_counter()
-        _, processed = train_one_epoch(
+        stats = train_one_epoch(
             model, weighting, optimizers, prepared.train, items, prepared.trained, config, device, generator
         )
         synchronize(device)
         elapsed = time.perf_counter() - started
         results.append(
-            {"kind": "joint epoch", "objectives": ",".join(prepared.trained), "batch": None, "rows_per_s": processed / elapsed,
-             "ms_per_step": None, "epoch_s": elapsed}
+            {"kind": "joint epoch", "objectives": ",".join(prepared.trained), "batch": None, "rows_per_s": stats.rows / elapsed,
+             "ms_per_step": None, "epoch_s": elapsed, "rows_per_s_by_objective": stats.rates(elapsed)}
         )  # fmt: skip
     return results
 

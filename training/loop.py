@@ -182,6 +182,19 @@ def train_step(
         weighting.renormalize()
 
 
+@dataclass(frozen=True)
+class EpochStats:
+    """What one training epoch did: mean loss and rows per objective, and all rows processed."""
+
+    losses: dict[str, float]
+    rows: int  # rows of every kind, counted once (click and purchase share their impressions)
+    rows_by_objective: dict[str, int]
+
+    def rates(self, seconds: float) -> dict[str, float]:
+        """Training rows per second per objective over ``seconds`` of training."""
+        return {objective: rows / max(seconds, 1e-9) for objective, rows in self.rows_by_objective.items() if rows}
+
+
 def train_one_epoch(
     model: MultiTaskNet,
     weighting: LossWeighting,
@@ -192,8 +205,8 @@ def train_one_epoch(
     config: MultiTaskConfig,
     device: torch.device,
     generator: torch.Generator,
-) -> tuple[dict[str, float], int]:
-    """One epoch of mixed steps; returns (mean training loss per trained objective, rows processed)."""
+) -> EpochStats:
+    """One epoch of mixed steps: mean training loss and rows seen per trained objective, rows processed."""
     model.train()
     sizes = {kind: n_rows(tensors) for kind, tensors in train.items()}
     # Loss sums stay tensors until the epoch ends: .item() per step would stall a GPU on every batch.
@@ -214,7 +227,8 @@ def train_one_epoch(
             sums[objective] += loss.detach() * rows
             counts[objective] += rows
         processed += sum(index.numel() for index in step.values())
-    return {objective: sums[objective].item() / counts[objective] for objective in trained if counts[objective]}, processed
+    losses = {objective: sums[objective].item() / counts[objective] for objective in trained if counts[objective]}
+    return EpochStats(losses=losses, rows=processed, rows_by_objective=counts)
 
 
 @torch.inference_mode()
@@ -279,10 +293,9 @@ def fit(
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
     for epoch in range(1, config.max_epochs + 1):
         started = time.perf_counter()
-        train_losses, processed = train_one_epoch(
-            model, weighting, optimizers, train, items, trained, config, device, generator
-        )
+        stats = train_one_epoch(model, weighting, optimizers, train, items, trained, config, device, generator)
         train_s = time.perf_counter() - started
+        rates = stats.rates(train_s)
         schedule.step()
         items = with_image_features(model, items)  # refreshed once per epoch (see training/multitask.py)
         eval_result = evaluate(model, evaluation, items, trained, config)
@@ -291,21 +304,23 @@ def fit(
         history.append(
             {
                 "epoch": epoch,
-                "train": train_losses,
+                "train": stats.losses,
                 "eval": eval_result,
                 "loss_weights": weights,
                 "wall_s": wall_s,
-                "samples_per_s": processed / train_s if train_s > 0 else None,
+                "samples_per_s": stats.rows / train_s if train_s > 0 else None,
+                "samples_per_s_by_objective": rates,
             }
         )
         log.info(
-            "epoch %d train %s | eval %s | weights %s (%.1fs, %.0f samples/s)",
+            "epoch %d train %s | eval %s | weights %s (%.1fs, %.0f samples/s; per objective %s)",
             epoch,
-            _format(train_losses),
+            _format(stats.losses),
             _format(eval_result),
             _format(weights),
             wall_s,
-            processed / max(train_s, 1e-9),
+            stats.rows / max(train_s, 1e-9),
+            " ".join(f"{objective}={rate:.0f}" for objective, rate in rates.items()),
         )
         monitored = eval_result["monitored"]
         if monitored is None:  # nothing to stop on: train max_epochs and keep the last weights

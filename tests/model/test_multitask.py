@@ -94,6 +94,10 @@ def test_every_task_learns_the_planted_signal(trained: tuple[TrainingSummary, Pa
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["objectives"]["trained"] == list(OBJECTIVES) and metrics["objectives"]["skipped"] == {}
     assert_losses_fell(metrics, OBJECTIVES)
+    for epoch in metrics["history"][1:]:  # every epoch says how fast each objective's rows went through
+        rates = epoch["samples_per_s_by_objective"]
+        assert set(rates) == set(OBJECTIVES) and all(rate > 0 for rate in rates.values()), rates
+        assert rates["click"] == pytest.approx(rates["purchase"])  # one impression batch serves both
     best = metrics["history"][metrics["best_epoch"]]["eval"]
     impressions = pl.read_parquet(features_dir / "impressions.parquet")
     orders = pl.read_parquet(features_dir / "orders.parquet")
