@@ -1,5 +1,8 @@
-"""Expectation results: each GX expectation result becomes an ``ExpectationOutcome``, one row of
-``data_quality_results`` and, when it failed, one line of a log or ``DataQualityError`` message.
+"""Expectation results: each GX expectation result (``outcome_from_result``) and each rule checked
+outside GX (``rule_outcome``: window-wide key uniqueness and row counts, referential checks in SQL)
+becomes an ``ExpectationOutcome``, one row of ``data_quality_results`` and, when it failed, one line
+of a log or ``DataQualityError`` message. Both kinds read alike: table, column, the rule under its GX
+name, unexpected count of how many rows, sample values.
 
 The rows are JSON-safe and small: values GX or pandas hand back (numpy scalars, NA, timestamps, bytes)
 become plain JSON; the key sets of referential checks and long texts are shortened; renderings are
@@ -89,6 +92,52 @@ def outcome_from_result(table: str, item: ExpectationValidationResult, n_rows: i
         scope=f"on day D {meta['day']}" if "day" in meta else None,
         exception_message=exception_message(item.exception_info),
         details=details,
+    )
+
+
+def rule_outcome(
+    table: str,
+    column: str | None,
+    expectation: str,
+    *,
+    critical: bool,
+    kwargs: Mapping[str, Any],
+    element_count: int | None,
+    unexpected_count: int | None = None,
+    unexpected_values: Sequence[Any] = (),
+    observed_value: Any = None,
+    success: bool | None = None,
+    exception: str | None = None,
+    evaluated_on: str,
+) -> ExpectationOutcome:
+    """The outcome of a rule evaluated outside GX, with details shaped like a GX result."""
+    if success is None:
+        success = exception is None and not unexpected_count
+    result: dict[str, Any] = {"element_count": element_count, "evaluated_on": evaluated_on}
+    if unexpected_count is not None:
+        result |= {"unexpected_count": unexpected_count, "partial_unexpected_list": list(unexpected_values)}
+    if observed_value is not None:
+        result["observed_value"] = observed_value
+    details = {
+        "success": success,
+        "expectation_config": {"type": expectation, "kwargs": dict(kwargs), "meta": {"critical": critical}},
+        "result": result,
+        "exception_info": {"raised_exception": exception is not None, "exception_message": exception},
+    }
+    return ExpectationOutcome(
+        table=table,
+        column=column,
+        expectation=expectation,
+        critical=critical,
+        success=success,
+        element_count=element_count,
+        unexpected_count=unexpected_count,
+        sample_values=sample_values(result),
+        observed_value=observed_value,
+        expected=describe_expected(kwargs),
+        scope=None,
+        exception_message=exception[:MAX_TEXT_CHARS] if exception else None,
+        details=trim_details(details),
     )
 
 
@@ -219,4 +268,7 @@ def write_results(warehouse_url: str, ds: date, run_id: str, outcomes: Sequence[
     return written
 
 
-__all__ = ["RESULTS_TABLE", "ExpectationOutcome", "outcome_from_result", "results_frame", "to_jsonable", "write_results"]
+__all__ = [
+    "RESULTS_TABLE", "ExpectationOutcome", "outcome_from_result", "results_frame", "rule_outcome", "to_jsonable",
+    "write_results",
+]

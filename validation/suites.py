@@ -1,6 +1,18 @@
-"""The data-quality contract of every source extract, as one GX Core 1.x ExpectationSuite per table.
+"""The data-quality contract of every source table: what is checked, on which rows, and how hard.
 
-Every expectation carries ``meta={"critical": bool}``:
+Each night validates only what is new that night (earlier days were validated on their own nights;
+a backfill validates its own day). Three kinds of rules, each declared here and run elsewhere:
+
+- the day suites (one GX Core 1.x ExpectationSuite per table, run by ``validation.validate`` on the
+  table's rows of day D, ``validation.day_rows``): schema, nulls, domains, in-window /
+  before-window-end timestamps, a non-empty day D for the sources that must have one, warnings;
+- ``WINDOW_CHECKS`` (run by ``validation.window_checks`` on the whole window extract, with Polars):
+  key uniqueness, which a single day cannot see (a key of day D may repeat one of an earlier day),
+  and non-empty extracts;
+- ``REFERENCE_CHECKS`` (run by ``validation.references`` in the warehouse, as SQL anti-joins on
+  indexed keys): day D's foreign keys must name a parent that existed before window_end.
+
+Every rule carries ``critical``:
 
 - critical: the data would make training or publishing wrong (schema, nulls in ids or required
   fields, duplicate ids, orphan references, rows from the future, an empty day D, values outside
@@ -9,11 +21,8 @@ Every expectation carries ``meta={"critical": bool}``:
 - non-critical: a warning worth a look (plausibility ranges, tolerant ``mostly`` thresholds,
   descriptive text columns, optional tables that are empty).
 
-The GX ``severity`` field mirrors the flag (``critical`` / ``warning``), so the data docs show it too.
-
-Referential checks compare a column with the key set of its parent extract. The key sets are
-suite parameters (``{"$PARAMETER": "users_user_id"}``), filled at validation time by
-``validation.validate`` from the parent Parquet files, so the suite definitions stay data-independent.
+In the GX suites ``meta={"critical": bool}`` and the ``severity`` field (``critical`` / ``warning``)
+carry the flag, so the data docs show it too.
 """
 from __future__ import annotations
 
@@ -55,33 +64,72 @@ class ValidationWindow:
             )
 
 
+# The time column that says on which day a row arrived. order_items have none: a line belongs to the
+# day of its order. Fraud labels belong to the day they were labelled, not to their order's day: a
+# label arrives days after its order, so "labels of day D's orders" would almost always be empty and a
+# label arriving on D+5 for an order of D would never be validated. Users and items are new on the
+# day they signed up / were listed; ``validation.day_rows`` adds the users active on D and the items
+# D's rows refer to, the rows that day D's training data brings along.
+DAY_COLUMNS: dict[str, str] = {
+    "users": "signup_at",
+    "items": "created_at",
+    "item_images": "updated_at",
+    "clicks": "event_time",
+    "orders": "created_at",
+    "fraud_labels": "labeled_at",
+    "reviews": "created_at",
+}
+
+
 @dataclass(frozen=True)
 class ReferenceCheck:
-    """``table.column`` values must be keys of ``parent.parent_column`` (a parent extract)."""
+    """Day D's ``table.column`` values must be keys of ``parent.parent_column`` that existed before
+    window_end (``parent.parent_time_column`` < window_end: a parent from the future does not count)."""
 
     table: str
     column: str
     parent: str
     parent_column: str
-
-    @property
-    def parameter(self) -> str:
-        """Name of the suite parameter holding the parent's key set."""
-        return f"{self.parent}_{self.parent_column}"
+    parent_time_column: str
 
 
-# Every referential check in one place: validation.validate loads exactly these key sets.
+# Every referential check in one place: validation.references runs exactly these, in the warehouse.
 REFERENCE_CHECKS: tuple[ReferenceCheck, ...] = (
-    ReferenceCheck("item_images", "item_id", "items", "item_id"),
-    ReferenceCheck("clicks", "user_id", "users", "user_id"),
-    ReferenceCheck("clicks", "item_id", "items", "item_id"),
-    ReferenceCheck("orders", "user_id", "users", "user_id"),
-    ReferenceCheck("order_items", "order_id", "orders", "order_id"),
-    ReferenceCheck("order_items", "item_id", "items", "item_id"),
-    ReferenceCheck("fraud_labels", "order_id", "orders", "order_id"),
-    ReferenceCheck("reviews", "user_id", "users", "user_id"),
-    ReferenceCheck("reviews", "item_id", "items", "item_id"),
+    ReferenceCheck("item_images", "item_id", "items", "item_id", "created_at"),
+    ReferenceCheck("clicks", "user_id", "users", "user_id", "signup_at"),
+    ReferenceCheck("clicks", "item_id", "items", "item_id", "created_at"),
+    ReferenceCheck("orders", "user_id", "users", "user_id", "signup_at"),
+    # holds by construction for lines found through their order; kept so every foreign key has its row
+    ReferenceCheck("order_items", "order_id", "orders", "order_id", "created_at"),
+    ReferenceCheck("order_items", "item_id", "items", "item_id", "created_at"),
+    ReferenceCheck("fraud_labels", "order_id", "orders", "order_id", "created_at"),
+    ReferenceCheck("reviews", "user_id", "users", "user_id", "signup_at"),
+    ReferenceCheck("reviews", "item_id", "items", "item_id", "created_at"),
 )
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """Rules on a table's whole window extract: ``key`` unique; at least one row when ``non_empty`` is
+    set (True: critical, False: a warning; None: no count, the day suite requires rows on day D)."""
+
+    key: tuple[str, ...]
+    non_empty: bool | None
+
+
+# Keys must be unique across the window, not only within day D: a key of day D that repeats one of
+# an earlier day would make the features' joins fan out. One Polars pass over the key columns.
+WINDOW_CHECKS: dict[str, WindowCheck] = {
+    "users": WindowCheck(("user_id",), non_empty=True),
+    "items": WindowCheck(("item_id",), non_empty=True),
+    "item_images": WindowCheck(("item_id",), non_empty=False),
+    "clicks": WindowCheck(("event_id",), non_empty=None),
+    "orders": WindowCheck(("order_id",), non_empty=None),
+    "order_items": WindowCheck(("order_id", "item_id"), non_empty=True),
+    "fraud_labels": WindowCheck(("order_id",), non_empty=False),
+    "reviews": WindowCheck(("review_id",), non_empty=None),
+}
+
 
 # How a contract dtype looks once the Parquet file is read with pandas' nullable dtypes
 # (``dtype_backend="numpy_nullable"``), which keeps integer ids integer even when one is null.
@@ -151,20 +199,6 @@ def not_null_warning(*columns: str) -> list[gxe.Expectation]:
     return [warning(gxe.ExpectColumnValuesToNotBeNull(column=column)) for column in columns]
 
 
-def unique(column: str) -> gxe.Expectation:
-    """A primary key: no duplicates (critical)."""
-    return critical(gxe.ExpectColumnValuesToBeUnique(column=column))
-
-
-def references(table: str) -> list[gxe.Expectation]:
-    """The table's foreign keys must exist in their parent extracts (critical)."""
-    return [
-        critical(gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set={"$PARAMETER": check.parameter}))
-        for check in REFERENCE_CHECKS
-        if check.table == table
-    ]
-
-
 def in_window(column: str, window: ValidationWindow) -> gxe.Expectation:
     """Event timestamps inside [window_start, window_end) (critical: no future or stale rows)."""
     return critical(
@@ -195,14 +229,8 @@ def rows_on_day(column: str, window: ValidationWindow) -> gxe.Expectation:
     )
 
 
-def non_empty(*, required: bool) -> gxe.Expectation:
-    """At least one row in the extract."""
-    mark = critical if required else warning
-    return mark(gxe.ExpectTableRowCountToBeBetween(min_value=1))
-
-
 def build_users_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Users active in the window: unique ids, signed up before window_end, plausible birth years."""
+    """Users of day D (signed up or active on D): signed up before window_end, plausible birth years."""
     latest_birth_year = (window.window_end - timedelta(days=1)).year - MIN_CUSTOMER_AGE_YEARS
     return make_suite(
         "users",
@@ -210,7 +238,6 @@ def build_users_suite(window: ValidationWindow) -> gx.ExpectationSuite:
         not_null("user_id", "signup_at"),
         not_null_warning("country"),
         [
-            unique("user_id"),
             before_window_end("signup_at", window),
             warning(
                 gxe.ExpectColumnValuesToBeBetween(
@@ -218,51 +245,41 @@ def build_users_suite(window: ValidationWindow) -> gx.ExpectationSuite:
                 )
             ),
             warning(gxe.ExpectColumnValueLengthsToBeBetween(column="country", min_value=2, max_value=3)),
-            non_empty(required=True),
         ],
     )
 
 
 def build_items_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """The catalogue as of window_end: unique ids, non-negative prices, no items from the future."""
+    """Items of day D (listed on D or named by D's rows): non-negative prices, none from the future."""
     return make_suite(
         "items",
         schema_expectations("items"),
         not_null("item_id", "price", "created_at"),
         not_null_warning("category", "seller_id", "title"),
         [
-            unique("item_id"),
             critical(gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0)),
             before_window_end("created_at", window),
-            non_empty(required=True),
         ],
     )
 
 
 def build_item_images_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """One image per known item, updated before window_end."""
+    """Images updated on day D: complete, updated before window_end."""
     return make_suite(
         "item_images",
         schema_expectations("item_images"),
         not_null("item_id", "image", "updated_at"),
-        [unique("item_id")],
-        references("item_images"),
-        [
-            before_window_end("updated_at", window),
-            non_empty(required=False),
-        ],
+        [before_window_end("updated_at", window)],
     )
 
 
 def build_clicks_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Behavioural events of the window: known users/items and event types, rows on day D."""
+    """Behavioural events of day D: known event types, inside the window, rows on day D."""
     return make_suite(
         "clicks",
         schema_expectations("clicks"),
         not_null("event_id", "event_time", "user_id", "item_id", "event_type"),
         not_null_warning("session_id"),
-        [unique("event_id")],
-        references("clicks"),
         [
             critical(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES))),
             in_window("event_time", window),
@@ -279,14 +296,12 @@ def build_clicks_suite(window: ValidationWindow) -> gx.ExpectationSuite:
 
 
 def build_orders_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Orders of the window: unique ids, known users, non-negative amounts, rows on day D."""
+    """Orders of day D: non-negative amounts, inside the window, rows on day D."""
     return make_suite(
         "orders",
         schema_expectations("orders"),
         not_null("order_id", "user_id", "created_at", "amount"),
         not_null_warning("payment_method", "device_id", "ip_address", "channel", "ship_country", "status"),
-        [unique("order_id")],
-        references("orders"),
         [
             critical(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0)),
             in_window("created_at", window),
@@ -296,46 +311,38 @@ def build_orders_suite(window: ValidationWindow) -> gx.ExpectationSuite:
 
 
 def build_order_items_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Lines of the window's orders: one line per (order, item), positive quantities and prices."""
+    """Lines of day D's orders: positive quantities, non-negative prices."""
     return make_suite(
         "order_items",
         schema_expectations("order_items"),
         not_null("order_id", "item_id", "quantity", "unit_price"),
-        [critical(gxe.ExpectCompoundColumnsToBeUnique(column_list=["order_id", "item_id"]))],
-        references("order_items"),
         [
             critical(gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1)),
             critical(gxe.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0)),
-            non_empty(required=True),
         ],
     )
 
 
 def build_fraud_labels_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Fraud labels known before window_end, one per order of the window."""
+    """Fraud labels labelled on day D: a boolean label, known before window_end."""
     return make_suite(
         "fraud_labels",
         schema_expectations("fraud_labels"),
         not_null("order_id", "is_fraud", "labeled_at"),
-        [unique("order_id")],
-        references("fraud_labels"),
         [
             critical(gxe.ExpectColumnValuesToBeInSet(column="is_fraud", value_set=[True, False])),
             # a label from the future would leak the answer into training
             before_window_end("labeled_at", window),
-            non_empty(required=False),
         ],
     )
 
 
 def build_reviews_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Reviews of the window: unique ids, known users/items, ratings 1..5, rows on day D."""
+    """Reviews of day D: ratings 1..5, inside the window, rows on day D."""
     return make_suite(
         "reviews",
         schema_expectations("reviews"),
         not_null("review_id", "user_id", "item_id", "rating", "created_at"),
-        [unique("review_id")],
-        references("reviews"),
         [
             critical(gxe.ExpectColumnValuesToBeBetween(column="rating", min_value=1, max_value=5)),
             in_window("created_at", window),

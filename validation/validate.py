@@ -1,14 +1,23 @@
-"""Validate the Parquet extracts of one run with Great Expectations and record the results.
+"""Validate what one night brings, record the results, and stop the run on a critical failure.
 
-``validate_extracts`` runs the suites of ``validation.suites`` on ``{extract_dir}/{table}.parquet``
-(``etl.layout.extract_path``) with an ephemeral GX context (pandas data source), builds the GX data
-docs into ``docs_dir``, replaces the run's rows in ``data_quality_results`` (one row per expectation,
-``validation.results``) and finally raises ``DataQualityError`` when a critical expectation failed.
+``validate_extracts`` checks each table of ``{extract_dir}/{table}.parquet`` (``etl.layout.extract_path``)
+with the rules of ``validation.suites``, each where it is cheapest and on the rows it concerns:
+
+1. the table's GX day suite on tonight's rows only (``validation.day_rows``: day D, read with
+   pyarrow filters), in an ephemeral GX context (pandas data source): earlier days of the window were
+   validated on their own nights, so the cost follows day D, not the window or the catalogue;
+2. the whole-window key uniqueness and row counts (``validation.window_checks``, Polars on the key
+   columns);
+3. the referential checks in the warehouse (``validation.references``, SQL anti-joins on indexed keys).
+
+It then builds the GX data docs (the day suites) into ``docs_dir``, replaces the run's rows in
+``data_quality_results`` (one row per rule, ``validation.results``) and finally raises
+``DataQualityError`` when a critical rule failed.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -20,8 +29,6 @@ if logging.getLogger("great_expectations").level == logging.NOTSET:
 
 import great_expectations as gx  # noqa: E402
 import pandas as pd  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import polars as pl  # noqa: E402
 from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.data_context import EphemeralDataContext  # noqa: E402
 from great_expectations.data_context.types.base import (  # noqa: E402
@@ -33,8 +40,11 @@ from great_expectations.datasource.fluent import PandasDatasource  # noqa: E402
 
 from etl.contract import SOURCE_TABLES  # noqa: E402
 from etl.layout import DATA_DOCS_INDEX, extract_path  # noqa: E402
+from validation.day_rows import ExtractReadError, read_day_rows  # noqa: E402
+from validation.references import check_references  # noqa: E402
 from validation.results import RESULTS_TABLE, ExpectationOutcome, outcome_from_result, write_results  # noqa: E402
-from validation.suites import REFERENCE_CHECKS, ValidationWindow, build_suite  # noqa: E402
+from validation.suites import ValidationWindow, build_suite  # noqa: E402
+from validation.window_checks import check_window  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +64,10 @@ class DataQualityError(Exception):
 
 @dataclass
 class TableCounts:
-    """Validation counts of one extract."""
+    """Validation counts of one extract: its window rows, tonight's rows (validated by the day suite)."""
 
     n_rows: int
+    n_day_rows: int
     n_expectations: int
     n_failed: int
     n_critical_failed: int
@@ -104,18 +115,23 @@ def validate_extracts(
         day_start=datetime.combine(ds, time.min),
     )
     require_extract_files(extract_dir, tables)
-    parameters = load_reference_keys(extract_dir, tables)
 
     context = create_context(docs_dir)
     datasource = context.data_sources.add_pandas(DATASOURCE_NAME)
     gx_run_id = make_gx_run_id(run_id)
     outcomes: list[ExpectationOutcome] = []
     counts: dict[str, TableCounts] = {}
+    references = check_references(warehouse_url, tables, window)
     for table in tables:
-        frame = read_extract(extract_dir, table)
-        table_outcomes = validate_table(context, datasource, table, frame, window, parameters, gx_run_id)
+        try:
+            frame = read_day_rows(extract_dir, table, window)
+            n_rows, window_outcomes = check_window(extract_dir, table)
+        except ExtractReadError as error:
+            raise DataQualityError(str(error)) from error
+        table_outcomes = validate_table(context, datasource, table, frame, window, gx_run_id)
+        table_outcomes += window_outcomes + [outcome for outcome in references if outcome.table == table]
         outcomes.extend(table_outcomes)
-        counts[table] = count_outcomes(frame, table_outcomes)
+        counts[table] = count_outcomes(n_rows, len(frame), table_outcomes)
         log_table_summary(table, counts[table])
 
     docs_index_path = build_docs(context, docs_dir)
@@ -168,50 +184,16 @@ def to_naive_utc(value: datetime) -> datetime:
 
 
 def require_extract_files(extract_dir: Path, tables: Sequence[str]) -> None:
-    """Fail clearly when an extract to validate, or a parent it is checked against, is missing."""
-    parents = {check.parent for check in REFERENCE_CHECKS if check.table in tables}
-    needed = list(tables) + sorted(parents - set(tables))
+    """Fail clearly when an extract to validate, or one needed to find tonight's rows, is missing."""
+    # order lines have no time of their own: the orders extract says which lines are of day D
+    needed = list(tables) + (["orders"] if "order_items" in tables and "orders" not in tables else [])
     missing = [table for table in needed if not extract_path(extract_dir, table).is_file()]
     if missing:
         listed = ", ".join(f"{table} ({extract_path(extract_dir, table)})" for table in missing)
         raise DataQualityError(
             f"Missing extract file(s) for table(s): {listed}. The extract step must write one Parquet "
-            f"file per source table before validation (parents are needed for referential checks)."
+            f"file per source table before validation (order_items needs orders to find day D's lines)."
         )
-
-
-def load_reference_keys(extract_dir: Path, tables: Sequence[str]) -> dict[str, list[Any]]:
-    """Suite parameters: the key set of every parent that a table in ``tables`` references."""
-    parameters: dict[str, list[Any]] = {}
-    for check in REFERENCE_CHECKS:
-        if check.table not in tables or check.parameter in parameters:
-            continue
-        path = extract_path(extract_dir, check.parent)
-        try:
-            schema = pl.read_parquet_schema(path)
-            if check.parent_column not in schema:
-                # The parent's own schema expectation reports the root cause; every child value
-                # then counts as an orphan, because nothing can vouch for it.
-                log.warning(
-                    "%s has no column %s: %s.%s cannot be matched",
-                    path, check.parent_column, check.table, check.column,
-                )
-                parameters[check.parameter] = []
-                continue
-            keys = pl.read_parquet(path, columns=[check.parent_column]).get_column(check.parent_column)
-        except (OSError, pl.exceptions.PolarsError) as error:
-            raise DataQualityError(f"Cannot read the extract of table {check.parent} ({path}): {error}") from error
-        parameters[check.parameter] = keys.drop_nulls().unique().sort().to_list()
-    return parameters
-
-
-def read_extract(extract_dir: Path, table: str) -> pd.DataFrame:
-    """Read one extract with pandas' nullable dtypes, so a null id stays a null in an integer column."""
-    path = extract_path(extract_dir, table)
-    try:
-        return pd.read_parquet(path, dtype_backend="numpy_nullable")
-    except (OSError, pa.ArrowException) as error:
-        raise DataQualityError(f"Cannot read the extract of table {table} ({path}): {error}") from error
 
 
 def create_context(docs_dir: Path) -> EphemeralDataContext:
@@ -243,29 +225,27 @@ def validate_table(
     table: str,
     frame: pd.DataFrame,
     window: ValidationWindow,
-    parameters: Mapping[str, list[Any]],
     gx_run_id: RunIdentifier,
 ) -> list[ExpectationOutcome]:
-    """Run ``table``'s suite on its extract and turn every expectation result into an outcome."""
+    """Run ``table``'s day suite on tonight's rows and turn every expectation result into an outcome."""
     suite = context.suites.add(build_suite(table, window))
     batch_definition = datasource.add_dataframe_asset(table).add_batch_definition_whole_dataframe(table)
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{table}_extract", data=batch_definition, suite=suite)
+        gx.ValidationDefinition(name=f"{table}_day", data=batch_definition, suite=suite)
     )
-    needed = {check.parameter for check in REFERENCE_CHECKS if check.table == table}
     result = definition.run(
         batch_parameters={"dataframe": frame},
-        expectation_parameters={name: parameters[name] for name in needed},
         result_format=RESULT_FORMAT,
         run_id=gx_run_id,
     )
     return [outcome_from_result(table, item, len(frame)) for item in result.results]
 
 
-def count_outcomes(frame: pd.DataFrame, outcomes: Sequence[ExpectationOutcome]) -> TableCounts:
+def count_outcomes(n_rows: int, n_day_rows: int, outcomes: Sequence[ExpectationOutcome]) -> TableCounts:
     """Counts of one table's outcomes."""
     return TableCounts(
-        n_rows=len(frame),
+        n_rows=n_rows,
+        n_day_rows=n_day_rows,
         n_expectations=len(outcomes),
         n_failed=sum(not outcome.success for outcome in outcomes),
         n_critical_failed=sum(not outcome.success and outcome.critical for outcome in outcomes),
@@ -276,8 +256,8 @@ def log_table_summary(table: str, counts: TableCounts) -> None:
     """One line per table."""
     log.log(
         logging.ERROR if counts.n_critical_failed else logging.WARNING if counts.n_failed else logging.INFO,
-        "Data quality %s: %d rows, %d expectations, %d failed (%d critical)",
-        table, counts.n_rows, counts.n_expectations, counts.n_failed, counts.n_critical_failed,
+        "Data quality %s: %d rows of day D (%d in the window), %d expectations, %d failed (%d critical)",
+        table, counts.n_day_rows, counts.n_rows, counts.n_expectations, counts.n_failed, counts.n_critical_failed,
     )
 
 

@@ -5,3 +5,4 @@ CREATE TABLE IF NOT EXISTS item_images (
     image      BYTEA NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
+CREATE INDEX IF NOT EXISTS ix_item_images_updated_at ON item_images (updated_at);

@@ -1,4 +1,4 @@
-"""The suite definitions: coverage of the contract, critical flags, referential pairs, windows."""
+"""The rule definitions: coverage of the contract, critical flags, window keys, referential pairs and their SQL, windows."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,7 +8,10 @@ import polars as pl
 import pytest
 
 from etl.warehouse import SOURCE_TABLES, TABLE_SCHEMAS
-from validation.suites import REFERENCE_CHECKS, SUITE_BUILDERS, ValidationWindow, build_suite, pandas_dtype
+from validation.references import reference_queries
+from validation.suites import (
+    DAY_COLUMNS, REFERENCE_CHECKS, SUITE_BUILDERS, WINDOW_CHECKS, ValidationWindow, build_suite, pandas_dtype,
+)
 
 WINDOW = ValidationWindow(datetime(2026, 1, 1), datetime(2026, 1, 29), datetime(2026, 1, 28))
 
@@ -67,13 +70,20 @@ def test_referential_checks_are_the_contracted_pairs():
         ("fraud_labels", "order_id", "orders", "order_id"),
         ("item_images", "item_id", "items", "item_id"),
     }
+    # a parent counts only if it existed before window_end
+    assert {(c.parent, c.parent_time_column) for c in REFERENCE_CHECKS} == {
+        ("users", "signup_at"), ("items", "created_at"), ("orders", "created_at")
+    }
     for check in REFERENCE_CHECKS:
-        in_set = [
-            kwargs
-            for kind, kwargs, meta in kwargs_of(check.table)
-            if kind == "expect_column_values_to_be_in_set" and kwargs["column"] == check.column
-        ]
-        assert in_set == [{"column": check.column, "value_set": {"$PARAMETER": check.parameter}}]
+        # no key set is shipped to GX any more: the day suites hold no value-set parameters
+        assert not any(kind == "expect_column_values_to_be_in_set" and kwargs["column"] == check.column
+                       for kind, kwargs, meta in kwargs_of(check.table))
+        count_sql, sample_sql = reference_queries(check)
+        anti_join = (f"NOT EXISTS (SELECT 1 FROM {check.parent} p WHERE p.{check.parent_column} = c.{check.column} "
+                     f"AND p.{check.parent_time_column} < :window_end)")
+        assert anti_join in count_sql and anti_join in sample_sql
+        time_column = "o.created_at" if check.table == "order_items" else f"c.{DAY_COLUMNS[check.table]}"
+        assert f"{time_column} >= :day_start AND {time_column} < :window_end" in count_sql
 
 
 @pytest.mark.parametrize(
@@ -83,8 +93,20 @@ def test_referential_checks_are_the_contracted_pairs():
 )
 def test_ids_are_critically_unique_and_not_null(table, column):
     critical = {(kind, kwargs.get("column")) for kind, kwargs, meta in kwargs_of(table) if meta["critical"]}
-    assert ("expect_column_values_to_be_unique", column) in critical
+    assert WINDOW_CHECKS[table].key == (column,)  # unique across the whole window, not only day D
     assert ("expect_column_values_to_not_be_null", column) in critical
+
+
+def test_window_checks_cover_every_table_and_required_sources_are_never_empty():
+    assert set(WINDOW_CHECKS) == set(SOURCE_TABLES)
+    assert WINDOW_CHECKS["order_items"].key == ("order_id", "item_id")
+    assert {table for table, check in WINDOW_CHECKS.items() if check.non_empty} == {"users", "items", "order_items"}
+    assert {table for table, check in WINDOW_CHECKS.items() if check.non_empty is False} == {"item_images", "fraud_labels"}
+    # the rest must have rows on day D itself (the day suites' row count with a row condition)
+    for table in ("clicks", "orders", "reviews"):
+        assert WINDOW_CHECKS[table].non_empty is None
+        assert any(kwargs.get("row_condition") is not None for kind, kwargs, meta in kwargs_of(table)
+                   if kind == "expect_table_row_count_to_be_between")
 
 
 def test_day_d_must_have_clicks_and_orders():

@@ -1,4 +1,5 @@
-"""validate_extracts end to end: real GX Core, real Parquet extracts, real SQLite / PostgreSQL results."""
+"""validate_extracts end to end: real GX Core, real Parquet extracts, referential checks and results in a
+real SQLite / PostgreSQL warehouse. Day D is 2026-01-28; rows of earlier days were validated on their nights."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from etl.warehouse import SOURCE_TABLES, TABLE_SCHEMAS, create_warehouse_engine
-from validation.suites import ValidationWindow, build_suite
+from etl.warehouse import SOURCE_TABLES, TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
+from validation.suites import REFERENCE_CHECKS, WINDOW_CHECKS, ValidationWindow, build_suite
 from validation.validate import DataQualityError, ValidationSummary, validate_extracts
 
 DS = date(2026, 1, 28)
@@ -97,6 +98,19 @@ def build_valid_extracts() -> dict[str, pl.DataFrame]:
     return {table: pl.DataFrame(rows[table], schema=TABLE_SCHEMAS[table]) for table in SOURCE_TABLES}
 
 
+def seed_warehouse(warehouse_url: str, frames: dict[str, pl.DataFrame]) -> None:
+    """The source tables of the warehouse the extracts came from (the referential checks run there)."""
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        create_tables(engine, areas=["warehouse"])
+        with engine.begin() as conn:
+            for table, frame in frames.items():
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+                insert_frame(conn, table, frame)
+    finally:
+        engine.dispose()
+
+
 def write_extracts(frames: dict[str, pl.DataFrame], extract_dir: Path) -> Path:
     """Write ``{extract_dir}/{table}.parquet`` like the extractor does."""
     extract_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +133,10 @@ def run_validation(
     frames: dict[str, pl.DataFrame],
     run_id: str = "manual__2026-01-28",
     tables: tuple[str, ...] = SOURCE_TABLES,
+    warehouse_frames: dict[str, pl.DataFrame] | None = None,
 ) -> ValidationSummary:
+    """Validate ``frames`` as extracts of a warehouse holding ``warehouse_frames`` (default: the valid rows)."""
+    seed_warehouse(warehouse_url, warehouse_frames or build_valid_extracts())
     extract_dir = write_extracts(frames, tmp_path / "extracts")
     return validate_extracts(
         extract_dir=extract_dir,
@@ -147,10 +164,18 @@ def test_valid_extracts_pass_and_record_one_row_per_expectation(tmp_path, sqlite
     summary = run_validation(tmp_path, sqlite_url, valid_frames)
     assert "Calculating Metrics" not in capfd.readouterr().err  # GX's tqdm bars are switched off
 
-    expected_count = sum(len(build_suite(table, WINDOW).expectations) for table in SOURCE_TABLES)
+    expected_count = (
+        sum(len(build_suite(table, WINDOW).expectations) for table in SOURCE_TABLES)
+        + sum(1 + (check.non_empty is not None) for check in WINDOW_CHECKS.values())
+        + len(REFERENCE_CHECKS)
+    )
     assert summary.n_expectations == expected_count
     assert (summary.n_failed, summary.n_critical_failed) == (0, 0)
     assert summary.tables["clicks"].n_rows == valid_frames["clicks"].height
+    # tonight's rows: day D's events, users active on D, items used on D, lines of D's orders, labels of D
+    day_rows = {table: counts.n_day_rows for table, counts in summary.tables.items()}
+    assert day_rows == {"users": 3, "items": 4, "item_images": 0, "clicks": 4, "orders": 2, "order_items": 2,
+                        "fraud_labels": 1, "reviews": 1}
     assert json.loads(json.dumps(summary.to_dict()))["ds"] == "2026-01-28"
 
     rows = read_results(sqlite_url)
@@ -202,41 +227,44 @@ def with_rows(frame: pl.DataFrame, column: str, values: dict[int, object]) -> pl
 
 
 BROKEN_CASES: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame], str]] = {
+    # the bad rows sit on day D (orders 1002, 1003; clicks 104-107): earlier days were their own nights' job
     "null user_id in orders": (
         "orders",
-        lambda f: with_rows(f, "user_id", {1: None}),
-        "orders.user_id: expect_column_values_to_not_be_null failed: 1 unexpected of 4 rows; sample values: [null]",
+        lambda f: with_rows(f, "user_id", {2: None}),
+        "orders.user_id: expect_column_values_to_not_be_null failed: 1 unexpected of 2 rows; sample values: [null]",
     ),
     "negative amount": (
         "orders",
-        lambda f: with_rows(f, "amount", {0: -5.0, 2: -2.5}),
-        "orders.amount: expect_column_values_to_be_between failed: 2 unexpected of 4 rows; sample values: [-5.0, -2.5]",
+        lambda f: with_rows(f, "amount", {2: -5.0, 3: -2.5}),
+        "orders.amount: expect_column_values_to_be_between failed: 2 unexpected of 2 rows; sample values: [-5.0, -2.5]",
     ),
     "unknown event_type": (
         "clicks",
-        lambda f: with_rows(f, "event_type", {3: "purchase"}),
-        'clicks.event_type: expect_column_values_to_be_in_set failed: 1 unexpected of 8 rows; sample values: ["purchase"]',
+        lambda f: with_rows(f, "event_type", {5: "purchase"}),
+        'clicks.event_type: expect_column_values_to_be_in_set failed: 1 unexpected of 4 rows; sample values: ["purchase"]',
     ),
+    # day D's order 1002 takes the id of an order of Jan 15: only the whole-window key check can see it
     "duplicate order_id": (
         "orders",
         lambda f: with_rows(f, "order_id", {2: 1001}),
         "orders.order_id: expect_column_values_to_be_unique failed: 2 unexpected of 4 rows; sample values: [1001]",
     ),
-    "orphan orders.user_id": (
-        "orders",
-        lambda f: with_rows(f, "user_id", {3: 99}),
-        "orders.user_id: expect_column_values_to_be_in_set failed: 1 unexpected of 4 rows; sample values: [99]",
-    ),
     "future event_time": (
         "clicks",
         lambda f: with_rows(f, "event_time", {7: WINDOW_END}),
-        "clicks.event_time: expect_column_values_to_be_between failed: 1 unexpected of 8 rows; "
+        "clicks.event_time: expect_column_values_to_be_between failed: 1 unexpected of 4 rows; "
         'sample values: ["2026-01-29 00:00:00"]',
+    ),
+    "stale event_time": (
+        "clicks",
+        lambda f: with_rows(f, "event_time", {0: WINDOW_START - timedelta(seconds=1)}),
+        "clicks.event_time: expect_column_values_to_be_between failed: 1 unexpected of 5 rows; "
+        'sample values: ["2025-12-31 23:59:59"]',
     ),
     "future fraud label": (
         "fraud_labels",
         lambda f: with_rows(f, "labeled_at", {1: WINDOW_END + timedelta(days=2)}),
-        "fraud_labels.labeled_at: expect_column_values_to_be_between failed: 1 unexpected of 2 rows; "
+        "fraud_labels.labeled_at: expect_column_values_to_be_between failed: 1 unexpected of 1 rows; "
         'sample values: ["2026-01-31 00:00:00"]',
     ),
     "empty day D for clicks": (
@@ -253,8 +281,8 @@ BROKEN_CASES: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame], str]]
     ),
     "rating out of range": (
         "reviews",
-        lambda f: with_rows(f, "rating", {0: 6}),
-        "reviews.rating: expect_column_values_to_be_between failed: 1 unexpected of 2 rows; sample values: [6]",
+        lambda f: with_rows(f, "rating", {1: 6}),
+        "reviews.rating: expect_column_values_to_be_between failed: 1 unexpected of 1 rows; sample values: [6]",
     ),
 }
 
@@ -283,15 +311,15 @@ def test_critical_failure_raises_after_recording_results(tmp_path, sqlite_url, v
 def test_every_failed_critical_expectation_is_listed(tmp_path, sqlite_url, valid_frames):
     frames = {
         **valid_frames,
-        "orders": with_rows(valid_frames["orders"], "amount", {1: -1.0}),
-        "clicks": with_rows(valid_frames["clicks"], "event_type", {0: "purchase"}),
+        "orders": with_rows(valid_frames["orders"], "amount", {3: -1.0}),
+        "clicks": with_rows(valid_frames["clicks"], "event_type", {4: "purchase"}),
     }
     with pytest.raises(DataQualityError) as raised:
         run_validation(tmp_path, sqlite_url, frames)
     message = str(raised.value)
     assert "2 critical expectation(s) failed" in message
-    assert "orders.amount: expect_column_values_to_be_between failed: 1 unexpected of 4 rows" in message
-    assert "clicks.event_type: expect_column_values_to_be_in_set failed: 1 unexpected of 8 rows" in message
+    assert "orders.amount: expect_column_values_to_be_between failed: 1 unexpected of 2 rows" in message
+    assert "clicks.event_type: expect_column_values_to_be_in_set failed: 1 unexpected of 4 rows" in message
     assert sum(not row["success"] for row in read_results(sqlite_url)) == 2
 
 
@@ -306,13 +334,14 @@ def test_schema_drift_is_critical(tmp_path, sqlite_url, valid_frames):
 
 
 def test_non_critical_failure_only_warns(tmp_path, sqlite_url, valid_frames, caplog):
-    frames = {**valid_frames, "users": with_rows(valid_frames["users"], "birth_year", {0: 1850})}
+    # user 2 wrote a review on day D, so tonight validates that user
+    frames = {**valid_frames, "users": with_rows(valid_frames["users"], "birth_year", {1: 1850})}
     with caplog.at_level(logging.WARNING, logger="validation.validate"):
         summary = run_validation(tmp_path, sqlite_url, frames, tables=("users",))
 
     assert (summary.n_failed, summary.n_critical_failed) == (1, 0)
     assert (
-        "users.birth_year: expect_column_values_to_be_between failed: 1 unexpected of 4 rows; sample values: [1850]"
+        "users.birth_year: expect_column_values_to_be_between failed: 1 unexpected of 3 rows; sample values: [1850]"
         in caplog.text
     )
     failed = [row for row in read_results(sqlite_url) if not row["success"]]
@@ -343,23 +372,24 @@ def test_configured_reviews_without_a_review_on_day_d_fail(tmp_path, sqlite_url,
 
 
 def test_missing_extract_file_names_the_table(tmp_path, sqlite_url, valid_frames):
-    frames = {table: frame for table, frame in valid_frames.items() if table not in {"reviews", "users"}}
+    frames = {table: frame for table, frame in valid_frames.items() if table not in {"reviews", "orders"}}
     with pytest.raises(DataQualityError, match=r"reviews \(.*reviews\.parquet\)"):
         run_validation(tmp_path, sqlite_url, frames, tables=("reviews",))
-    # a parent needed for a referential check counts too, even when it is not validated itself
-    with pytest.raises(DataQualityError, match=r"Missing extract file\(s\) for table\(s\): users"):
-        run_validation(tmp_path, sqlite_url, frames, tables=("orders",))
+    # order lines are of day D through their order: the orders extract is needed even when not validated
+    with pytest.raises(DataQualityError, match=r"Missing extract file\(s\) for table\(s\): orders"):
+        run_validation(tmp_path, sqlite_url, frames, tables=("order_items",))
 
 
 def test_unreadable_extract_file_names_the_table(tmp_path, sqlite_url, valid_frames):
+    seed_warehouse(sqlite_url, valid_frames)
     write_extracts(valid_frames, tmp_path / "extracts")
     (tmp_path / "extracts" / "orders.parquet").write_bytes(b"not a parquet file")
     args = (tmp_path / "extracts", tmp_path / "docs", sqlite_url, DS, "r1", WINDOW_START, WINDOW_END)
     with pytest.raises(DataQualityError, match=r"Cannot read the extract of table orders \("):
         validate_extracts(*args, tables=("orders",))
-    # ... also when it is only read as the parent of a referential check
+    # ... also when it is only read to find day D's order lines
     with pytest.raises(DataQualityError, match=r"Cannot read the extract of table orders \("):
-        validate_extracts(*args, tables=("fraud_labels",))
+        validate_extracts(*args, tables=("order_items",))
 
 
 @pytest.mark.postgres
@@ -367,7 +397,7 @@ def test_results_on_postgres_are_recorded_and_replaced(tmp_path, postgres_url, v
     summary = run_validation(tmp_path, postgres_url, valid_frames)
     assert len(read_results(postgres_url)) == summary.n_expectations
 
-    broken = {**valid_frames, "orders": with_rows(valid_frames["orders"], "amount", {0: -5.0})}
+    broken = {**valid_frames, "orders": with_rows(valid_frames["orders"], "amount", {2: -5.0})}
     with pytest.raises(DataQualityError, match=r"orders\.amount: expect_column_values_to_be_between failed"):
         run_validation(tmp_path, postgres_url, broken)
 
@@ -377,3 +407,4 @@ def test_results_on_postgres_are_recorded_and_replaced(tmp_path, postgres_url, v
     assert [(row["table_name"], row["column_name"], row["critical"]) for row in failed] == [("orders", "amount", True)]
     assert json.loads(failed[0]["sample_values"]) == [-5.0]
     assert str(rows[0]["ds"]) == "2026-01-28"
+

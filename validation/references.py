@@ -1,0 +1,112 @@
+"""Referential checks where the keys live: ``validation.suites.REFERENCE_CHECKS`` as SQL anti-joins in
+the warehouse, on SQLite and PostgreSQL alike.
+
+For each check, day D's child rows are found on the child's indexed time column (order lines through
+their order's ``created_at``), and each of their non-null keys is looked up in the parent's primary
+key, point in time: a parent counts only if it existed before window_end. No key set travels through
+Python; each check returns two numbers (day D's rows, orphans among them) and, only when it failed,
+a few distinct orphan keys as samples. Table and column names come from ``REFERENCE_CHECKS`` and
+``DAY_COLUMNS``, never from input; the day bounds are bind parameters.
+
+The outcome reads like the GX expectation it replaces: ``expect_column_values_to_be_in_set`` on
+``table.column``, unexpected count of day D's rows, sample values. A check that cannot run (a
+missing table in the warehouse) is a critical failure that says why.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from etl.warehouse import bind_timestamp, create_warehouse_engine
+from validation.results import ExpectationOutcome, rule_outcome
+from validation.suites import DAY_COLUMNS, REFERENCE_CHECKS, ReferenceCheck, ValidationWindow
+
+log = logging.getLogger(__name__)
+
+SAMPLE_LIMIT = 20
+EVALUATED_ON = "warehouse"
+IDENTIFIER = re.compile(r"^[a-z_]+$")
+
+
+def check_references(warehouse_url: str, tables: Sequence[str], window: ValidationWindow) -> list[ExpectationOutcome]:
+    """Run the referential checks of ``tables`` in the warehouse, one outcome per check."""
+    checks = [check for check in REFERENCE_CHECKS if check.table in tables]
+    if not checks:
+        return []
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            return [check_reference(conn, check, window) for check in checks]
+    finally:
+        engine.dispose()
+
+
+def check_reference(conn: Connection, check: ReferenceCheck, window: ValidationWindow) -> ExpectationOutcome:
+    """One anti-join: day D's ``check.table.column`` values without a parent known before window_end."""
+    count_sql, sample_sql = reference_queries(check)
+    params = {
+        "day_start": bind_timestamp(conn, window.day_start),
+        "window_end": bind_timestamp(conn, window.window_end),
+    }
+    kwargs = {
+        "column": check.column,
+        "value_set": f"keys of {check.parent}.{check.parent_column} with {check.parent_time_column} < window_end",
+        "day_start": window.day_start.isoformat(sep=" "),
+        "window_end": window.window_end.isoformat(sep=" "),
+    }
+    try:
+        n_rows, n_orphans = conn.execute(sa.text(count_sql), params).one()
+        n_orphans = int(n_orphans or 0)
+        samples = []
+        if n_orphans:
+            rows = conn.execute(sa.text(sample_sql), {**params, "sample_limit": SAMPLE_LIMIT})
+            samples = [row[0] for row in rows]
+    except sa.exc.SQLAlchemyError as error:
+        conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
+        log.error("Referential check %s.%s -> %s could not run: %s", check.table, check.column, check.parent, error)
+        return rule_outcome(
+            check.table, check.column, "expect_column_values_to_be_in_set", critical=True, kwargs=kwargs,
+            element_count=None, exception=str(error.orig if hasattr(error, "orig") else error).strip(),
+            evaluated_on=EVALUATED_ON,
+        )
+    return rule_outcome(
+        check.table, check.column, "expect_column_values_to_be_in_set", critical=True, kwargs=kwargs,
+        element_count=int(n_rows), unexpected_count=n_orphans, unexpected_values=samples, evaluated_on=EVALUATED_ON,
+    )
+
+
+def reference_queries(check: ReferenceCheck) -> tuple[str, str]:
+    """(count query, sample query) of one check; names from REFERENCE_CHECKS, values bound."""
+    for name in (check.table, check.column, check.parent, check.parent_column, check.parent_time_column):
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"Not a plain SQL identifier: {name!r}")
+    day_rows = day_rows_sql(check.table)
+    orphan = (
+        f"c.{check.column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {check.parent} p "
+        f"WHERE p.{check.parent_column} = c.{check.column} AND p.{check.parent_time_column} < :window_end)"
+    )
+    count_sql = f"SELECT COUNT(*), SUM(CASE WHEN {orphan} THEN 1 ELSE 0 END) FROM {day_rows}"
+    sample_sql = f"SELECT DISTINCT c.{check.column} FROM {day_rows} AND {orphan} ORDER BY 1 LIMIT :sample_limit"
+    return count_sql, sample_sql
+
+
+def day_rows_sql(table: str) -> str:
+    """``FROM ... WHERE ...`` selecting ``table``'s rows of day D (alias ``c``) on an indexed time column."""
+    if table == "order_items":
+        return (
+            "order_items c JOIN orders o ON o.order_id = c.order_id "
+            f"WHERE {day_condition('o', DAY_COLUMNS['orders'])}"
+        )
+    return f"{table} c WHERE {day_condition('c', DAY_COLUMNS[table])}"
+
+
+def day_condition(alias: str, column: str) -> str:
+    """``alias.column`` within day D, [day_start, window_end)."""
+    return f"{alias}.{column} >= :day_start AND {alias}.{column} < :window_end"
+
+
+__all__ = ["check_references", "reference_queries"]
