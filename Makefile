@@ -8,8 +8,9 @@ DEMO_START ?= 2026-01-01
 DEMO_END ?= 2026-02-04
 DEMO_SCALE ?= 1
 DEMO_SEED ?= 7
+BENCH_SCALES ?= 1 10
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,11 @@ demo: install
 ## The test suite (PostgreSQL tests run when a server answers; see README).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The DAG for real at each scale on fresh PostgreSQL databases (SHOPMTL_BENCH_POSTGRES_URL's server),
+## with side-by-side peers; writes bench/results.json and bench/results.md. Not part of `make test`.
+bench: install
+	$(BIN)/python -m bench --scales $(BENCH_SCALES)
 
 clean:
 	rm -rf $(SHOPMTL_HOME) .pytest_cache

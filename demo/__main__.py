@@ -60,16 +60,22 @@ def parse_json_output(stdout: str) -> list[dict[str, object]]:
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("[")))
 
 
-def read_task_durations(env: dict[str, str], log_path: Path) -> pl.DataFrame:
-    """Per-task wall time of the latest run, from Airflow's own task-instance records."""
+def read_task_instances(env: dict[str, str], log_path: Path) -> pl.DataFrame:
+    """Every task instance of the latest run (mapped ones apart) with its UTC start, end and seconds,
+    from Airflow's own records; shared with ``python -m bench``."""
     runs = run_airflow(["dags", "list-runs", DAG_ID, "-o", "json"], env, log_path)
     run_id = parse_json_output(runs.stdout)[0]["run_id"]
     states = run_airflow(["tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"], env, log_path)
     records = pl.DataFrame(parse_json_output(states.stdout))
-    times = records.with_columns(
+    return records.with_columns(
         pl.col("start_date").str.to_datetime(time_zone="UTC", strict=False),
         pl.col("end_date").str.to_datetime(time_zone="UTC", strict=False),
     ).with_columns(((pl.col("end_date") - pl.col("start_date")).dt.total_milliseconds() / 1000).alias("seconds"))
+
+
+def read_task_durations(env: dict[str, str], log_path: Path) -> pl.DataFrame:
+    """Per-task wall time of the latest run, from Airflow's own task-instance records."""
+    times = read_task_instances(env, log_path)
     return times.group_by("task_id", maintain_order=True).agg(pl.col("seconds").max().round(1), pl.len().alias("instances"))
 
 

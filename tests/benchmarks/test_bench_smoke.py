@@ -1,0 +1,56 @@
+"""A tiny real run of ``make bench``: two scales, the real DAG through ``airflow dags test``, every peer.
+
+Checks the shape of ``results.json``, never timings (those are the benchmark's output, not a test).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import sqlalchemy as sa
+
+from bench.__main__ import main
+from bench.run import RUN, STAGES
+from etl.warehouse import normalize_url
+
+PEERS = ("extract", "publish", "features", "training")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_path):
+    # The fixture's fresh database only proves the server answers (or skips / fails as configured);
+    # the benchmark creates and drops its own shopmtl_bench_* databases on the same server.
+    # 28 seeded days: exactly the DAG's default window (window_days=28) ending on --end.
+    argv = ["--scales", "0.05", "0.1", "--start", "2026-01-08", "--end", "2026-02-04", "--repeats", "1",
+            "--postgres-url", postgres_url, "--out-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "ratio" in (tmp_path / "results.md").read_text()
+    assert results["machine"]["torch"] and results["machine"]["polars"] and results["machine"]["device"]
+    assert [scale["scale"] for scale in results["scales"]] == [0.05, 0.1]
+    for scale in results["scales"]:
+        assert scale["clicks_window_rows"] > 0
+        for stage in (*STAGES, RUN):
+            figures = scale["stages"][stage]
+            assert figures["seconds"] > 0 and figures["seconds_sum"] >= figures["seconds"], stage
+            assert figures["rows"] > 0 and figures["rows_what"], stage
+            assert figures["peak_rss_bytes"] > 0, stage
+        assert scale["stages"]["extract"]["instances"] == 8  # one mapped instance per source
+        for name in PEERS:
+            peer = scale["peers"][name]
+            assert peer["shopmtl_s"] > 0 and peer["peer_s"] > 0 and math.isfinite(peer["ratio"]) and peer["ratio"] > 0, name
+    assert scale["clicks_window_rows"] > results["scales"][0]["clicks_window_rows"]
+    for stage in (*STAGES, RUN):
+        [pair] = results["exponents"][stage]
+        assert math.isfinite(pair["exponent"]), stage
+
+    # Every bench database is gone.
+    engine = sa.create_engine(normalize_url(postgres_url))
+    with engine.connect() as conn:
+        names = {scale["database"] for scale in results["scales"]}
+        left = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname = ANY(:names)"), {"names": list(names)}).all()
+    engine.dispose()
+    assert left == []
