@@ -4,7 +4,10 @@ For day **D** (the run's logical date; its data interval is D 00:00 to D+1 00:00
 scheduled run starts just after D ends):
 
 1. **extract** each warehouse source for the training window ending with D into Parquet
-   (`$SHOPMTL_HOME/runs/D/extract/`); nothing at or after the interval end is read;
+   (`$SHOPMTL_HOME/runs/D/extract/`); nothing at or after the interval end is read. Event sources
+   (clicks, orders, order lines, reviews, fraud labels) are assembled from immutable daily partitions
+   (`$SHOPMTL_HOME/partitions/`): a night reads day D and any missing day from the warehouse
+   (`full_refresh` re-reads the whole window);
 2. **validate** every extract with the Great Expectations suites in `validation/`; a failed
    critical expectation stops the run here, naming table, column, rule and sample values
    (results in `data_quality_results`, data docs in `runs/D/data_docs/`);
@@ -58,6 +61,7 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
         "seed": Param(7, type="integer", description="Seed for training (same data + seed = same scores)"),
         "warm_start": Param(False, type="boolean", description="Start the network from the champion's weights instead of from scratch"),
         "ds": Param(None, type=["null", "string"], format="date", description="Process this day instead of the logical date"),
+        "full_refresh": Param(False, type="boolean", description="Re-extract every day of the window's event sources from the warehouse, replacing their daily partitions"),
     },
     doc_md=__doc__,
 )
@@ -74,13 +78,17 @@ def nightly_retrain():
         return run_plan["sources"]
 
     @task
-    def extract(table: str, run_plan: dict) -> dict:
-        from etl.config import resolve_warehouse_url
+    def extract(table: str, run_plan: dict, params=None) -> dict:
+        from etl.config import load_settings, resolve_warehouse_url
         from etl.extract import extract_source
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
-        return extract_source(table, resolve_warehouse_url(), run.window, run.layout.extract_dir).to_dict()
+        warehouse_url = resolve_warehouse_url()
+        return extract_source(
+            table, warehouse_url, run.window, run.layout.extract_dir,
+            partitions_dir=load_settings().partitions_dir(warehouse_url), full_refresh=params["full_refresh"],
+        ).to_dict()
 
     @task
     def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:

@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -79,6 +80,7 @@ from sqlalchemy.engine import Engine
 from demo.simulate import simulate_orders, simulate_reviews, simulate_sessions
 from demo.tables import click_tables, order_tables, population_tables
 from demo.world import BASE_KEY, FIRST_DAY, ID_BLOCK, MIN_SCALE, DemoWorld, SyntheticConfig, day_id_range, day_index
+from etl.config import load_settings
 from etl.warehouse import create_tables, create_warehouse_engine, mask_url, replace_rows
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,9 @@ def generate_warehouse(
             day += timedelta(days=1)
     finally:
         engine.dispose()
+    # Re-seeding rewrites days the nightly runs may already hold as immutable daily partitions
+    # (etl.extract): drop this warehouse's partitions, so the next night reads the days again.
+    shutil.rmtree(load_settings().partitions_dir(warehouse_url), ignore_errors=True)
     return totals
 
 

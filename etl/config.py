@@ -1,11 +1,13 @@
 """Settings: the one place that reads the environment, and the feature builder's typed settings.
 
-``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse (``warehouse.db``) and the run
-directories (``runs/<D>/``, whose files ``etl.layout`` names; the models are trained there). Environment
+``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse (``warehouse.db``), the daily
+partitions of the event sources (``partitions/<warehouse>/<table>/<d>.parquet``) and the run directories
+(``runs/<D>/``, whose files ``etl.layout`` names; the models are trained there). Environment
 variables: ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``, ``SHOPMTL_BENCH_POSTGRES_URL``.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from etl.contract import SOURCE_TABLES, WAREHOUSE_CONN_ID
-from etl.layout import RUNS_DIR, WAREHOUSE_FILE
+from etl.layout import PARTITIONS_DIR, RUNS_DIR, WAREHOUSE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,14 @@ class Settings:
     @property
     def embedded_warehouse_url(self) -> str:
         return f"sqlite:///{self.home / WAREHOUSE_FILE}"
+
+    def partitions_dir(self, warehouse_url: str) -> Path:
+        """The daily partitions of one warehouse's event sources, shared by every night
+        (``etl.extract.extract_partitions``). One folder per warehouse (a digest of its URL without
+        the password), so a deployment that points at another warehouse never reuses the first one's days."""
+        from etl.warehouse import mask_url  # SQLAlchemy: imported only when a task runs, not at DAG parse time
+
+        return self.home / PARTITIONS_DIR / hashlib.sha256(mask_url(warehouse_url).encode()).hexdigest()[:16]
 
     @property
     def runs_dir(self) -> Path:

@@ -2,6 +2,10 @@
 
 Point-in-time: nothing at or after ``window_end`` (the end of day D's data interval) is read, and a
 fraud label is read only when its ``labeled_at`` is before ``window_end``.
+
+Incremental: with a partitions directory (``Settings.partitions_dir``) the event sources are read from
+the warehouse one day at a time into immutable daily partitions, and a night assembles its window from
+them, so a night's extraction costs one day of events instead of ``window_days``.
 """
 from __future__ import annotations
 
@@ -10,10 +14,23 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
+from sqlalchemy.engine import Connection
+
 from etl.contract import SOURCE_TABLES
 from etl.io import write_parquet_atomically
-from etl.layout import extract_path
-from etl.warehouse import SQL_DIR, bind_timestamp, copy_query_to_frame, create_warehouse_engine, is_sqlite, mask_url, read_frame
+from etl.layout import extract_path, partition_path
+from etl.warehouse import (
+    SQL_DIR,
+    TABLE_SCHEMAS,
+    bind_timestamp,
+    cast_to_schema,
+    copy_query_to_frame,
+    create_warehouse_engine,
+    is_sqlite,
+    mask_url,
+    read_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +41,41 @@ log = logging.getLogger(__name__)
 # the warehouse holds. (sql/extract is not a DDL area: etl.warehouse.create_tables never runs it.)
 EXTRACT_SQL_DIR = SQL_DIR / "extract"
 
+# Event sources have a day of their own, so each day d is read once into the partition
+# $SHOPMTL_HOME/partitions/<table>/<d>.parquet (sql/extract/partitions/<table>.sql: the rows of
+# [d, d + 1) as the warehouse knows them when the partition is written): clicks by event_time, orders
+# and reviews by created_at, order_items by their order's created_at, fraud_labels by labeled_at (the
+# day the label became known; labels arrive days after their order). The value is each table's key,
+# the ORDER BY of its whole-window query, which the assembled window is sorted by.
+# The dimension sources (users, items, item_images) stay whole-window queries: they have no day of
+# their own to partition by. Their extract is every row that existed before window_end (users: those
+# active in the window), not the rows of the window's days, and a row changes in place (an image is
+# replaced); partitioning them by the day a row changed is a later step.
+PARTITION_SQL_DIR = EXTRACT_SQL_DIR / "partitions"
+PARTITION_KEYS: dict[str, tuple[str, ...]] = {
+    "clicks": ("event_id",),
+    "orders": ("order_id",),
+    "order_items": ("order_id", "item_id"),
+    "reviews": ("review_id",),
+    "fraud_labels": ("order_id",),
+}
+# A fraud_labels partition keeps each label's order time, so that a window keeps the labels of its own
+# orders without reading the orders (another mapped task extracts those at the same time).
+ORDER_CREATED_AT = "order_created_at"
+
 
 def extract_query(table: str) -> str:
     """The extract query of source ``table`` (bind parameters ``:window_start`` and ``:window_end``)."""
     if table not in SOURCE_TABLES:
         raise ValueError(f"Unknown source table {table!r}; expected one of {sorted(SOURCE_TABLES)}")
     return (EXTRACT_SQL_DIR / f"{table}.sql").read_text()
+
+
+def partition_query(table: str) -> str:
+    """The one-day query of event source ``table`` (bind parameters ``:day_start`` and ``:day_end``)."""
+    if table not in PARTITION_KEYS:
+        raise ValueError(f"{table!r} has no daily partitions; partitioned sources: {sorted(PARTITION_KEYS)}")
+    return (PARTITION_SQL_DIR / f"{table}.sql").read_text()
 
 
 @dataclass(frozen=True)
@@ -51,6 +97,11 @@ class ExtractWindow:
     def day_start(self) -> datetime:
         return self.window_end - timedelta(days=1)
 
+    @property
+    def days(self) -> list[date]:
+        """The window's days, oldest first (the last is ``ds``)."""
+        return [self.ds - timedelta(days=back) for back in range(self.window_days - 1, -1, -1)]
+
 
 @dataclass(frozen=True)
 class ExtractResult:
@@ -62,33 +113,105 @@ class ExtractResult:
         return asdict(self)
 
 
-def extract_source(table: str, warehouse_url: str, window: ExtractWindow, extract_dir: Path) -> ExtractResult:
-    """Copy one source table's rows for ``window`` into ``extract_dir/<table>.parquet`` (``etl.layout.extract_path``)."""
-    query = extract_query(table)
-    engine = create_warehouse_engine(warehouse_url)
-    try:
-        with engine.connect() as conn:
-            params = {
-                "window_start": bind_timestamp(conn, window.window_start),
-                "window_end": bind_timestamp(conn, window.window_end),
-            }
-            # PostgreSQL streams the rows out with COPY; SQLite (embedded, demo-sized) reads rows.
-            read = read_frame if is_sqlite(conn) else copy_query_to_frame
-            frame = read(conn, query, params, table=table)
-    finally:
-        engine.dispose()
+def extract_source(
+    table: str,
+    warehouse_url: str,
+    window: ExtractWindow,
+    extract_dir: Path,
+    partitions_dir: Path | None = None,
+    full_refresh: bool = False,
+) -> ExtractResult:
+    """Copy one source table's rows for ``window`` into ``extract_dir/<table>.parquet`` (``etl.layout.extract_path``).
+
+    With ``partitions_dir`` an event source is assembled from its daily partitions, extracting only
+    the days it needs (``extract_partitions``; ``full_refresh`` re-extracts all of the window's days);
+    without it, and for the dimension sources, one whole-window query reads it.
+    """
     path = extract_path(extract_dir, table)
+    if partitions_dir is not None and table in PARTITION_KEYS:
+        written = extract_partitions(table, warehouse_url, window, partitions_dir, full_refresh)
+        frame = assemble_window(table, window, partitions_dir)
+        days = ", ".join(day.isoformat() for day in written)
+        how = f"extracted {len(written)} day(s) [{days}], reused {window.window_days - len(written)} from {partitions_dir}"
+    else:
+        engine = create_warehouse_engine(warehouse_url)
+        try:
+            with engine.connect() as conn:
+                frame = read_rows(conn, extract_query(table), table, window.window_start, window.window_end, "window")
+        finally:
+            engine.dispose()
+        how = "whole-window query"
     write_parquet_atomically(frame, path)
     log.info(
-        "Extracted %s: %d rows for [%s, %s) from %s",
-        table, frame.height, window.window_start, window.window_end, mask_url(warehouse_url),
+        "Extracted %s: %d rows for [%s, %s) from %s: %s",
+        table, frame.height, window.window_start, window.window_end, mask_url(warehouse_url), how,
     )
     return ExtractResult(table=table, path=str(path), rows=frame.height)
 
 
+def read_rows(conn: Connection, query: str, table: str, start: datetime, end: datetime, bound: str) -> pl.DataFrame:
+    """Run an extract query bound to ``:<bound>_start`` / ``:<bound>_end``, typed as ``table``."""
+    params = {f"{bound}_start": bind_timestamp(conn, start), f"{bound}_end": bind_timestamp(conn, end)}
+    if table == "fraud_labels" and bound == "day":
+        # The partition's extra order time is no contract column, so COPY's typed parse cannot take it;
+        # labels are few (a row read costs little).
+        return cast_to_schema(read_frame(conn, query, params), {**TABLE_SCHEMAS[table], ORDER_CREATED_AT: pl.Datetime("us")})
+    # PostgreSQL streams the rows out with COPY; SQLite (embedded, demo-sized) reads rows.
+    read = read_frame if is_sqlite(conn) else copy_query_to_frame
+    return read(conn, query, params, table=table)
+
+
+def extract_partitions(
+    table: str, warehouse_url: str, window: ExtractWindow, partitions_dir: Path, full_refresh: bool = False
+) -> list[date]:
+    """Write the partitions of ``window``'s days that ``table`` lacks, and always day D's; returns the days written.
+
+    A partition is written once and then only read: a later night leaves it as it is, so what a
+    night saw of an older day (labels known then) stays what a backfill of that night sees. Day D
+    itself is re-read by every run of night D, so that a retry or a re-run after a fix in the
+    warehouse sees D as the warehouse has it now; ``full_refresh`` re-reads every day of the window.
+    Two nights (a backfill beside the scheduled night) may write the same day at the same time: each
+    write is atomic (temporary file, then rename) and both read the same rows, so either file is the
+    same bytes and a reader never sees half of one.
+    """
+    days = [
+        day for day in window.days
+        if full_refresh or day == window.ds or not partition_path(partitions_dir, table, day).exists()
+    ]
+    if not days:
+        return []
+    query = partition_query(table)
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            for day in days:
+                start = datetime(day.year, day.month, day.day)
+                frame = read_rows(conn, query, table, start, start + timedelta(days=1), "day")
+                write_parquet_atomically(frame, partition_path(partitions_dir, table, day))
+    finally:
+        engine.dispose()
+    return days
+
+
+def assemble_window(table: str, window: ExtractWindow, partitions_dir: Path) -> pl.DataFrame:
+    """The window extract of ``table`` from its daily partitions: the whole-window query's rows, in its order."""
+    frame = pl.concat([pl.read_parquet(partition_path(partitions_dir, table, day)) for day in window.days])
+    if table == "fraud_labels":
+        # The window's labels known before window_end, of the window's orders (sql/extract/fraud_labels.sql).
+        # A label is known after its order was created, so every such label is in a partition of the window.
+        in_window = pl.col(ORDER_CREATED_AT).is_between(window.window_start, window.window_end, closed="left")
+        frame = frame.filter(in_window & (pl.col("labeled_at") < window.window_end)).drop(ORDER_CREATED_AT)
+    return frame.sort(PARTITION_KEYS[table])
+
+
 def extract_sources(
-    warehouse_url: str, window: ExtractWindow, extract_dir: Path, tables: tuple[str, ...] = SOURCE_TABLES
+    warehouse_url: str,
+    window: ExtractWindow,
+    extract_dir: Path,
+    tables: tuple[str, ...] = SOURCE_TABLES,
+    partitions_dir: Path | None = None,
+    full_refresh: bool = False,
 ) -> list[ExtractResult]:
     """Extract every source table of ``window`` (the same work as the DAG's mapped extract tasks)."""
-    return [extract_source(table, warehouse_url, window, extract_dir) for table in tables]
+    return [extract_source(table, warehouse_url, window, extract_dir, partitions_dir, full_refresh) for table in tables]
 

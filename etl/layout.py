@@ -2,6 +2,8 @@
 
     $SHOPMTL_HOME/
       warehouse.db                         the embedded SQLite warehouse (no Airflow connection)
+      partitions/<warehouse>/<table>/<day>.parquet
+                                           extract: one day of an event source (etl.extract.extract_partitions)
       runs/<D>/                            one directory per day D, so concurrent days share no file
         extract/<source table>.parquet     extract: the training window's rows of each source
         data_docs/index.html               validate: Great Expectations data docs
@@ -16,12 +18,14 @@ Stages take these directories as arguments; the helpers here only name files ins
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from etl.contract import FRAUD_LGBM, MULTITASK
 
 WAREHOUSE_FILE = "warehouse.db"
 RUNS_DIR = "runs"
+PARTITIONS_DIR = "partitions"  # under SHOPMTL_HOME, one folder per warehouse, shared by every night (Settings.partitions_dir)
 
 FEATURE_TABLES = ("impressions", "orders", "reviews", "items", "candidates")
 MANIFEST_FILE = "manifest.json"
@@ -43,6 +47,11 @@ CHAMPION_SUFFIX = "_champion"
 def extract_path(extract_dir: Path, table: str) -> Path:
     """The extract of one source table."""
     return Path(extract_dir) / f"{table}.parquet"
+
+
+def partition_path(partitions_dir: Path, table: str, day: date) -> Path:
+    """The partition of day ``day`` of an event source: its rows of [day, day + 1)."""
+    return Path(partitions_dir) / table / f"{day.isoformat()}.parquet"
 
 
 def feature_path(features_dir: Path, table: str) -> Path:

@@ -98,3 +98,16 @@ def test_copy_read_gives_the_frames_the_row_read_gives(postgres_url):
         by_copy = copy_query_to_frame(conn, extract_query("clicks"), empty, table="clicks")
         assert by_copy.height == 0 and by_copy.schema == by_rows.schema
     engine.dispose()
+
+
+def test_partitioned_extract_equals_the_whole_window_query_on_the_point_in_time_rows(warehouse_url, tmp_path):
+    """Event sources assembled from daily partitions (``partitions_dir``): the same files, every source."""
+    seed_point_in_time_rows(warehouse_url)
+    window = ExtractWindow(ds=DS, window_days=28)
+    whole = extract_sources(warehouse_url, window, tmp_path / "whole")
+    partitioned = extract_sources(warehouse_url, window, tmp_path / "partitioned", partitions_dir=tmp_path / "partitions")
+    assert [r.rows for r in partitioned] == [r.rows for r in whole]
+    for table in SOURCE_TABLES:
+        left, right = pl.read_parquet(tmp_path / "whole" / f"{table}.parquet"), pl.read_parquet(tmp_path / "partitioned" / f"{table}.parquet")
+        assert left.schema == right.schema and left.equals(right), table
+    assert len(list((tmp_path / "partitions" / "clicks").glob("*.parquet"))) == 28
