@@ -9,6 +9,7 @@ DEMO_END ?= 2026-02-04
 DEMO_SCALE ?= 1
 DEMO_SEED ?= 7
 BENCH_SCALES ?= 1 10
+BENCH_NIGHTS ?= 2
 
 .PHONY: install demo test test-all bench clean
 
@@ -33,7 +34,7 @@ test: install
 ## The DAG for real at each scale on fresh PostgreSQL databases (SHOPMTL_BENCH_POSTGRES_URL's server),
 ## with side-by-side peers; writes bench/results.json and bench/results.md. Not part of `make test`.
 bench: install
-	$(BIN)/python -m bench --scales $(BENCH_SCALES)
+	$(BIN)/python -m bench --scales $(BENCH_SCALES) --nights $(BENCH_NIGHTS)
 
 clean:
 	rm -rf $(SHOPMTL_HOME) .pytest_cache

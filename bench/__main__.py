@@ -49,11 +49,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of each peer comparison")
     parser.add_argument("--keep", action="store_true", help="keep the databases and the run directories")
     parser.add_argument("--skip-peers", action="store_true", help="only the DAG runs")
+    parser.add_argument(
+        "--nights", type=int, default=2,
+        help="consecutive nights run, ending with --end; the last is measured (1: a first night, which "
+        "extracts the whole window; 2 and more: a steady-state night, which extracts one day of events)",
+    )
     args = parser.parse_args(argv)
-    # The DAG's window is 28 days ending with --end (window_days Param): fewer seeded days would
+    # The DAG's window is 28 days ending with each night (window_days Param): fewer seeded days would
     # benchmark a partly empty window.
-    if (args.end - args.start).days + 1 < 28:
-        parser.error("--start..--end must cover the DAG's 28-day window")
+    if args.nights < 1:
+        parser.error("--nights must be at least 1")
+    if (args.end - args.start).days + 1 < 28 + args.nights - 1:
+        parser.error(f"--start..--end must cover the DAG's 28-day window of each of the {args.nights} night(s)")
     return args
 
 
@@ -63,7 +70,7 @@ def bench_scale(args: argparse.Namespace, admin_url: str, scale: float, work_dir
 
     with bench_database(admin_url, scale, keep=args.keep) as database:
         print(f"scale {scale:g}: database {database.name}, SHOPMTL_HOME {work_dir} ...", flush=True)
-        result = run_scale(database, scale, args.start, args.end, args.seed, work_dir)
+        result = run_scale(database, scale, args.start, args.end, args.seed, work_dir, args.nights)
         print(f"  DAG run {result['dag_wall_s']:.1f} s; {result['clicks_window_rows']:,} clicks rows in the window", flush=True)
         if not args.skip_peers:
             print(f"  peers ({args.repeats} alternating repeats) ...", flush=True)
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(work_root, ignore_errors=True)
     settings = {"start": args.start.isoformat(), "end": args.end.isoformat(), "seed": args.seed, "repeats": args.repeats,
-                "requested_scales": args.scales, "skip_peers": args.skip_peers}  # fmt: skip
+                "requested_scales": args.scales, "skip_peers": args.skip_peers, "nights": args.nights}  # fmt: skip
     results = stamp_results(settings, scales, read_server_version(admin_url))
     json_path, md_path = write_results(results, args.out_dir)
     print()

@@ -70,13 +70,23 @@ def format_mib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / MIB:,.0f}"
 
 
+def describe_nights(result: dict) -> str:
+    """Which night the table measures: a first night extracts the whole window, later ones one day."""
+    earlier = result.get("earlier_nights", [])
+    if not earlier:
+        return "a first night (every day of the window extracted)"
+    walls = ", ".join(f"{night['ds']} {night['wall_s']:.0f} s" for night in earlier)
+    return f"night {len(earlier) + 1} in a row, after {walls} (one day of events extracted)"
+
+
 def render_stage_table(result: dict) -> list[str]:
     """One scale: seconds, rows, rows/s and peak RSS per stage."""
     lines = [
         f"### Scale {result['scale']:g}: {result['clicks_window_rows']:,} clicks rows in the window",
         "",
-        f"Seeded in {result['seed_s']:.1f} s; `airflow dags test` {result['dag_wall_s']:.1f} s wall, peak RSS of its process tree "
-        f"{format_mib(result['dag_peak_rss_bytes'])} MiB ({result['rss_samples']} samples).",
+        f"Seeded in {result['seed_s']:.1f} s; {describe_nights(result)}; `airflow dags test` of the measured night "
+        f"{result['dag_wall_s']:.1f} s wall, peak RSS of its process tree {format_mib(result['dag_peak_rss_bytes'])} MiB "
+        f"({result['rss_samples']} samples).",
         "",
         "| stage | seconds | seconds (sum of instances) | rows | rows are | rows/s | peak RSS MiB |",
         "|---|---:|---:|---:|---|---:|---:|",

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import psutil
@@ -191,8 +191,16 @@ def count_stage_rows(layout: RunLayout, url: str, ds: date) -> dict[str, dict[st
     return {stage: {"rows": rows, "rows_what": what} for stage, (rows, what) in counted.items()}
 
 
-def run_scale(database: BenchDatabase, scale: float, start: date, end: date, seed: int, home: Path) -> dict[str, object]:
-    """Seed ``database`` at ``scale`` and run the DAG for ``end`` under a private ``home``; per-stage figures."""
+def run_scale(
+    database: BenchDatabase, scale: float, start: date, end: date, seed: int, home: Path, nights: int = 1
+) -> dict[str, object]:
+    """Seed ``database`` at ``scale`` and run the DAG for the ``nights`` days ending with ``end`` under a
+    private ``home``; per-stage figures of the last night.
+
+    With ``nights`` > 1 the earlier nights fill the daily partitions of the event sources, so the
+    measured night is a steady-state one (it extracts one day of events, as every night after the
+    first does); their wall times are recorded too.
+    """
     (home / "airflow").mkdir(parents=True, exist_ok=True)
     log_path = home / "bench.log"
     log_path.write_text("")
@@ -202,6 +210,12 @@ def run_scale(database: BenchDatabase, scale: float, start: date, end: date, see
     migrated = run_airflow(["db", "migrate"], env, log_path)
     if migrated.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed; see {log_path}")
+    earlier_nights = []
+    for back in range(nights - 1, 0, -1):
+        night = run_dag_sampled(env, end - timedelta(days=back), log_path)
+        if not night["succeeded"]:
+            raise RuntimeError(f"the DAG run for {end - timedelta(days=back)} at scale {scale} failed; see {log_path}")
+        earlier_nights.append({"ds": (end - timedelta(days=back)).isoformat(), "wall_s": night["wall_s"]})
     dag = run_dag_sampled(env, end, log_path)
     if not dag["succeeded"]:
         raise RuntimeError(f"the DAG run at scale {scale} failed; see {log_path}")
@@ -229,6 +243,8 @@ def run_scale(database: BenchDatabase, scale: float, start: date, end: date, see
         "seed_rows": seeded["rows"],
         "seed_s": seeded["seconds"],
         "clicks_window_rows": stages["plan"]["rows"],
+        "nights": nights,
+        "earlier_nights": earlier_nights,  # unmeasured nights before ``end`` (they fill the partitions)
         "dag_wall_s": dag["wall_s"],
         "dag_peak_rss_bytes": max(rss) if rss else None,
         "rss_samples": len(rss),

@@ -22,9 +22,9 @@ PEERS = ("extract", "publish", "features", "training")
 def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_path):
     # The fixture's fresh database only proves the server answers (or skips / fails as configured);
     # the benchmark creates and drops its own shopmtl_bench_* databases on the same server.
-    # 28 seeded days: exactly the DAG's default window (window_days=28) ending on --end.
-    argv = ["--scales", "0.05", "0.1", "--start", "2026-01-08", "--end", "2026-02-04", "--repeats", "1",
-            "--postgres-url", postgres_url, "--out-dir", str(tmp_path)]  # fmt: skip
+    # 29 seeded days: the DAG's default 28-day window (window_days=28) of each of the two nights.
+    argv = ["--scales", "0.05", "0.1", "--start", "2026-01-07", "--end", "2026-02-04", "--repeats", "1",
+            "--nights", "2", "--postgres-url", postgres_url, "--out-dir", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
 
     results = json.loads((tmp_path / "results.json").read_text())
@@ -33,6 +33,7 @@ def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_
     assert [scale["scale"] for scale in results["scales"]] == [0.05, 0.1]
     for scale in results["scales"]:
         assert scale["clicks_window_rows"] > 0
+        assert [night["ds"] for night in scale["earlier_nights"]] == ["2026-02-03"]  # then 02-04 was measured
         for stage in (*STAGES, RUN):
             figures = scale["stages"][stage]
             assert figures["seconds"] > 0 and figures["seconds_sum"] >= figures["seconds"], stage
@@ -54,3 +55,8 @@ def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_
         left = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname = ANY(:names)"), {"names": list(names)}).all()
     engine.dispose()
     assert left == []
+
+
+def test_the_seeded_days_must_cover_every_nights_window():
+    with pytest.raises(SystemExit):  # 28 days hold one night's window, not two
+        main(["--scales", "0.05", "--start", "2026-01-08", "--end", "2026-02-04", "--nights", "2"])
