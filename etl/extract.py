@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 EXTRACT_SQL_DIR = SQL_DIR / "extract"
 
 # Event sources have a day of their own, so each day d is read once into the partition
-# $SHOPMTL_HOME/partitions/<table>/<d>.parquet (sql/extract/partitions/<table>.sql: the rows of
+# $SHOPMTL_HOME/partitions/<warehouse>/<table>/<d>.parquet (sql/extract/partitions/<table>.sql: the rows of
 # [d, d + 1) as the warehouse knows them when the partition is written): clicks by event_time, orders
 # and reviews by created_at, order_items by their order's created_at, fraud_labels by labeled_at (the
 # day the label became known; labels arrive days after their order). The value is each table's key,
