@@ -152,9 +152,7 @@ def summarize(
     return ValidationSummary(
         ds=ds,
         run_id=run_id,
-        n_expectations=len(outcomes),
-        n_failed=sum(not outcome.success for outcome in outcomes),
-        n_critical_failed=sum(not outcome.success and outcome.critical for outcome in outcomes),
+        **tally_outcomes(outcomes),
         docs_index_path=str(docs_index_path) if docs_index_path else None,
         tables=counts,
     )
@@ -243,13 +241,16 @@ def validate_table(
 
 def count_outcomes(n_rows: int, n_day_rows: int, outcomes: Sequence[ExpectationOutcome]) -> TableCounts:
     """Counts of one table's outcomes."""
-    return TableCounts(
-        n_rows=n_rows,
-        n_day_rows=n_day_rows,
-        n_expectations=len(outcomes),
-        n_failed=sum(not outcome.success for outcome in outcomes),
-        n_critical_failed=sum(not outcome.success and outcome.critical for outcome in outcomes),
-    )
+    return TableCounts(n_rows=n_rows, n_day_rows=n_day_rows, **tally_outcomes(outcomes))
+
+
+def tally_outcomes(outcomes: Sequence[ExpectationOutcome]) -> dict[str, int]:
+    """Expectations, failures and critical failures among ``outcomes`` (of one table or of the run)."""
+    return {
+        "n_expectations": len(outcomes),
+        "n_failed": sum(not outcome.success for outcome in outcomes),
+        "n_critical_failed": sum(not outcome.success and outcome.critical for outcome in outcomes),
+    }
 
 
 def log_table_summary(table: str, counts: TableCounts) -> None:
