@@ -24,7 +24,7 @@ from bench.pandas_features import add_trailing_sums_pandas
 from etl.extract import ExtractWindow, extract_query, extract_source
 from etl.features import add_trailing_sums
 from etl.layout import extract_path
-from etl.warehouse import TABLE_SCHEMAS, TEXT_TIMESTAMP_FORMAT, insert_frame
+from etl.warehouse import TEXT_TIMESTAMP_FORMAT, insert_frame, select_table
 
 PUBLISH_ROWS_PER_SCALE = 100_000  # rows published in peer (b) per unit of scale...
 PUBLISH_ROWS_MAX = 1_000_000  # ...up to this many (scale 10)
@@ -99,11 +99,11 @@ def build_score_frame(n_rows: int, ds: date, seed: int = 7) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     index = np.arange(n_rows)
     p_click = rng.random(n_rows)
-    return pl.DataFrame(
+    return select_table("score_user_item", pl.DataFrame(
         {"ds": [ds] * n_rows, "user_id": index // 20, "item_id": index % 20 + 1000 * (index // 20 % 7),
          "p_click": p_click, "p_purchase": p_click * rng.random(n_rows) * 0.1, "rank": index % 20 + 1,
          "model_version": ["multitask-bench"] * n_rows}  # fmt: skip
-    ).select([pl.col(name).cast(dtype) for name, dtype in TABLE_SCHEMAS["score_user_item"].items()])
+    ))
 
 
 def compare_publish(db_url: str, libpq_url: str, scale: float, repeats: int) -> dict[str, object]:

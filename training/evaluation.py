@@ -11,6 +11,8 @@ Metric rows are ``{task, metric, value, n_rows}`` (``task`` holds the objective:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,16 @@ def category_metric_rows(item_predictions: pl.DataFrame) -> list[dict[str, Any]]
         {"task": "category", "metric": "accuracy", "value": accuracy, "n_rows": n},
         {"task": "category", "metric": "log_loss", "value": log_loss, "n_rows": n},
     ]
+
+
+def format_metric_rows(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Metric rows for a log line: ``task.metric=value``, leaving out missing and NaN values."""
+    return " ".join(f"{row['task']}.{row['metric']}={row['value']:.4f}" for row in rows if is_usable(row["value"]))
+
+
+def is_usable(value: Any) -> bool:
+    """A metric value that can be compared or shown: neither missing nor NaN."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def category_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float | None]:

@@ -151,10 +151,16 @@ def evaluate_fraud_lgbm(model_dir: Path, features_dir: Path) -> list[dict[str, A
 def score_fraud_lgbm(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
     """Score ``features_dir``'s orders with the saved model into ``output_dir/predictions``, as training would."""
     model = load_fraud_lgbm(Path(model_dir))
-    orders = pl.read_parquet(feature_path(features_dir, "orders"))
+    metrics = write_order_scores(model, pl.read_parquet(feature_path(features_dir, "orders")), Path(output_dir))
+    return TrainingSummary(FRAUD_LGBM, model.model_version, Path(output_dir), metrics)
+
+
+def write_order_scores(model: FraudLgbm, orders: pl.DataFrame, output_dir: Path) -> list[dict[str, Any]]:
+    """Write ``output_dir/predictions/orders.parquet`` (``predict_orders``); return the fraud metric rows
+    on its evaluation orders, the same function a later evaluation of the saved model uses."""
     predictions = predict_orders(model, orders)
     write_parquet_atomically(predictions, prediction_path(output_dir, "orders"))
-    return TrainingSummary(FRAUD_LGBM, model.model_version, Path(output_dir), objective_metric_rows("fraud", predictions, orders))
+    return objective_metric_rows("fraud", predictions, orders)
 
 
 def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConfig = FraudLgbmConfig()) -> TrainingSummary:
@@ -224,15 +230,12 @@ def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConf
     )
     save_fraud_lgbm(model, output_dir)
     reloaded = load_fraud_lgbm(output_dir)  # score from the saved text, as any later consumer will
-    predictions = predict_orders(reloaded, orders)
-    write_parquet_atomically(predictions, prediction_path(output_dir, "orders"))
 
     summary = TrainingSummary(
         model_name=FRAUD_LGBM,
         model_version=model_version,
         output_dir=output_dir,
-        # The same function a later evaluation of the saved model uses (champion vs challenger).
-        metrics=objective_metric_rows("fraud", predictions, orders),
+        metrics=write_order_scores(reloaded, orders, output_dir),
         device="cpu",
         n_train={"fraud": orders_train.height},
     )

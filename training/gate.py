@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from etl.config import FeatureConfig
 from etl.io import write_json_atomically
 from etl.layout import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILES, feature_path, manifest_path, saved_model_name
 from training.config import GateConfig
-from training.promotion import is_usable
+from training.evaluation import format_metric_rows
 from training.registry import ChampionChangedError, Registration, read_champion, register_model
 from training.summary import TrainingSummary
 
@@ -187,7 +187,7 @@ def evaluate_champion(warehouse_url: str, model_name: str, features_dir: Path) -
         return None
     with unseen_rows_view(features_dir, date.fromisoformat(champion["trained_ds"])) as view:
         rows = evaluate_saved_model(Path(champion["artifact_path"]), view)
-    log.info("champion %s %s on today's rows: %s", model_name, champion["model_version"], _format_rows(rows))
+    log.info("champion %s %s on today's rows: %s", model_name, champion["model_version"], format_metric_rows(rows))
     return _tag(rows, champion["model_version"])
 
 
@@ -229,17 +229,13 @@ def _gate_once(
     log.info(
         "on the same rows: champion %s %s | challenger %s %s",
         champion["model_version"],
-        _format_rows(champion_rows),
+        format_metric_rows(champion_rows),
         summary["model_version"],
-        _format_rows(challenger_rows),
+        format_metric_rows(challenger_rows),
     )
     return register_model(
         warehouse_url, ds, summary, champion_rows, config, challenger_metrics_same_rows=challenger_rows
     )
-
-
-def _format_rows(rows: Iterable[Mapping[str, Any]]) -> str:
-    return " ".join(f"{r['task']}.{r['metric']}={r['value']:.4f}" for r in rows if is_usable(r["value"]))
 
 
 def choose_scoring_model(decision: Registration, challenger_dir: str) -> str:
@@ -278,7 +274,7 @@ def score_with_model(model_dir: Path, features_dir: Path, output_dir: Path) -> T
         features_dir,
         summary.model_name,
         summary.model_version,
-        _format_rows(summary.metrics),
+        format_metric_rows(summary.metrics),
     )
     return summary
 

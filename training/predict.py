@@ -334,9 +334,8 @@ def _predict_with_saved_model(
     trained = bundle.extra.get("objectives", bundle.extra.get("tasks", OBJECTIVES))
     objectives = tuple(objective for objective in trained if objective in tables.objectives_available)
     training = bundle.extra.get("training", {})
-    network = bundle.model.config.network
     with seeded_torch(training.get("seed", 0), torch.device("cpu"), training.get("num_threads", 1)):
-        items = with_image_features(bundle.model, encode_item_table(tables.items, network.text, network.image_size))
+        items = prepare_items(bundle, tables.items)
         predictions = predict_features(
             bundle.model,
             bundle.spec,

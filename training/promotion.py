@@ -9,13 +9,13 @@ name is. ``training/registry.py`` applies the rule inside its registration trans
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
 from training.config import GateConfig
+from training.evaluation import is_usable
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ def index_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Ma
             raise ValueError(f"metric rows hold {key[0]}.{key[1]} twice")
         indexed[key] = row
     return indexed
-
-
-def is_usable(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def decide_promotion(

@@ -34,7 +34,6 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -69,6 +68,7 @@ from training.data import (
     split_objective_frames,
 )
 from training.device import resolve_device, seeded_torch
+from training.evaluation import format_metric_rows
 from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
@@ -299,12 +299,8 @@ def train_multitask(
             "warm_start": warm_start,
         },
     )
-    log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, _format_metrics(metrics))
+    log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, format_metric_rows(metrics))
     return summary
-
-
-def _format_metrics(rows: list[dict[str, Any]]) -> str:
-    return " ".join(f"{row['task']}.{row['metric']}={row['value']:.4f}" for row in rows if row["value"] is not None)
 
 
 def main() -> None:
