@@ -14,14 +14,16 @@ import argparse
 import shutil
 import sys
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.incremental import compare_incremental
 from bench.report import render_markdown, stamp_results, write_results
 from bench.run import bench_database, run_scale
 from etl.config import load_settings
+from etl.layout import RunLayout
 from etl.warehouse import normalize_url
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -77,6 +79,11 @@ def bench_scale(args: argparse.Namespace, admin_url: str, scale: float, work_dir
             result["peers"] = run_peers(
                 database.url, database.libpq_url, Path(result["run_dir"]), args.end, scale, args.repeats
             )
+            if args.nights > 1:  # the previous night's network is the incremental night's starting point
+                print("  incremental night vs full-window retraining ...", flush=True)
+                layout = RunLayout(Path(result["run_dir"]))
+                previous = RunLayout(layout.run_dir.with_name((args.end - timedelta(days=1)).isoformat()))
+                result["incremental"] = compare_incremental(layout, previous, work_dir / "incremental_night")
     return result
 
 

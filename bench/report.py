@@ -148,6 +148,33 @@ def render_peer_tables(scales: list[dict]) -> list[str]:
     return lines
 
 
+def render_incremental_table(scales: list[dict]) -> list[str]:
+    """The incremental night next to full-window retraining: seconds, rows and each objective's day-D metric."""
+    measured = [result for result in scales if result.get("incremental")]
+    if not measured:
+        return []
+    lines = [
+        "### Incremental night vs full-window retraining (same features, seed and day-D rows)",
+        "",
+        "| scale | training | s | training rows | best epoch | " + " | ".join(
+            f"{objective} {row['metric']} (n)" for objective, row in measured[0]["incremental"]["quality"].items()
+        ) + " |",
+        "|---:|---|---:|---:|---:|" + "---:|" * len(measured[0]["incremental"]["quality"]),
+    ]
+    for result in measured:
+        night = result["incremental"]
+        for side, label in (("peer", night["peer"]), ("shopmtl", night["shopmtl"])):
+            values = " | ".join(
+                f"{format_number(row[side], 4)} ({row['n_rows']:,})" for row in night["quality"].values()
+            )
+            lines.append(
+                f"| {result['scale']:g} | {label} | {night[side + '_s']:.1f} | {night[side + '_rows']:,} | "
+                f"{night['epochs'][side]} | {values} |"
+            )
+        lines.append(f"| {result['scale']:g} | ratio (incremental / full) | **{night['ratio']:.2f}** | | |" + " |" * len(night["quality"]))
+    return lines
+
+
 def render_markdown(results: dict) -> str:
     """Every table of ``results.json`` as Markdown."""
     machine = results["machine"]
@@ -164,7 +191,8 @@ def render_markdown(results: dict) -> str:
     for result in results["scales"]:
         lines += render_stage_table(result) + [""]
     lines += render_exponent_table(results["exponents"], results["scales"]) + [""]
-    lines += render_peer_tables(results["scales"])
+    lines += render_peer_tables(results["scales"]) + [""]
+    lines += render_incremental_table(results["scales"])
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -60,6 +60,11 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
         "fraud_eval_days": Param(3, type="integer", minimum=1, maximum=30, description="Newest mature days held out to evaluate fraud models"),
         "seed": Param(7, type="integer", description="Seed for training (same data + seed = same scores)"),
         "warm_start": Param(False, type="boolean", description="Start the network from the champion's weights instead of from scratch"),
+        "recent_days": Param(
+            None, type=["null", "integer"], minimum=1, maximum=365,
+            description="With warm_start: an incremental night, training on the newest days plus a replay sample of older rows (empty: the whole window)",
+        ),
+        "replay_fraction": Param(0.1, type="number", minimum=0, maximum=1, description="Share of the older training rows replayed on an incremental night"),
         "ds": Param(None, type=["null", "string"], format="date", description="Process this day instead of the logical date"),
         "full_refresh": Param(False, type="boolean", description="Re-extract every day of the window's event sources from the warehouse, replacing their daily partitions"),
     },
@@ -133,7 +138,12 @@ def nightly_retrain():
         from training.train import train_multitask
 
         run = RunPlan.from_dict(run_plan)
-        config = MultiTaskConfig(seed=params["seed"], objectives=tuple(run.objectives))
+        config = MultiTaskConfig(
+            seed=params["seed"],
+            objectives=tuple(run.objectives),
+            recent_days=params["recent_days"],
+            replay_fraction=params["replay_fraction"],
+        )
         warm_start_dir = read_champion_dir(resolve_warehouse_url(), MULTITASK) if params["warm_start"] else None
         return train_multitask(run.layout.features_dir, run.layout.model_dir(MULTITASK), config, warm_start_dir).to_dict()
 

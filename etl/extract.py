@@ -23,9 +23,9 @@ from etl.layout import extract_path, partition_path
 from etl.warehouse import (
     SQL_DIR,
     TABLE_SCHEMAS,
+    arrow_query_to_frame,
     bind_timestamp,
     cast_to_schema,
-    copy_query_to_frame,
     create_warehouse_engine,
     is_sqlite,
     mask_url,
@@ -152,13 +152,12 @@ def extract_source(
 def read_rows(conn: Connection, query: str, table: str, start: datetime, end: datetime, bound: str) -> pl.DataFrame:
     """Run an extract query bound to ``:<bound>_start`` / ``:<bound>_end``, typed as ``table``."""
     params = {f"{bound}_start": bind_timestamp(conn, start), f"{bound}_end": bind_timestamp(conn, end)}
-    if table == "fraud_labels" and bound == "day":
-        # The partition's extra order time is no contract column, so COPY's typed parse cannot take it;
-        # labels are few (a row read costs little).
-        return cast_to_schema(read_frame(conn, query, params), {**TABLE_SCHEMAS[table], ORDER_CREATED_AT: pl.Datetime("us")})
-    # PostgreSQL streams the rows out with COPY; SQLite (embedded, demo-sized) reads rows.
-    read = read_frame if is_sqlite(conn) else copy_query_to_frame
-    return read(conn, query, params, table=table)
+    # PostgreSQL streams the rows into Arrow (ADBC, binary COPY); SQLite (embedded, demo-sized) reads rows.
+    read = read_frame if is_sqlite(conn) else arrow_query_to_frame
+    frame = read(conn, query, params, table=table)
+    if table == "fraud_labels" and bound == "day":  # the partition's extra column: its order's time
+        return cast_to_schema(frame, {**TABLE_SCHEMAS[table], ORDER_CREATED_AT: pl.Datetime("us")})
+    return frame
 
 
 def extract_partitions(

@@ -86,17 +86,49 @@ def add_trailing_sums(
     """Add ``{prefix}_{value}_{w}d`` = sum of ``daily[value]`` over days [as_of - w, as_of) per key.
 
     ``pairs`` holds ``keys`` + ``as_of`` (Date); ``daily`` holds ``keys`` + ``day`` (Date) + values.
-    Sums come from two as-of lookups into running totals, so the cost is O(n log n), and the day
-    ``as_of`` itself (the day being predicted) is never included.
+    The sums are computed once per distinct (key, as_of), a narrow frame far smaller than the rows
+    (1.7M user-days for 14M impressions at 100x the demo), and joined back to every row on
+    (key, as_of) by hash: sorting the wide frame of all rows once per lag was what the cost was.
     """
-    keys = list(keys)
+    return add_all_trailing_sums(pairs.collect(), [(daily, keys, values, prefix, windows)])
+
+
+TrailingLookup = tuple[pl.LazyFrame, Sequence[str], Sequence[str], str, Sequence[int]]  # daily, keys, values, prefix, windows
+
+
+def add_all_trailing_sums(pairs: pl.DataFrame, lookups: Sequence[TrailingLookup]) -> pl.LazyFrame:
+    """``add_trailing_sums`` for several (daily, keys, values, prefix, windows) at once on a materialised
+    ``pairs``: each one's distinct (key, as_of) rows are read from ``pairs`` itself, not from the previous
+    one's lazy result, so no query plan is computed twice however many there are (nested lazily, six
+    lookups took 2.5x as long at 100x the demo)."""
+    result = pairs.lazy()
+    for daily, keys, values, prefix, windows in lookups:
+        keys = list(keys)
+        distinct = pairs.lazy().select([*keys, "as_of"]).unique()
+        sums = trailing_sums(distinct, daily, keys, values, prefix, windows)
+        # nulls_equal: a row whose key is null (an item without a category) gets its null group's sums,
+        # as the as-of lookup gives the null group.
+        result = result.join(sums, on=[*keys, "as_of"], how="left", nulls_equal=True)
+    return result
+
+
+def trailing_sums(
+    lookups: pl.LazyFrame,
+    daily: pl.LazyFrame,
+    keys: list[str],
+    values: Sequence[str],
+    prefix: str,
+    windows: Sequence[int],
+) -> pl.LazyFrame:
+    """The trailing sums of distinct (``keys``, ``as_of``) rows: two as-of lookups per window into
+    running totals (O(n log n)), so the day ``as_of`` itself (the day being predicted) is never included."""
     running = (
         daily.group_by([*keys, "day"])
         .agg([pl.col(value).sum() for value in values])
         .sort("day")
         .with_columns([pl.col(value).cum_sum().over(keys) for value in values])
     )
-    result = pairs.sort("as_of")
+    result = lookups
     lags = sorted({0, *windows})
     for lag in lags:
         probe = f"_probe_{lag}"
@@ -182,12 +214,17 @@ def add_user_item_features(
 ) -> pl.LazyFrame:
     """Add the dense user, item and user-category features as of ``as_of`` to (user, item) pairs."""
     pairs = pairs.join(items.select("item_id", "category", "price", pl.col("created_at").alias("item_created_at")), on="item_id", how="left")
-    pairs = add_trailing_sums(pairs, daily["user"], ["user_id"], ["imp", "clk"], "user")
-    pairs = add_trailing_sums(pairs, daily["user_orders"], ["user_id"], ["orders", "spend"], "user", windows=(28,))
-    pairs = add_trailing_sums(pairs, daily["user_category"], ["user_id", "category"], ["imp", "clk"], "user_cat", windows=(28,))
-    pairs = add_trailing_sums(pairs, daily["item"], ["item_id"], ["imp", "clk"], "item")
-    pairs = add_trailing_sums(pairs, daily["item_units"], ["item_id"], ["units"], "item", windows=(28,))
-    pairs = add_trailing_sums(pairs, daily["item_reviews"], ["item_id"], ["reviews", "rating_sum"], "item", windows=(28,))
+    pairs = add_all_trailing_sums(
+        pairs.collect(),  # the rows every lookup reads: computed once
+        [
+            (daily["user"], ["user_id"], ["imp", "clk"], "user", TRAILING_DAYS),
+            (daily["user_orders"], ["user_id"], ["orders", "spend"], "user", (28,)),
+            (daily["user_category"], ["user_id", "category"], ["imp", "clk"], "user_cat", (28,)),
+            (daily["item"], ["item_id"], ["imp", "clk"], "item", TRAILING_DAYS),
+            (daily["item_units"], ["item_id"], ["units"], "item", (28,)),
+            (daily["item_reviews"], ["item_id"], ["reviews", "rating_sum"], "item", (28,)),
+        ],
+    )
     as_of_start = pl.col("as_of").cast(pl.Datetime("us"))
     pairs = pairs.join(users.select("user_id", "signup_at"), on="user_id", how="left")
     log1p = lambda name: pl.col(name).cast(pl.Float64).clip(lower_bound=0).log1p()  # noqa: E731

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -384,43 +385,35 @@ def read_frame(
     return cast_to_schema(frame, {name: schema[name] for name in names if name in schema}) if schema else frame
 
 
-def copy_query_to_frame(conn: Connection, query: str, params: Mapping[str, object], table: str) -> pl.DataFrame:
-    """PostgreSQL: ``COPY (query) TO STDOUT`` as CSV, parsed by Polars into ``table``'s contract types.
+def arrow_query_to_frame(conn: Connection, query: str, params: Mapping[str, object], table: str) -> pl.DataFrame:
+    """PostgreSQL: a query's rows as Arrow through ADBC, typed as ``table`` (the extract's bulk read path).
 
-    The bulk read path of the extract: rows leave the server at COPY speed and are parsed by Polars'
-    multi-threaded CSV reader, never as Python tuples (``read_frame`` fetches those, ~3x slower).
-    Binds the same ``:name`` parameters as ``read_frame`` (psycopg binds them client-side, the only
-    way COPY takes parameters). Returns the same frame as ``read_frame`` would.
+    The ADBC PostgreSQL driver reads the result with ``COPY ... TO STDOUT (FORMAT binary)`` and decodes
+    it into Arrow columns in C: no Python object per row and no text to parse. Measured on 5M clicks
+    rows (7 days at scale 100), it took 0.79x the time of a bare ``COPY (query) TO STDOUT`` into memory
+    (the text format alone costs the server more to write), where parsing COPY's CSV with Polars took
+    1.35x. It opens its own connection from ``conn``'s URL (the extract reads committed rows only) and
+    binds the query's ``:name`` parameters as ``$n`` server-side parameters. Returns the frame
+    ``read_frame`` would.
     """
-    compiled = sa.text(query).compile(dialect=conn.dialect)
-    values = {name: params[name] for name in compiled.params}  # the query's own parameters, as execute takes them
+    from adbc_driver_postgresql import dbapi as adbc  # imported here: only PostgreSQL extracts need it
+    from sqlalchemy.dialects import postgresql
+
+    compiled = sa.text(query).compile(dialect=postgresql.psycopg.dialect(paramstyle="numeric_dollar"))
+    values = [params[name] for name in compiled.positiontup or []]
+    uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with adbc.connect(uri) as arrow_conn, arrow_conn.cursor() as cursor:
+        cursor.execute(str(compiled), values or None)
+        arrow = cursor.fetch_arrow_table()
+    # NUMERIC arrives as an opaque extension type over its decimal text; Polars takes the text.
+    columns = [
+        pa.chunked_array([chunk.storage for chunk in column.chunks], type=column.type.storage_type)
+        if isinstance(column.type, pa.BaseExtensionType) else column
+        for column in arrow.columns
+    ]
+    frame = pl.from_arrow(pa.table(columns, names=arrow.column_names))
     schema = TABLE_SCHEMAS[table]
-    buffer = io.BytesIO()
-    cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv, HEADER true)", values) as copy:
-        for block in copy:
-            buffer.write(block)
-    buffer.seek(0)
-    names = buffer.readline().decode().strip().split(",")  # HEADER: the query's columns, even with no rows
-    buffer.seek(0)
-    # PostgreSQL's CSV text: timestamps "YYYY-MM-DD HH:MM:SS[.ffffff]", booleans t/f, bytea \x<hex>;
-    # read those as text and convert below, numbers and strings straight into their types.
-    as_text = (pl.Datetime, pl.Date, pl.Boolean, pl.Binary)  # compared with ==: any time unit is a Datetime
-    overrides = {name: pl.String if schema[name] in as_text else schema[name] for name in names}
-    raw = pl.read_csv(buffer, schema_overrides=overrides, infer_schema=False)
-    converted = []
-    for name in names:
-        column, dtype = pl.col(name), schema[name]
-        if dtype == pl.Datetime:
-            column = column.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us")
-        elif dtype == pl.Date:
-            column = column.str.to_date("%Y-%m-%d")
-        elif dtype == pl.Boolean:
-            column = column == "t"
-        elif dtype == pl.Binary:
-            column = column.str.strip_prefix("\\x").str.decode("hex")
-        converted.append(column.cast(dtype))
-    return raw.select(converted)
+    return cast_to_schema(frame, {name: schema[name] for name in frame.columns if name in schema})
 
 
 def insert_frame(conn: Connection, table: str, frame: pl.DataFrame) -> int:
@@ -477,7 +470,7 @@ __all__ = [
     "bind_date",
     "bind_timestamp",
     "cast_to_schema",
-    "copy_query_to_frame",
+    "arrow_query_to_frame",
     "create_tables",
     "create_view",
     "create_warehouse_engine",

@@ -57,7 +57,7 @@ def synchronize(device: torch.device) -> None:
 def benchmark(features_dir: Path, config: MultiTaskConfig, steps: int) -> list[dict[str, object]]:
     """Rows per second and ms per step for each batch kind alone, then for one joint epoch."""
     device = resolve_device(config.device)
-    tables = read_feature_tables(features_dir)
+    tables = read_feature_tables(features_dir, impression_splits=("eval",))
     results: list[dict[str, object]] = []
     with seeded_torch(config.seed, device, config.num_threads) as generator:
         prepared = prepare_training(tables, config)

@@ -90,6 +90,18 @@ class MultiTaskConfig:
     order_ratio: float = 2.0  # passes over the training orders per epoch
     review_ratio: float = 2.0  # passes over the training reviews per epoch
     item_ratio: float = 8.0  # passes over the training item images per epoch (with augmentation, each pass differs)
+    # Incremental nights (training/incremental.py), used only when the network warm-starts from the
+    # champion: train on each kind's newest recent_days days plus a replay_fraction sample of its older
+    # rows, so a night's training cost follows the day rather than the window. None: the whole window.
+    recent_days: int | None = None
+    replay_fraction: float = 0.1  # share of the older training rows replayed on an incremental night
+    # An epoch is at most this many steps: with more rows, each epoch passes a random share of every
+    # kind's epoch rows (the kinds keep their proportions), so early stopping checks day D every
+    # max_steps_per_epoch steps and a night's training has a budget however large the window grows.
+    # 1,000 steps is ~1M impressions: the demo (~70 steps) and 10x the demo (~700) are unaffected; at
+    # 100x (~6,800 steps of impressions) an epoch passes a seventh of them, and the patience epochs
+    # after the best one cost 2 x 1,000 steps instead of 2 x 6,800.
+    max_steps_per_epoch: int | None = 1000
     max_epochs: int = 8  # upper bound; early stopping usually ends sooner
     patience: int = 2  # epochs without an eval-loss improvement before stopping (best weights are restored)
     min_delta: float = 1e-4  # an eval-loss drop smaller than this is not an improvement

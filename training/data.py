@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -61,16 +62,17 @@ def source_schemas(manifest: dict[str, Any]) -> dict[str, dict[str, pl.DataType]
     return {
         "impressions": {
             "event_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String,
-            "split": pl.String, "clicked": pl.Int8, "converted": pl.Int8, **impression_dense,
+            "event_date": pl.Date, "split": pl.String, "clicked": pl.Int8, "converted": pl.Int8, **impression_dense,
         },
         "orders": {
-            "order_id": pl.Int64, "user_id": pl.Int64, "split": pl.String, "is_fraud": pl.Int8,
+            "order_id": pl.Int64, "user_id": pl.Int64, "created_at": pl.Datetime("us"), "split": pl.String,
+            "is_fraud": pl.Int8,
             **{name: pl.Float32 for name in manifest.get("order_dense", [])},
             **{name: pl.String for name in manifest.get("order_categorical", [])},
         },
         "reviews": {
             "review_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String,
-            "text": pl.String, "split": pl.String, "negative": pl.Int8,
+            "text": pl.String, "created_at": pl.Datetime("us"), "split": pl.String, "negative": pl.Int8,
         },
         "items": {
             "item_id": pl.Int64, "category": pl.String, "title": pl.String, "image": pl.Binary, "split": pl.String,
@@ -90,6 +92,14 @@ class FeatureTables:
     reviews: pl.DataFrame
     items: pl.DataFrame
     candidates: pl.DataFrame
+    impression_splits: tuple[str, ...] | None = None  # the splits ``impressions`` holds; None: all of them
+
+    def impressions_of(self, split: str) -> pl.DataFrame:
+        """The impressions of one split: from memory when read, else from the file (row groups of other
+        splits are skipped by their statistics, so day D's rows cost one day's read)."""
+        if self.impression_splits is None or split in self.impression_splits:
+            return self.impressions.filter(pl.col("split") == split)
+        return scan_impressions(self.features_dir, self.manifest, (split,)).collect()
 
     @property
     def ds(self) -> date:
@@ -106,15 +116,31 @@ class FeatureTables:
         return feature_input_paths(self.features_dir)
 
 
-def read_feature_tables(features_dir: Path) -> FeatureTables:
-    """Read every features file of ``features_dir``."""
+def scan_impressions(features_dir: Path, manifest: dict[str, Any], splits: tuple[str, ...]) -> pl.LazyFrame:
+    """The impressions of ``splits``, lazily (an empty frame of the training schema when the file is absent)."""
+    path = feature_path(features_dir, "impressions")
+    if not path.exists():
+        return pl.LazyFrame(schema=source_schemas(manifest)["impressions"])
+    return pl.scan_parquet(path).filter(pl.col("split").is_in(list(splits)))
+
+
+def read_feature_tables(features_dir: Path, impression_splits: tuple[str, ...] | None = None) -> FeatureTables:
+    """Read every features file of ``features_dir``; of the impressions, only ``impression_splits`` when given.
+
+    The impressions are the one file that grows with the whole window (14M rows at 100x the demo);
+    scoring needs only day D's (``("eval",)``), and training reads its ``train`` rows on its own
+    (``FeatureTables.impressions_of``), so neither holds the window twice.
+    """
     features_dir = Path(features_dir)
     manifest = read_manifest(features_dir)
     frames = {}
     for table, schema in source_schemas(manifest).items():
         path = feature_path(features_dir, table)
-        frames[table] = pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=schema)
-    return FeatureTables(features_dir=features_dir, manifest=manifest, **frames)
+        if table == "impressions" and impression_splits is not None:
+            frames[table] = scan_impressions(features_dir, manifest, impression_splits).collect()
+        else:
+            frames[table] = pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=schema)
+    return FeatureTables(features_dir=features_dir, manifest=manifest, impression_splits=impression_splits, **frames)
 
 
 @dataclass
@@ -130,15 +156,16 @@ def split_objective_frames(tables: FeatureTables) -> ObjectiveFrames:
     labelled_orders = tables.orders.filter(pl.col("is_fraud").is_not_null())
     labelled_reviews = tables.reviews.filter(pl.col("negative").is_not_null())
     labelled_items = tables.items.filter(pl.col("image").is_not_null() & pl.col("category").is_not_null())
-    by_kind = {
-        "impression": tables.impressions,
-        "review": labelled_reviews,
-        "item": labelled_items,
-        "order": labelled_orders,
-    }
+    by_kind = {"review": labelled_reviews, "item": labelled_items, "order": labelled_orders}
     return ObjectiveFrames(
-        train={kind: frame.filter(pl.col("split") == "train") for kind, frame in by_kind.items()},
-        evaluation={kind: frame.filter(pl.col("split") == "eval") for kind, frame in by_kind.items()},
+        train={
+            "impression": tables.impressions_of("train"),
+            **{kind: frame.filter(pl.col("split") == "train") for kind, frame in by_kind.items()},
+        },
+        evaluation={
+            "impression": tables.impressions_of("eval"),
+            **{kind: frame.filter(pl.col("split") == "eval") for kind, frame in by_kind.items()},
+        },
     )
 
 
@@ -386,13 +413,30 @@ def batched(tensors: Tensors, batch_size: int, device: torch.device) -> list[Ten
     ]
 
 
+ENCODE_CHUNK_ROWS = 1 << 20  # rows encoded at a time: bounds encoding's transient copies (Polars -> numpy -> torch)
+
+
+def encode_in_chunks(encode: Callable[[pl.DataFrame], Tensors], frame: pl.DataFrame, chunk_rows: int = ENCODE_CHUNK_ROWS) -> Tensors:
+    """``encode(frame)`` one slice at a time into preallocated tensors, so the copies encoding makes on
+    the way stay one slice big however many rows there are. Per-row tensors only (no text bags)."""
+    if frame.height <= chunk_rows:
+        return encode(frame)
+    first = encode(frame.slice(0, chunk_rows))
+    encoded = {key: torch.empty((frame.height, *value.shape[1:]), dtype=value.dtype) for key, value in first.items()}
+    for start in range(0, frame.height, chunk_rows):
+        part = first if start == 0 else encode(frame.slice(start, chunk_rows))
+        for key, value in part.items():
+            encoded[key][start : start + value.shape[0]] = value
+    return encoded
+
+
 def encode_objective_data(
     model: Vocabularies, spec: FeatureSpec, frames: dict[str, pl.DataFrame], items: ItemTable, kinds: set[str]
 ) -> dict[str, Tensors]:
     """Encoded tensors of the given kinds' frames (item rows without a decodable image or known class dropped)."""
     data: dict[str, Tensors] = {}
     if "impression" in kinds:
-        data["impression"] = encode_impressions(model, spec, frames["impression"], items)
+        data["impression"] = encode_in_chunks(lambda part: encode_impressions(model, spec, part, items), frames["impression"])
     if "review" in kinds:
         data["review"] = encode_reviews(model, spec, frames["review"], items)
     if "item" in kinds:
@@ -400,7 +444,7 @@ def encode_objective_data(
         usable = items.has_image[tensors["table_rows"]]  # [rows] decodable images only
         data["item"] = {key: value[usable] for key, value in tensors.items()}
     if "order" in kinds:
-        data["order"] = encode_orders(model, spec, frames["order"])
+        data["order"] = encode_in_chunks(lambda part: encode_orders(model, spec, part), frames["order"])
     return data
 
 

@@ -6,7 +6,8 @@ item images, orders) that has a trained objective, and the step's loss combines 
 ``<kind>_ratio`` x the training rows of each kind (a ratio of 2 shows every review twice per
 epoch, 0.5 half of them); the kind needing the most batches of its own ``<kind>_batch_size`` sets
 the number of steps, and the other kinds' rows are spread evenly over those steps, so a small
-objective is seen in small slices on every step instead of in bursts. Mixing every step, rather
+objective is seen in small slices on every step instead of in bursts. ``max_steps_per_epoch``
+caps the steps: beyond it, every kind passes the same share of its epoch rows. Mixing every step, rather
 than interleaving single-kind steps, is what the loss weightings assume (they balance the
 objectives' losses and gradients within one update) and keeps Adam's moment estimates from
 alternating between objectives of very different gradient scales.
@@ -85,6 +86,10 @@ def plan_epoch(sizes: dict[str, int], config: MultiTaskConfig, generator: torch.
     settings = kind_settings(config)
     epoch_rows = {kind: int(round(settings[kind][0] * n)) for kind, n in sizes.items() if n > 0}
     n_steps = max([math.ceil(rows / settings[kind][1]) for kind, rows in epoch_rows.items()] + [1])
+    if config.max_steps_per_epoch is not None and n_steps > config.max_steps_per_epoch:
+        share = config.max_steps_per_epoch / n_steps  # every kind passes the same share of its epoch rows
+        epoch_rows = {kind: max(int(round(rows * share)), 1) for kind, rows in epoch_rows.items()}
+        n_steps = config.max_steps_per_epoch
     chunks: dict[str, tuple[torch.Tensor, ...]] = {}
     for kind in KINDS:
         if kind not in epoch_rows:
@@ -141,22 +146,44 @@ def objective_losses(
 
 @dataclass
 class Optimizers:
-    """The network's AdamW, and Adam for the loss weighting's own parameters (uncertainty s_i, GradNorm w_i)."""
+    """AdamW over the network's dense parameters, SparseAdam over its sparse embedding tables, and Adam
+    for the loss weighting's own parameters (uncertainty s_i, GradNorm w_i)."""
 
     network: torch.optim.Optimizer
+    sparse: torch.optim.Optimizer | None  # the id tables with sparse gradients (training/multitask.py)
     weighting: torch.optim.Optimizer | None
     parameters: list[torch.nn.Parameter] = field(default_factory=list)  # the network's trainable parameters
+    dense: list[torch.nn.Parameter] = field(default_factory=list)  # those with dense gradients (clipped)
+
+    def all(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer there is."""
+        return [optimizer for optimizer in (self.network, self.sparse, self.weighting) if optimizer is not None]
+
+
+def sparse_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights of the embedding tables that produce sparse gradients."""
+    return [
+        module.weight for module in model.modules()
+        if isinstance(module, torch.nn.Embedding) and module.sparse and module.weight.requires_grad
+    ]  # fmt: skip
 
 
 def build_optimizers(model: MultiTaskNet, weighting: LossWeighting, config: MultiTaskConfig) -> Optimizers:
-    """AdamW over the network; Adam (no weight decay) over the weighting's parameters when it has any."""
+    """AdamW over the dense parameters, SparseAdam over the sparse id tables (lazy Adam: a row's moments
+    and weights move only on steps that use it, the usual optimizer of large embedding tables; it has
+    no weight decay, and id dropout regularises those rows instead), Adam (no weight decay) over the
+    weighting's parameters when it has any."""
     parameters = [p for p in model.parameters() if p.requires_grad]
+    sparse_ids = {id(p) for p in sparse_parameters(model)}
+    dense = [p for p in parameters if id(p) not in sparse_ids]
+    sparse = [p for p in parameters if id(p) in sparse_ids]
     # foreach: one multi-tensor kernel per Adam operation instead of one per parameter tensor
     # (the per-tensor loop cost ~4.5 ms of a ~15 ms step on the demo data, one CPU thread).
-    network = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True)
+    network = torch.optim.AdamW(dense, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True)
+    sparse_optimizer = torch.optim.SparseAdam(sparse, lr=config.learning_rate) if sparse else None
     own = list(weighting.parameters())
     weighting_optimizer = torch.optim.Adam(own, lr=config.loss_weight_learning_rate, foreach=True) if own else None
-    return Optimizers(network=network, weighting=weighting_optimizer, parameters=parameters)
+    return Optimizers(network=network, sparse=sparse_optimizer, weighting=weighting_optimizer, parameters=parameters, dense=dense)
 
 
 def train_step(
@@ -167,17 +194,17 @@ def train_step(
     config: MultiTaskConfig,
 ) -> None:
     """One update from the step's objective losses under the configured loss weighting."""
-    optimizers.network.zero_grad(set_to_none=True)
-    if optimizers.weighting is not None:
-        optimizers.weighting.zero_grad(set_to_none=True)
+    for optimizer in optimizers.all():
+        optimizer.zero_grad(set_to_none=True)
     if isinstance(weighting, GradNormWeighting):
         weighting.backward(losses, optimizers.parameters)
     else:
         weighting.combine(losses).backward()
-    torch.nn.utils.clip_grad_norm_(optimizers.parameters, config.grad_clip_norm)
-    optimizers.network.step()
-    if optimizers.weighting is not None:
-        optimizers.weighting.step()
+    # The global norm of the dense gradients; torch's clipping takes no sparse gradient, and the id
+    # tables' sparse rows need none (Adam's per-coordinate scaling bounds each row's step).
+    torch.nn.utils.clip_grad_norm_(optimizers.dense, config.grad_clip_norm)
+    for optimizer in optimizers.all():
+        optimizer.step()
     if isinstance(weighting, GradNormWeighting):
         weighting.renormalize()
 
@@ -284,7 +311,10 @@ def fit(
     Returns the per-epoch history (epoch 0 = the untrained model's eval) and the best epoch.
     """
     optimizers = build_optimizers(model, weighting, config)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizers.network, gamma=config.learning_rate_decay)
+    schedules = [
+        torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.learning_rate_decay)
+        for optimizer in (optimizers.network, optimizers.sparse) if optimizer is not None
+    ]  # fmt: skip
     items = with_image_features(model, items)  # the CNN's features as of now, for the first epoch's steps
     history: list[dict[str, Any]] = [
         {"epoch": 0, "train": None, "eval": evaluate(model, evaluation, items, trained, config)}
@@ -296,7 +326,8 @@ def fit(
         stats = train_one_epoch(model, weighting, optimizers, train, items, trained, config, device, generator)
         train_s = time.perf_counter() - started
         rates = stats.rates(train_s)
-        schedule.step()
+        for schedule in schedules:
+            schedule.step()
         items = with_image_features(model, items)  # refreshed once per epoch (see training/multitask.py)
         eval_result = evaluate(model, evaluation, items, trained, config)
         wall_s = time.perf_counter() - started

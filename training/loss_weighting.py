@@ -137,7 +137,11 @@ class GradNormWeighting(LossWeighting):
                     self.initial_losses[i] = losses[objective].detach().float()
         norms = {}  # objective -> ||grad_W L_i|| (unweighted)
         for objective, grads in zip(objectives, per_task, strict=True):
-            squares = [grads[p].float().pow(2).sum() for p in shared if grads[p] is not None]
+            # A sparse gradient (the id tables) may list a row more than once: coalesce before squaring.
+            squares = [
+                (grads[p].coalesce().values() if grads[p].is_sparse else grads[p]).float().pow(2).sum()
+                for p in shared if grads[p] is not None
+            ]  # fmt: skip
             if squares:
                 norms[objective] = torch.sqrt(torch.stack(squares).sum())
         self.weights.grad = torch.zeros_like(self.weights)

@@ -229,8 +229,12 @@ class MultiTaskNet(nn.Module):
         self.register_buffer("impression_dense_std", torch.ones(config.n_impression_dense))
         self.register_buffer("order_dense_mean", torch.zeros(config.n_order_dense))
         self.register_buffer("order_dense_std", torch.ones(config.n_order_dense))
-        self.user_embedding = nn.Embedding(config.n_users + 1, d)
-        self.item_embedding = nn.Embedding(config.n_items + 1, d)
+        # The id tables grow with the data (hundreds of thousands of rows at 100x the demo) while a step
+        # touches ~1k rows: sparse gradients let the optimizer update only those rows (training/loop.py),
+        # where a dense gradient made AdamW walk every row on every step (262 ms vs 6.6 ms a step
+        # measured at 540k users on one CPU thread).
+        self.user_embedding = nn.Embedding(config.n_users + 1, d, sparse=True)
+        self.item_embedding = nn.Embedding(config.n_items + 1, d, sparse=True)
         self.category_embedding = nn.Embedding(config.n_categories + 1, d)
 
         self.text_encoder = TextEncoder(network.text.n_buckets, network.text_dim)

@@ -329,7 +329,7 @@ def _predict_with_saved_model(
 ) -> tuple[MultiTaskBundle, Any, list[dict[str, Any]]]:
     """(bundle, predictions, metric rows) of a saved model on ``features_dir``: training's own code path."""
     bundle = load_multitask(Path(model_dir))
-    tables = read_feature_tables(Path(features_dir))
+    tables = read_feature_tables(Path(features_dir), impression_splits=("eval",))  # day D's rows are scored
     # "tasks": the key in config.json of models saved before objectives had their own name.
     trained = bundle.extra.get("objectives", bundle.extra.get("tasks", OBJECTIVES))
     objectives = tuple(objective for objective in trained if objective in tables.objectives_available)

@@ -34,6 +34,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -45,6 +46,7 @@ from etl.layout import METRICS_FILE
 from training import data as data_module
 from training import device as device_module
 from training import encoders as encoders_module
+from training import incremental as incremental_module
 from training import loop as loop_module
 from training import loss_weighting as loss_weighting_module
 from training import multitask as multitask_module
@@ -69,6 +71,7 @@ from training.data import (
 )
 from training.device import resolve_device, seeded_torch
 from training.evaluation import format_metric_rows
+from training.incremental import select_incremental_rows
 from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
@@ -82,7 +85,7 @@ log = logging.getLogger(__name__)
 # other weights (this file is hashed too).
 SOURCE_MODULES = (
     multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
-    warm_start_module, device_module,
+    warm_start_module, device_module, incremental_module,
 )
 
 
@@ -161,19 +164,28 @@ def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors]) -> None:
             model.fraud_tower[-1].bias.fill_(log_odds(train["order"]["is_fraud"].mean().item()))
 
 
+SCALING_CHUNK_ROWS = 1 << 20  # rows summed at a time in float64 (a float64 copy of 14M x 22 would be 2.5 GB)
+
+
 def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor) -> None:
     """Fill a model's mean/std buffers from training features [rows, n_dense]; constant columns get std 1."""
     if dense.shape[0] == 0 or dense.shape[1] == 0:
         return
-    column_mean = dense.double().mean(dim=0)  # [n_dense]
-    column_std = dense.double().std(dim=0, unbiased=False)  # [n_dense]
+    total = torch.zeros(dense.shape[1], dtype=torch.float64)  # [n_dense]
+    for chunk in dense.split(SCALING_CHUNK_ROWS):
+        total += chunk.double().sum(dim=0)
+    column_mean = total / dense.shape[0]  # [n_dense]
+    squares = torch.zeros_like(total)  # [n_dense] sum of squared deviations (two passes: no cancellation)
+    for chunk in dense.split(SCALING_CHUNK_ROWS):
+        squares += (chunk.double() - column_mean).pow(2).sum(dim=0)
+    column_std = (squares / dense.shape[0]).sqrt()  # [n_dense] population std
     mean.copy_(column_mean.float())
     std.copy_(torch.where(column_std > 1e-6, column_std, torch.ones_like(column_std)).float())
 
 
 @dataclass
 class PreparedTraining:
-    """A freshly built network and its encoded data, ready for ``fit`` (also used by training.benchmark)."""
+    """A built network and its encoded data, ready for ``fit`` (also used by training.benchmark)."""
 
     spec: FeatureSpec
     model: MultiTaskNet
@@ -182,10 +194,26 @@ class PreparedTraining:
     items: ItemTable  # every item's content; rows of both splits (content is an input, not a label)
     trained: tuple[str, ...]
     skipped: dict[str, str]
+    warm_start: dict[str, Any] | None = None  # what was copied from the champion, or the error; None: no warm start
+    incremental: dict[str, dict[str, object]] | None = None  # rows kept per kind on an incremental night
 
 
-def prepare_training(tables: FeatureTables, config: MultiTaskConfig) -> PreparedTraining:
-    """Plan the objectives, build vocabularies and the network, encode the rows, set scaling and biases."""
+def start_from_champion(model: MultiTaskNet, spec: FeatureSpec, warm_start_dir: Path) -> dict[str, Any]:
+    """Warm-start ``model`` from the champion; a champion that cannot be used is logged and reported, not raised."""
+    try:
+        return warm_start_from(model, spec, warm_start_dir)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as error:
+        # A champion saved by an older, incompatible version must not stop the nightly run.
+        log.warning("warm start from %s failed (%s: %s); training from scratch", warm_start_dir, type(error).__name__, error)
+        return {"from": str(warm_start_dir), "error": f"{type(error).__name__}: {error}"}
+
+
+def prepare_training(
+    tables: FeatureTables, config: MultiTaskConfig, warm_start_dir: Path | None = None
+) -> PreparedTraining:
+    """Plan the objectives, build vocabularies and the network (warm-started when asked), choose the
+    training rows (an incremental night's subset when warm-started with ``recent_days``), encode them,
+    set scaling and, for a network trained from scratch, the output biases."""
     frames = split_objective_frames(tables)
     trained, skipped = plan_objectives(config, tables, frames)
     if not trained:
@@ -194,8 +222,18 @@ def prepare_training(tables: FeatureTables, config: MultiTaskConfig) -> Prepared
     item_table = encode_item_table(tables.items, config.network.text, config.network.image_size)
     classes = item_classes(frames.train["item"], item_table) if "category" in trained else []
     spec = build_feature_spec(tables.manifest, frames.train, trained, classes)
-    model = build_model(spec, frames.train, trained, config)
-    train = encode_objective_data(model, spec, frames.train, item_table, kinds)
+    model = build_model(spec, frames.train, trained, config)  # vocabularies: the whole window's ids
+    warm_start = start_from_champion(model, spec, Path(warm_start_dir)) if warm_start_dir is not None else None
+    warm = warm_start is not None and "error" not in warm_start
+    train_frames, incremental = frames.train, None
+    if warm and config.recent_days is not None:
+        train_frames, incremental = select_incremental_rows(
+            frames.train, config.recent_days, config.replay_fraction, config.seed
+        )
+        log.info("incremental night: training rows kept per kind %s", incremental)
+    train = encode_objective_data(model, spec, train_frames, item_table, kinds)
+    del train_frames
+    frames.train.clear()  # the tensors replace the window's Polars rows: free them before going on
     if "category" in trained and n_rows(train["item"]) == 0:  # every training image failed to decode
         trained, skipped["category"] = tuple(t for t in trained if t != "category"), "no decodable training images"
         del train["item"]
@@ -204,7 +242,8 @@ def prepare_training(tables: FeatureTables, config: MultiTaskConfig) -> Prepared
         set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"])
     if "order" in train:
         set_dense_scaling(model.order_dense_mean, model.order_dense_std, train["order"]["dense"])
-    init_output_biases(model, train)
+    if not warm:  # a warm-started network keeps the champion's heads, biases included
+        init_output_biases(model, train)
     for objective, reason in skipped.items():
         log.info("objective %s skipped: %s", objective, reason)
     log.info(
@@ -212,7 +251,7 @@ def prepare_training(tables: FeatureTables, config: MultiTaskConfig) -> Prepared
         list(trained),
         {kind: (n_rows(train[kind]), n_rows(evaluation[kind])) for kind in KINDS if kind in train},
     )
-    return PreparedTraining(spec, model, train, evaluation, item_table, trained, skipped)
+    return PreparedTraining(spec, model, train, evaluation, item_table, trained, skipped, warm_start, incremental)
 
 
 def build_objective_weighting(config: MultiTaskConfig, trained: tuple[str, ...]) -> LossWeighting:
@@ -236,7 +275,7 @@ def train_multitask(
     """Train the configured and available objectives on ``features_dir``; write model, metrics and predictions."""
     started = time.perf_counter()
     features_dir, output_dir = Path(features_dir), Path(output_dir)
-    tables = read_feature_tables(features_dir)
+    tables = read_feature_tables(features_dir, impression_splits=("eval",))  # training reads its rows itself
     # The model's source is hashed too, so a code change never reuses a version name for other weights.
     sources = [Path(module.__file__) for module in SOURCE_MODULES]
     warm_inputs = [Path(warm_start_dir) / MODEL_FILE] if warm_start_dir else []
@@ -248,16 +287,8 @@ def train_multitask(
     log.info("training %s on %s", model_version, device)
 
     with seeded_torch(config.seed, device, config.num_threads) as generator:
-        prepared = prepare_training(tables, config)
+        prepared = prepare_training(tables, config, warm_start_dir)
         model, spec, trained = prepared.model, prepared.spec, prepared.trained
-        warm_start = None
-        if warm_start_dir is not None:
-            try:
-                warm_start = warm_start_from(model, spec, Path(warm_start_dir))
-            except (OSError, KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as error:
-                # A champion saved by an older, incompatible version must not stop the nightly run.
-                log.warning("warm start from %s failed (%s: %s); training from scratch", warm_start_dir, type(error).__name__, error)
-                warm_start = {"from": str(warm_start_dir), "error": f"{type(error).__name__}: {error}"}
         model.to(device)
         if config.compile:
             model.compile_towers()
@@ -296,7 +327,8 @@ def train_multitask(
             "objectives": {"trained": list(trained), "skipped": prepared.skipped},
             "loss_weights": weighting.objective_weights(),
             "loss_log_variances": weighting.log_variance() if isinstance(weighting, UncertaintyWeighting) else None,
-            "warm_start": warm_start,
+            "warm_start": prepared.warm_start,
+            "incremental": prepared.incremental,
         },
     )
     log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, format_metric_rows(metrics))
@@ -309,6 +341,11 @@ def main() -> None:
     parser.add_argument("--features-dir", type=Path, required=True)
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--warm-start-dir", type=Path, default=None, help="a saved model to start from (the champion)")
+    parser.add_argument(
+        "--recent-days", type=int, default=None,
+        help="with --warm-start-dir: an incremental night on the newest days plus a replay sample of older rows",
+    )
+    parser.add_argument("--replay-fraction", type=float, default=MultiTaskConfig.replay_fraction)
     parser.add_argument("--seed", type=int, default=MultiTaskConfig.seed)
     parser.add_argument("--max-epochs", type=int, default=MultiTaskConfig.max_epochs)
     parser.add_argument("--num-threads", type=int, default=MultiTaskConfig.num_threads)
@@ -324,6 +361,8 @@ def main() -> None:
         network=NetworkConfig(architecture=args.architecture),
         loss_weighting=args.loss_weighting,
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),
+        recent_days=args.recent_days,
+        replay_fraction=args.replay_fraction,
     )
     summary = train_multitask(args.features_dir, args.output_dir, config, args.warm_start_dir)
     print(json.dumps(summary.to_dict(), indent=2))

@@ -29,6 +29,7 @@ def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert "ratio" in (tmp_path / "results.md").read_text()
+    assert "Incremental night vs full-window retraining" in (tmp_path / "results.md").read_text()
     assert results["machine"]["torch"] and results["machine"]["polars"] and results["machine"]["device"]
     assert [scale["scale"] for scale in results["scales"]] == [0.05, 0.1]
     for scale in results["scales"]:
@@ -43,6 +44,13 @@ def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_
         for name in PEERS:
             peer = scale["peers"][name]
             assert peer["shopmtl_s"] > 0 and peer["peer_s"] > 0 and math.isfinite(peer["ratio"]) and peer["ratio"] > 0, name
+        # The incremental night trained fewer rows than the full window, from the previous night's network.
+        night = scale["incremental"]
+        assert 0 < night["shopmtl_rows"] < night["peer_rows"] and night["shopmtl_s"] > 0 and night["peer_s"] > 0
+        assert night["kept"]["impression"]["first_recent_day"] == "2026-02-03"  # day D-1, the newest training day
+        assert {"click", "purchase", "review", "category", "fraud"} <= set(night["quality"])
+        assert all(row["n_rows"] > 0 for row in night["quality"].values())  # a tiny day may lack fraud positives (AUC n/a)
+        assert night["quality"]["click"]["peer"] is not None and night["quality"]["click"]["shopmtl"] is not None
     assert scale["clicks_window_rows"] > results["scales"][0]["clicks_window_rows"]
     for stage in (*STAGES, RUN):
         [pair] = results["exponents"][stage]

@@ -13,6 +13,7 @@ import torch
 from training.config import MultiTaskConfig
 from training.summary import TrainingSummary
 from etl.contract import OBJECTIVES
+from etl.layout import prediction_path
 from training.data import build_feature_spec, read_feature_tables, split_objective_frames
 from training.predict import read_saved_model
 from training.train import build_model, train_multitask
@@ -89,9 +90,13 @@ def test_train_multitask_starts_from_the_champion_and_says_so(
     assert report["from"] == str(champion_dir) and report["model_version"] == champion.model_version
     assert report["rows_copied"]["user_embedding.weight"][0] == report["rows_copied"]["user_embedding.weight"][1]
     assert cold_metrics["warm_start"] is None
-    # Before its first step the warm-started network already scores like the champion.
-    for task in ("click", "review", "category", "fraud"):
-        assert warm_metrics["history"][0]["eval"][task] < cold_metrics["history"][0]["eval"][task], task
+    # Before its first step the warm-started network scores as the champion did at its kept epoch (same
+    # features, so the same vocabularies, scaling and eval rows), and better than a fresh network.
+    champion_metrics = json.loads((champion_dir / "metrics.json").read_text())
+    kept = champion_metrics["history"][champion_metrics["best_epoch"]]["eval"]
+    for task in ("click", "purchase", "review", "category", "fraud"):
+        assert warm_metrics["history"][0]["eval"][task] == pytest.approx(kept[task], rel=1e-4), task
+    assert warm_metrics["history"][0]["eval"]["monitored"] < cold_metrics["history"][0]["eval"]["monitored"]
 
 
 def test_a_champion_that_cannot_be_read_means_training_from_scratch(
@@ -104,3 +109,37 @@ def test_a_champion_that_cannot_be_read_means_training_from_scratch(
     report = json.loads((tmp_path / "out" / "metrics.json").read_text())["warm_start"]
     assert report["from"] == str(broken) and "error" in report
     assert summary.metric("click", "auc") is not None
+
+
+@pytest.mark.slow
+def test_an_incremental_night_trains_a_warm_started_network_on_the_newest_days_and_a_replay_sample(
+    trained: tuple[TrainingSummary, Path], features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+) -> None:
+    _, champion_dir = trained
+    config = dataclasses.replace(tiny_config, max_epochs=1, recent_days=2, replay_fraction=0.1)
+    full = train_multitask(features_dir, tmp_path / "full", dataclasses.replace(config, recent_days=None), champion_dir)
+    night = train_multitask(features_dir, tmp_path / "night", config, champion_dir)
+    again = train_multitask(features_dir, tmp_path / "again", config, champion_dir)
+
+    kept = json.loads((tmp_path / "night" / "metrics.json").read_text())["incremental"]
+    impressions = kept["impression"]
+    assert impressions["recent"] > 0 and 0 < impressions["replayed"] < impressions["rows"] - impressions["recent"]
+    assert night.n_train["click"] == impressions["recent"] + impressions["replayed"] < full.n_train["click"]
+    assert json.loads((tmp_path / "full" / "metrics.json").read_text())["incremental"] is None
+    # Same data, champion and seed: the same model and the same scores.
+    assert night.model_version == again.model_version
+    scores = [pl.read_parquet(prediction_path(path, "impressions_eval")) for path in (tmp_path / "night", tmp_path / "again")]
+    assert scores[0].equals(scores[1])
+    # The vocabulary is still the whole window's: the champion's users keep their rows.
+    assert read_saved_model(tmp_path / "night")[1]["user_vocabulary"].numel() == read_saved_model(tmp_path / "full")[1]["user_vocabulary"].numel()
+
+
+def test_without_a_champion_recent_days_trains_on_the_whole_window(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(tiny_config, max_epochs=1, recent_days=1)
+    summary = train_multitask(features_dir, tmp_path / "out", config)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["incremental"] is None and metrics["warm_start"] is None
+    whole = read_feature_tables(features_dir).impressions.filter(pl.col("split") == "train").height
+    assert summary.n_train["click"] == whole

@@ -68,14 +68,14 @@ def test_every_source_has_one_extract_query_file_bound_to_the_window():
 
 
 @pytest.mark.postgres
-def test_copy_read_gives_the_frames_the_row_read_gives(postgres_url):
-    """PostgreSQL extracts stream through COPY ... TO STDOUT; every source, byte for byte the same frame."""
+def test_arrow_read_gives_the_frames_the_row_read_gives(postgres_url):
+    """PostgreSQL extracts stream into Arrow (ADBC, binary COPY); every source, value for value the same frame."""
     from demo.synthetic import generate_warehouse
-    from etl.warehouse import bind_timestamp, copy_query_to_frame, read_frame
+    from etl.warehouse import bind_timestamp, arrow_query_to_frame, read_frame
 
     generate_warehouse(postgres_url, date(2026, 3, 1), DS, scale=0.05, seed=3)
     engine = create_warehouse_engine(postgres_url)
-    with engine.begin() as conn:  # values CSV could mangle: quotes, commas, newlines, empty vs NULL, bytes
+    with engine.begin() as conn:  # values a text format could mangle: quotes, commas, newlines, empty vs NULL, bytes
         insert_frame(conn, "reviews", _frame("reviews", [
             (990_000_001, 200, 1, 10, 2, "", 'said "no", then\nleft', datetime(2026, 3, 10, 12)),
             (990_000_002, 200, 1, 10, 4, None, "ok \\x41", datetime(2026, 3, 10, 12, 0, 0, 1)),
@@ -90,13 +90,13 @@ def test_copy_read_gives_the_frames_the_row_read_gives(postgres_url):
         params = {"window_start": bind_timestamp(conn, window.window_start), "window_end": bind_timestamp(conn, window.window_end)}
         for table in SOURCE_TABLES:
             by_rows = read_frame(conn, extract_query(table), params, table=table)
-            by_copy = copy_query_to_frame(conn, extract_query(table), params, table=table)
+            by_arrow = arrow_query_to_frame(conn, extract_query(table), params, table=table)
             assert by_rows.height > 0, table
-            assert by_copy.schema == by_rows.schema and by_copy.equals(by_rows), table
+            assert by_arrow.schema == by_rows.schema and by_arrow.equals(by_rows), table
         empty = {"window_start": params["window_start"], "window_end": params["window_start"]}  # no rows at all
         by_rows = read_frame(conn, extract_query("clicks"), empty, table="clicks")
-        by_copy = copy_query_to_frame(conn, extract_query("clicks"), empty, table="clicks")
-        assert by_copy.height == 0 and by_copy.schema == by_rows.schema
+        by_arrow = arrow_query_to_frame(conn, extract_query("clicks"), empty, table="clicks")
+        assert by_arrow.height == 0 and by_arrow.schema == by_rows.schema
     engine.dispose()
 
 
