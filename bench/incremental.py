@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.run import count_training_rows
 from etl.contract import MAIN_METRIC, MULTITASK
 from etl.layout import METRICS_FILE, RunLayout
 from training.config import MultiTaskConfig
@@ -26,13 +27,6 @@ def read_main_metrics(metrics: dict) -> dict[str, dict[str, float | None]]:
         if MAIN_METRIC.get(row["task"]) == row["metric"]:
             main[row["task"]] = {"metric": row["metric"], "value": row["value"], "n_rows": row.get("n_rows")}
     return main
-
-
-def count_kind_rows(metrics: dict) -> int:
-    """Training rows, each batch kind once (click and purchase share the impressions)."""
-    from training.data import OBJECTIVE_KIND
-
-    return sum({OBJECTIVE_KIND[objective]: rows for objective, rows in metrics.get("n_train", {}).items()}.values())
 
 
 def compare_incremental(layout: RunLayout, previous: RunLayout, out_dir: Path) -> dict[str, object]:
@@ -53,8 +47,8 @@ def compare_incremental(layout: RunLayout, previous: RunLayout, out_dir: Path) -
         "shopmtl_s": night["wall_s"],  # train_multitask's own wall time, on both sides
         "peer_s": full["wall_s"],
         "ratio": night["wall_s"] / full["wall_s"],
-        "shopmtl_rows": count_kind_rows(night),
-        "peer_rows": count_kind_rows(full),
+        "shopmtl_rows": count_training_rows(night),
+        "peer_rows": count_training_rows(full),
         "kept": night["incremental"],
         "epochs": {"shopmtl": night.get("best_epoch"), "peer": full.get("best_epoch")},
         "quality": {

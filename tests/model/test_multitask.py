@@ -80,13 +80,9 @@ def base_rate_log_loss(train_labels: np.ndarray, eval_labels: np.ndarray) -> flo
 
 
 def lowest_eval_losses(metrics: dict, tasks: tuple[str, ...]) -> dict[str, float]:
-    """Each task's lowest eval loss over the trained epochs.
-
-    Early stopping keeps the epoch with the lowest sum of eval losses, a compromise: on these tiny
-    features the review head overfits (600 reviews, two passes an epoch) while the image head still
-    improves, so the kept epoch can be past the review head's best. Choosing an epoch per objective
-    is the next issue's; here, each head must have learnt at some epoch.
-    """
+    """Each task's lowest eval loss over the trained epochs. (Early stopping keeps the epoch of the lowest
+    summed loss; on these tiny features the review head overfits while the image head still improves,
+    so that epoch can be past the review head's best: each head must have learnt at some epoch.)"""
     return {task: min(epoch["eval"][task] for epoch in metrics["history"][1:]) for task in tasks}
 
 
