@@ -72,11 +72,13 @@ def seed_warehouse(url: str, start: date, end: date, scale: float, seed: int) ->
 
 
 def read_tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants (shared pages count once per process)."""
+    """Resident bytes of a process and all its descendants, each shared page counted once: the sum of
+    their proportional set sizes (PSS). Summing RSS would count twice the training data that forked
+    data-parallel replicas share copy-on-write with their parent (training/parallel.py)."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            total += member.memory_full_info().pss
         except psutil.Error:  # exited between listing and reading
             pass
     return total

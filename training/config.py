@@ -127,6 +127,14 @@ class MultiTaskConfig:
     # torch intra-op threads. 1 measured fastest at demo size: these matmuls are too small to split,
     # and with 2 threads on a 2-core box shared with other tasks an epoch went from 0.5 s to 5-9 s.
     num_threads: int | None = 1
+    # Data-parallel training replicas on the CPU, one torch thread each (training/parallel.py): each
+    # takes its own batches every step and their gradients are averaged. None: one per usable core.
+    # On an accelerator training runs in one process.
+    processes: int | None = None
+    # ...but only as many as keep an epoch at least this many steps (training/loop.py count_replicas):
+    # the demo (~70 steps) trains in one process, 10x the demo (~700 steps) in two. Weights are
+    # reproducible for a given replica count (logged, and kept in the metrics' history).
+    min_steps_per_replica: int = 250
     predict_batch_size: int = 65536  # rows per forward pass when scoring
 
     def to_json(self) -> str:

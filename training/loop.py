@@ -32,6 +32,7 @@ from training.data import KINDS, OBJECTIVE_KIND, UNSEEN_ROW, ItemTable, Tensors,
 from training.evaluation import binary_metrics, category_metrics
 from training.loss_weighting import GradNormWeighting, LossWeighting
 from training.multitask import MultiTaskNet, autocast_for, esmm_losses, with_image_features
+from training.parallel import Replica, resolve_processes, run_replicas
 from training.predict import predict_impression_tensors, predict_item_tensors, predict_order_tensors, predict_review_tensors
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,31 @@ def kind_settings(config: MultiTaskConfig) -> dict[str, tuple[float, int]]:
     return {kind: (getattr(config, ratio), getattr(config, batch)) for kind, (ratio, batch) in KIND_FIELDS.items()}
 
 
-def plan_epoch(sizes: dict[str, int], config: MultiTaskConfig, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    """The epoch's steps: per step, the row indices of each kind (see the module docstring)."""
+def count_uncapped_steps(sizes: dict[str, int], config: MultiTaskConfig, replicas: int = 1) -> int:
+    """Steps an epoch would take before ``max_steps_per_epoch`` caps it."""
     settings = kind_settings(config)
     epoch_rows = {kind: int(round(settings[kind][0] * n)) for kind, n in sizes.items() if n > 0}
-    n_steps = max([math.ceil(rows / settings[kind][1]) for kind, rows in epoch_rows.items()] + [1])
+    return max([math.ceil(rows / (settings[kind][1] * replicas)) for kind, rows in epoch_rows.items()] + [1])
+
+
+def count_replicas(sizes: dict[str, int], config: MultiTaskConfig, processes: int) -> int:
+    """Data-parallel replicas to use, at most ``processes``. Each replica takes its own batch of every
+    kind per step, so n replicas make an epoch n times shorter in steps; a replica is added only while
+    every epoch keeps at least ``min_steps_per_replica`` steps. Fewer updates an epoch moved the
+    objectives' best epochs apart on the demo (~70 steps: with two replicas review AUC fell from
+    0.9965 to 0.9875 and image accuracy from 0.979 to 0.955, while click and purchase did not move)."""
+    steps = count_uncapped_steps(sizes, config)
+    return max(1, min(processes, steps // max(config.min_steps_per_replica, 1)))
+
+
+def plan_epoch(
+    sizes: dict[str, int], config: MultiTaskConfig, generator: torch.Generator, replicas: int = 1
+) -> list[dict[str, torch.Tensor]]:
+    """The epoch's steps: per step, the row indices of each kind (see the module docstring). The batch
+    sizes are per replica, so ``replicas`` data-parallel replicas take that many batches a step."""
+    settings = kind_settings(config)
+    epoch_rows = {kind: int(round(settings[kind][0] * n)) for kind, n in sizes.items() if n > 0}
+    n_steps = count_uncapped_steps(sizes, config, replicas)
     if config.max_steps_per_epoch is not None and n_steps > config.max_steps_per_epoch:
         share = config.max_steps_per_epoch / n_steps  # every kind passes the same share of its epoch rows
         epoch_rows = {kind: max(int(round(rows * share)), 1) for kind, rows in epoch_rows.items()}
@@ -164,7 +185,7 @@ def sparse_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The weights of the embedding tables that produce sparse gradients."""
     return [
         module.weight for module in model.modules()
-        if isinstance(module, torch.nn.Embedding) and module.sparse and module.weight.requires_grad
+        if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and module.sparse and module.weight.requires_grad
     ]  # fmt: skip
 
 
@@ -192,14 +213,20 @@ def train_step(
     optimizers: Optimizers,
     losses: dict[str, torch.Tensor],
     config: MultiTaskConfig,
+    replica: Replica = Replica(),
 ) -> None:
-    """One update from the step's objective losses under the configured loss weighting."""
+    """One update from the step's objective losses under the configured loss weighting, with the
+    gradients averaged over the data-parallel replicas (a replica whose share of the step had no
+    rows has no losses, yet joins the average)."""
     for optimizer in optimizers.all():
         optimizer.zero_grad(set_to_none=True)
     if isinstance(weighting, GradNormWeighting):
-        weighting.backward(losses, optimizers.parameters)
-    else:
+        if losses:
+            weighting.backward(losses, optimizers.parameters)
+    elif losses:
         weighting.combine(losses).backward()
+    sparse = optimizers.sparse.param_groups[0]["params"] if optimizers.sparse is not None else []
+    replica.average_gradients([*optimizers.dense, *weighting.parameters()], sparse)
     # The global norm of the dense gradients; torch's clipping takes no sparse gradient, and the id
     # tables' sparse rows need none (Adam's per-coordinate scaling bounds each row's step).
     torch.nn.utils.clip_grad_norm_(optimizers.dense, config.grad_clip_norm)
@@ -232,30 +259,40 @@ def train_one_epoch(
     config: MultiTaskConfig,
     device: torch.device,
     generator: torch.Generator,
+    replica: Replica = Replica(),
+    noise: torch.Generator | None = None,
 ) -> EpochStats:
-    """One epoch of mixed steps: mean training loss and rows seen per trained objective, rows processed."""
+    """One epoch of mixed steps: mean training loss and rows seen per trained objective, rows processed.
+
+    ``generator`` plans the epoch and must be in the same state on every replica; ``noise`` (id
+    dropout, image augmentation; ``generator`` when None) is the replica's own."""
     model.train()
+    noise = generator if noise is None else noise
     sizes = {kind: n_rows(tensors) for kind, tensors in train.items()}
     # Loss sums stay tensors until the epoch ends: .item() per step would stall a GPU on every batch.
-    sums = {objective: torch.zeros((), device=device) for objective in trained}
-    counts = dict.fromkeys(trained, 0)
+    sums = torch.zeros(len(trained), device=device)  # [objectives] loss x rows
+    counts = torch.zeros(len(trained), dtype=torch.float64)  # [objectives] rows
     processed = 0
-    for step in plan_epoch(sizes, config, generator):
+    for step in plan_epoch(sizes, config, generator, replica.world):
+        shares = {kind: replica.shard(index) for kind, index in step.items()}
         batches = {
-            kind: take_batch(train[kind], index, ID_KEYS[kind], config.id_dropout, generator, device)
-            for kind, index in step.items()
-        }
-        losses = objective_losses(model, batches, items, trained, config, device, generator)
-        if not losses:
+            kind: take_batch(train[kind], index, ID_KEYS[kind], config.id_dropout, noise, device)
+            for kind, index in shares.items() if index.numel()
+        }  # fmt: skip
+        losses = objective_losses(model, batches, items, trained, config, device, noise)
+        if not losses and replica.world == 1:
             continue
-        train_step(model, weighting, optimizers, losses, config)
+        train_step(model, weighting, optimizers, losses, config, replica)
         for objective, loss in losses.items():
-            rows = step[OBJECTIVE_KIND[objective]].numel()
-            sums[objective] += loss.detach() * rows
-            counts[objective] += rows
-        processed += sum(index.numel() for index in step.values())
-    losses = {objective: sums[objective].item() / counts[objective] for objective in trained if counts[objective]}
-    return EpochStats(losses=losses, rows=processed, rows_by_objective=counts)
+            rows = shares[OBJECTIVE_KIND[objective]].numel()
+            sums[trained.index(objective)] += loss.detach() * rows
+            counts[trained.index(objective)] += rows
+        processed += sum(index.numel() for index in shares.values())
+    totals = replica.sum(torch.cat([sums.double().cpu(), counts, torch.tensor([float(processed)], dtype=torch.float64)]))
+    sums, counts = totals[: len(trained)], totals[len(trained) : 2 * len(trained)]
+    rows_by_objective = {objective: int(counts[i]) for i, objective in enumerate(trained)}
+    losses = {objective: float(sums[i] / counts[i]) for i, objective in enumerate(trained) if counts[i] > 0}
+    return EpochStats(losses=losses, rows=int(totals[-1]), rows_by_objective=rows_by_objective)
 
 
 @torch.inference_mode()
@@ -306,64 +343,99 @@ def fit(
     device: torch.device,
     generator: torch.Generator,
 ) -> tuple[list[dict[str, Any]], int]:
-    """AdamW, gradient clipping, early stopping; leaves the best epoch's weights in ``model``.
+    """AdamW, gradient clipping, early stopping, on ``config.processes`` data-parallel replicas
+    (training/parallel.py); leaves the best epoch's weights in ``model``.
 
     Returns the per-epoch history (epoch 0 = the untrained model's eval) and the best epoch.
     """
+    sizes = {kind: n_rows(tensors) for kind, tensors in train.items()}
+    processes = count_replicas(sizes, config, resolve_processes(config.processes, device))
+    log.info("training on %d data-parallel replica(s)", processes)
+
+    def fit_replica(replica: Replica) -> tuple[list[dict[str, Any]], int]:
+        return fit_on_replica(model, weighting, train, evaluation, items, trained, config, device, generator, replica)
+
+    return run_replicas(processes, fit_replica)
+
+
+def fit_on_replica(
+    model: MultiTaskNet,
+    weighting: LossWeighting,
+    train: dict[str, Tensors],
+    evaluation: dict[str, Tensors],
+    items: ItemTable,
+    trained: tuple[str, ...],
+    config: MultiTaskConfig,
+    device: torch.device,
+    generator: torch.Generator,
+    replica: Replica,
+) -> tuple[list[dict[str, Any]], int]:
+    """``fit``'s loop on one replica: every replica trains on its share of each step; replica 0 alone
+    evaluates day D, decides when to stop and keeps the best weights (the others' history is empty)."""
     optimizers = build_optimizers(model, weighting, config)
     schedules = [
         torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.learning_rate_decay)
         for optimizer in (optimizers.network, optimizers.sparse) if optimizer is not None
     ]  # fmt: skip
+    noise = None  # alone: one generator, as before; replicas: their own id dropout and augmentation draws
+    if replica.world > 1:
+        noise = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)) + replica.rank)
     items = with_image_features(model, items)  # the CNN's features as of now, for the first epoch's steps
-    history: list[dict[str, Any]] = [
-        {"epoch": 0, "train": None, "eval": evaluate(model, evaluation, items, trained, config)}
-    ]
-    log.info("epoch 0 (untrained) eval %s", _format(history[0]["eval"]))
+    history: list[dict[str, Any]] = []
+    if replica.leads:
+        history.append({"epoch": 0, "train": None, "eval": evaluate(model, evaluation, items, trained, config)})
+        log.info("epoch 0 (untrained) eval %s", _format(history[0]["eval"]))
     best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
     for epoch in range(1, config.max_epochs + 1):
         started = time.perf_counter()
-        stats = train_one_epoch(model, weighting, optimizers, train, items, trained, config, device, generator)
+        stats = train_one_epoch(model, weighting, optimizers, train, items, trained, config, device, generator, replica, noise)
         train_s = time.perf_counter() - started
         rates = stats.rates(train_s)
         for schedule in schedules:
             schedule.step()
         items = with_image_features(model, items)  # refreshed once per epoch (see training/multitask.py)
-        eval_result = evaluate(model, evaluation, items, trained, config)
-        wall_s = time.perf_counter() - started
-        weights = weighting.objective_weights()
-        history.append(
-            {
-                "epoch": epoch,
-                "train": stats.losses,
-                "eval": eval_result,
-                "loss_weights": weights,
-                "wall_s": wall_s,
-                "samples_per_s": stats.rows / train_s if train_s > 0 else None,
-                "samples_per_s_by_objective": rates,
-            }
-        )
-        log.info(
-            "epoch %d train %s | eval %s | weights %s (%.1fs, %.0f samples/s; per objective %s)",
-            epoch,
-            _format(stats.losses),
-            _format(eval_result),
-            _format(weights),
-            wall_s,
-            stats.rows / max(train_s, 1e-9),
-            " ".join(f"{objective}={rate:.0f}" for objective, rate in rates.items()),
-        )
-        monitored = eval_result["monitored"]
-        if monitored is None:  # nothing to stop on: train max_epochs and keep the last weights
-            continue
-        if monitored < best_loss - config.min_delta:
-            best_loss, best_epoch, stale = monitored, epoch, 0
-            best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= config.patience:
-                log.info("early stopping after epoch %d: best epoch %d (eval loss %.4f)", epoch, best_epoch, best_loss)
-                break
+        stop = False
+        if replica.leads:
+            eval_result = evaluate(model, evaluation, items, trained, config)
+            wall_s = time.perf_counter() - started
+            weights = weighting.objective_weights()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train": stats.losses,
+                    "eval": eval_result,
+                    "loss_weights": weights,
+                    "wall_s": wall_s,
+                    "replicas": replica.world,
+                    "samples_per_s": stats.rows / train_s if train_s > 0 else None,
+                    "samples_per_s_by_objective": rates,
+                }
+            )
+            log.info(
+                "epoch %d train %s | eval %s | weights %s (%.1fs, %.0f samples/s; per objective %s)",
+                epoch,
+                _format(stats.losses),
+                _format(eval_result),
+                _format(weights),
+                wall_s,
+                stats.rows / max(train_s, 1e-9),
+                " ".join(f"{objective}={rate:.0f}" for objective, rate in rates.items()),
+            )
+            monitored = eval_result["monitored"]
+            if monitored is None:  # nothing to stop on: train max_epochs and keep the last weights
+                pass
+            elif monitored < best_loss - config.min_delta:
+                best_loss, best_epoch, stale = monitored, epoch, 0
+                best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+            else:
+                stale += 1
+                stop = stale >= config.patience
+                if stop:
+                    log.info("early stopping after epoch %d: best epoch %d (eval loss %.4f)", epoch, best_epoch, best_loss)
+        if replica.follow_leader(stop):
+            break
+    if not replica.leads:
+        return history, 0
     if best_state is None:  # no eval rows to choose by: the last epoch stands
         return history, history[-1]["epoch"]
     model.load_state_dict(best_state)

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from training import incremental as incremental_module
 from training import loop as loop_module
 from training import loss_weighting as loss_weighting_module
 from training import multitask as multitask_module
+from training import parallel as parallel_module
 from training import predict as predict_module
 from training import warm_start as warm_start_module
 from training.config import MultiTaskConfig, NetworkConfig
@@ -75,6 +76,7 @@ from training.incremental import select_incremental_rows
 from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
+from training.parallel import resolve_processes
 from training.predict import MODEL_FILE, MultiTaskBundle, eval_metric_rows, predict_features, save_multitask, write_predictions
 from training.summary import TrainingSummary, compute_model_version
 from training.warm_start import warm_start_from
@@ -85,7 +87,7 @@ log = logging.getLogger(__name__)
 # other weights (this file is hashed too).
 SOURCE_MODULES = (
     multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
-    warm_start_module, device_module, incremental_module,
+    warm_start_module, device_module, incremental_module, parallel_module,
 )
 
 
@@ -280,10 +282,12 @@ def train_multitask(
     sources = [Path(module.__file__) for module in SOURCE_MODULES]
     warm_inputs = [Path(warm_start_dir) / MODEL_FILE] if warm_start_dir else []
     warm_inputs = [path for path in warm_inputs if path.exists()]
+    device = resolve_device(config.device)
+    # The replica count changes the weights (training/parallel.py): resolve "one per core" before hashing.
+    config = replace(config, processes=resolve_processes(config.processes, device))
     model_version = compute_model_version(
         MULTITASK, tables.ds, config.to_json(), [*tables.input_paths(), *warm_inputs, Path(__file__), *sources]
     )
-    device = resolve_device(config.device)
     log.info("training %s on %s", model_version, device)
 
     with seeded_torch(config.seed, device, config.num_threads) as generator:
@@ -349,6 +353,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=MultiTaskConfig.seed)
     parser.add_argument("--max-epochs", type=int, default=MultiTaskConfig.max_epochs)
     parser.add_argument("--num-threads", type=int, default=MultiTaskConfig.num_threads)
+    parser.add_argument("--processes", type=int, default=MultiTaskConfig.processes, help="data-parallel CPU replicas (default: one per core)")
     parser.add_argument("--architecture", choices=ARCHITECTURES, default=NetworkConfig.architecture)
     parser.add_argument("--loss-weighting", choices=METHODS, default=MultiTaskConfig.loss_weighting)
     parser.add_argument("--objectives", default=",".join(MultiTaskConfig.objectives), help="comma-separated objectives to train")
@@ -358,6 +363,7 @@ def main() -> None:
         seed=args.seed,
         max_epochs=args.max_epochs,
         num_threads=args.num_threads,
+        processes=args.processes,
         network=NetworkConfig(architecture=args.architecture),
         loss_weighting=args.loss_weighting,
         objectives=tuple(name.strip() for name in args.objectives.split(",") if name.strip()),

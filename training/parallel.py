@@ -1,0 +1,218 @@
+"""Data parallelism over one machine's CPU cores: forked replicas that average gradients over gloo.
+
+The network's small matrix products do not split across threads (two torch threads measured 0.97x
+the wall time of one), so ``MultiTaskConfig.processes`` replicas each train on one thread: every
+step's rows are split between them, each runs forward and backward on its share, and the gradients
+are averaged before the (identical) optimizer steps, so the replicas' weights stay equal. This is
+what ``torch.nn.parallel.DistributedDataParallel`` does; it is not used because the step must also
+average the loss weighting's own parameters and the sparse id-table gradients of objectives that only
+some replicas saw this step, and GradNorm takes per-objective gradients with ``torch.autograd.grad``,
+which DDP's backward hooks do not see.
+
+The calling process is replica 0 (it keeps the trained network and evaluates); replicas 1.. are
+``os.fork()`` children, so they share its encoded tensors copy-on-write instead of reading and
+encoding the data again (peak memory stays one copy). Forking is safe here because replicas are CPU
+only (no CUDA context is inherited) and each child runs torch on one thread, so it never enters the
+OpenMP thread pool its parent may have started (GNU libgomp's pool does not survive a fork).
+Gloo connects the replicas over the loopback interface through a ``FileStore`` in a temporary
+directory: no port is chosen and nothing outlives the call.
+
+Reproducible: the same data, seed and process count give the same weights (a two-way sum is exact
+in either order, and gloo hands every replica the same reduced values). A different process count
+splits the batches differently, so it gives different, equally valid, weights.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from torch.distributed import FileStore, ProcessGroupGloo
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a replica waits for the others at a collective. Replica 0 evaluates day D and refreshes
+# the image features while the others wait; at 100x the demo that takes about a minute.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def resolve_processes(processes: int | None, device: torch.device) -> int:
+    """Replicas to train with: ``processes``, or one per usable core when None; always 1 off the CPU
+    (one accelerator per process; several accelerators are a distributed run's business)."""
+    if device.type != "cpu":
+        return 1
+    count = usable_cores() if processes is None else processes
+    if count < 1:
+        raise ValueError(f"MultiTaskConfig.processes must be at least 1 or None, got {processes}")
+    return count
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One of ``world`` data-parallel replicas; ``group`` is None when training alone."""
+
+    rank: int = 0
+    world: int = 1
+    group: ProcessGroupGloo | None = None
+
+    @property
+    def leads(self) -> bool:
+        """Replica 0: evaluates, decides early stopping and keeps the trained network."""
+        return self.rank == 0
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """This replica's contiguous share of a step's row indices (shares differ by at most one row)."""
+        return index if self.world == 1 else index.tensor_split(self.world)[self.rank]
+
+    def average_gradients(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter]) -> None:
+        """Average ``.grad`` over the replicas. A parameter no replica reached keeps ``grad = None``
+        (so Adam skips it, as it does when training alone); one that only some reached averages
+        with zeros from the others."""
+        if self.group is None:
+            return
+        # Every collective is started before any is waited on: gloo runs them on its own threads, so
+        # their round trips overlap instead of adding up.
+        pending = []
+        if dense:
+            present = torch.tensor([p.grad is not None for p in dense], dtype=torch.float32)  # [n_dense]
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in dense]
+            # One flat buffer: one collective per step instead of one per parameter tensor.
+            flat = torch.cat([present, *(g.reshape(-1) for g in grads)])
+            pending.append(self.group.allreduce([flat]))
+        sparse_grads = [(p.grad if p.grad is not None else _empty_sparse_like(p)).coalesce() for p in sparse]
+        pending += [self.group.allreduce([grad]) for grad in sparse_grads]  # gloo gathers every replica's rows
+        for work in pending:
+            work.wait()
+        if dense:
+            reached, values = flat[: len(dense)], flat[len(dense) :].div_(self.world)
+            for parameter, grad, count in zip(dense, values.split([g.numel() for g in grads]), reached.tolist(), strict=True):
+                parameter.grad = grad.view_as(parameter).clone() if count > 0 else None
+        for parameter, grad in zip(sparse, sparse_grads, strict=True):
+            grad = grad.coalesce()
+            parameter.grad = grad / self.world if grad._nnz() else None
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the replicas (every replica gets the sum)."""
+        if self.group is not None:
+            values = values.clone()
+            self.group.allreduce([values]).wait()
+        return values
+
+    def follow_leader(self, decision: bool) -> bool:
+        """Replica 0's ``decision`` on every replica (early stopping is decided where evaluation runs)."""
+        if self.group is None:
+            return decision
+        flag = torch.tensor([float(decision)])
+        self.group.broadcast(flag, 0).wait()
+        return bool(flag.item())
+
+
+def _empty_sparse_like(parameter: torch.nn.Parameter) -> torch.Tensor:
+    """A sparse gradient with no rows, shaped like the embedding table ``parameter``."""
+    indices = torch.empty((1, 0), dtype=torch.long)
+    values = parameter.new_zeros((0, *parameter.shape[1:]))
+    return torch.sparse_coo_tensor(indices, values, parameter.shape, check_invariants=True)
+
+
+def connect(store_path: Path, rank: int, world: int, timeout: datetime.timedelta) -> Replica:
+    """Join the gloo group of ``world`` replicas rendezvousing through the file ``store_path``."""
+    options = ProcessGroupGloo._Options()
+    # Loopback explicitly: the default resolves the host name, which need not resolve in a container.
+    options._devices = [ProcessGroupGloo.create_device(hostname="127.0.0.1")]
+    options._timeout = timeout
+    return Replica(rank, world, ProcessGroupGloo(FileStore(str(store_path), world), rank, world, options))
+
+
+def run_replicas(processes: int, work: Callable[[Replica], T], timeout: datetime.timedelta = COLLECTIVE_TIMEOUT) -> T:
+    """``work(replica)`` on ``processes`` replicas (this process and forked children); returns replica
+    0's result. A child that fails makes this raise; a failure here stops the children."""
+    if processes == 1:
+        return work(Replica())
+    with tempfile.TemporaryDirectory(prefix="shopmtl-replicas-") as directory:
+        store_path = Path(directory) / "store"
+        children = []
+        for rank in range(1, processes):
+            pid = os.fork()
+            if pid == 0:  # a replica: run, then leave without the parent's exit handlers or finally blocks
+                os._exit(_run_child(store_path, rank, processes, timeout, work))
+            children.append(pid)
+        try:
+            result = work(connect(store_path, 0, processes, timeout))
+        except BaseException as error:
+            # A replica that died first is the likely cause (this one then saw its connection close):
+            # give it a moment to be reaped and say how it ended, then stop the others, which would
+            # wait for this one until the timeout.
+            ended = _reap(children, grace_s=2.0)
+            for pid in set(children) - set(ended):
+                _kill_quietly(pid)
+            _reap(children)
+            if _failures(children, ended):
+                raise RuntimeError(_failure_message(_failures(children, ended))) from error
+            raise
+        ended = _reap(children)
+    if _failures(children, ended):
+        raise RuntimeError(_failure_message(_failures(children, ended)))
+    return result
+
+
+def _failures(children: list[int], ended: dict[int, int]) -> dict[int, int]:
+    """{rank: exit code} of the replicas that ended with a non-zero code."""
+    return {rank: ended[pid] for rank, pid in enumerate(children, start=1) if ended.get(pid, 0) != 0}
+
+
+def _failure_message(failures: dict[int, int]) -> str:
+    return f"training replicas failed with exit codes {failures} (negative: killed by that signal; see their logged errors)"
+
+
+def _reap(children: list[int], grace_s: float | None = None) -> dict[int, int]:
+    """{pid: exit code} of the children that ended (negative: killed by that signal): all of them,
+    or, with ``grace_s``, those that end within that many seconds."""
+    ended: dict[int, int] = {}
+    deadline = None if grace_s is None else time.monotonic() + grace_s
+    while True:
+        for pid in set(children) - set(ended):
+            try:
+                waited, status = os.waitpid(pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                continue
+            if waited == pid:
+                ended[pid] = os.waitstatus_to_exitcode(status)
+        if deadline is None or len(ended) == len(children) or time.monotonic() > deadline:
+            return ended
+        time.sleep(0.05)
+
+
+def _run_child(store_path: Path, rank: int, world: int, timeout: datetime.timedelta, work: Callable[[Replica], object]) -> int:
+    """A forked replica's whole life: its exit code (0, or 1 after logging the error)."""
+    # One thread, first: an OpenMP thread pool the parent started does not exist in a forked child,
+    # and a parallel region asking for it hangs (GNU libgomp is not fork-safe); one thread never asks.
+    torch.set_num_threads(1)
+    try:
+        work(connect(store_path, rank, world, timeout))
+        return 0
+    except BaseException:  # anything: the exit code is the only way back to the parent
+        log.exception("training replica %d of %d failed", rank, world)
+        return 1
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
