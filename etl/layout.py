@@ -42,6 +42,7 @@ DATA_DOCS_INDEX = "index.html"  # the page Great Expectations builds at the top 
 REPORT_FILE = "report.html"
 REPORT_PLOTS_DIR = "report"  # next to report.html; its image links are relative to the run directory
 CHAMPION_SUFFIX = "_champion"
+ITEM_TABLES_DIR = "item_tables"  # under a features directory: its items decoded once for training and scoring
 
 
 def extract_path(extract_dir: Path, table: str) -> Path:
@@ -63,6 +64,11 @@ def feature_path(features_dir: Path, table: str) -> Path:
 
 def manifest_path(features_dir: Path) -> Path:
     return Path(features_dir) / MANIFEST_FILE
+
+
+def item_table_path(features_dir: Path, key: str) -> Path:
+    """A features directory's decoded item table for one encoding (``key``: a digest of items and encoding)."""
+    return Path(features_dir) / ITEM_TABLES_DIR / f"{key}.pt"
 
 
 def feature_input_paths(features_dir: Path) -> list[Path]:

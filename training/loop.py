@@ -14,6 +14,10 @@ alternating between objectives of very different gradient scales.
 
 Early stopping watches the sum of the trained objectives' day-D eval losses and restores the best
 epoch's weights.
+
+On several CPU cores, ``fit`` trains data-parallel replicas (``training/parallel.py``): each takes
+its own batches of every kind each step, their gradients are averaged, and replica 0 evaluates and
+decides when to stop (``count_replicas`` says how many).
 """
 
 from __future__ import annotations
@@ -185,7 +189,7 @@ def sparse_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The weights of the embedding tables that produce sparse gradients."""
     return [
         module.weight for module in model.modules()
-        if isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and module.sparse and module.weight.requires_grad
+        if isinstance(module, torch.nn.Embedding) and module.sparse and module.weight.requires_grad
     ]  # fmt: skip
 
 

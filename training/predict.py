@@ -37,6 +37,7 @@ from training.data import (
 )
 from training.device import seeded_torch
 from training.evaluation import LABEL_JOINS, category_metric_rows, objective_metric_rows
+from training.item_cache import load_item_table
 from training.multitask import MultiTaskModelConfig, MultiTaskNet, autocast_for, esmm_probabilities, with_image_features
 from training.summary import TrainingSummary
 
@@ -335,7 +336,8 @@ def _predict_with_saved_model(
     objectives = tuple(objective for objective in trained if objective in tables.objectives_available)
     training = bundle.extra.get("training", {})
     with seeded_torch(training.get("seed", 0), torch.device("cpu"), training.get("num_threads", 1)):
-        items = prepare_items(bundle, tables.items)
+        network = bundle.model.config.network
+        items = prepare_items(bundle, load_item_table(tables, network.text, network.image_size))
         predictions = predict_features(
             bundle.model,
             bundle.spec,

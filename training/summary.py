@@ -13,15 +13,20 @@ from typing import Any
 
 def compute_model_version(model_name: str, ds: date, config_json: str, input_paths: Iterable[Path]) -> str:
     """``{model_name}-{YYYYMMDD}-{hash}``: the hash covers the config and the bytes of every input file."""
+    return f"{model_name}-{ds:%Y%m%d}-{digest_inputs(config_json, input_paths)[:10]}"
+
+
+def digest_inputs(text: str, input_paths: Iterable[Path]) -> str:
+    """sha256 (hex) of ``text`` and the bytes of every file in ``input_paths``."""
     # Files are hashed in the order given, by name and bytes only: the same inputs in another
-    # directory (another checkout, another run folder) give the same version.
-    digest = hashlib.sha256(config_json.encode())
+    # directory (another checkout, another run folder) give the same digest.
+    digest = hashlib.sha256(text.encode())
     for path in map(Path, input_paths):
         digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())  # unambiguous file boundaries
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    return f"{model_name}-{ds:%Y%m%d}-{digest.hexdigest()[:10]}"
+    return digest.hexdigest()
 
 
 @dataclass

@@ -63,7 +63,6 @@ from training.data import (
     ObjectiveFrames,
     Tensors,
     build_feature_spec,
-    encode_item_table,
     encode_objective_data,
     item_classes,
     n_rows,
@@ -73,6 +72,7 @@ from training.data import (
 from training.device import resolve_device, seeded_torch
 from training.evaluation import format_metric_rows
 from training.incremental import select_incremental_rows
+from training.item_cache import load_item_table
 from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
@@ -221,7 +221,7 @@ def prepare_training(
     if not trained:
         raise ValueError(f"no objective can be trained on {tables.features_dir}: {skipped}")
     kinds = {OBJECTIVE_KIND[objective] for objective in trained}
-    item_table = encode_item_table(tables.items, config.network.text, config.network.image_size)
+    item_table = load_item_table(tables, config.network.text, config.network.image_size)
     classes = item_classes(frames.train["item"], item_table) if "category" in trained else []
     spec = build_feature_spec(tables.manifest, frames.train, trained, classes)
     model = build_model(spec, frames.train, trained, config)  # vocabularies: the whole window's ids

@@ -24,7 +24,7 @@ def test_gradients_are_averaged_over_replicas_and_an_unreached_parameter_keeps_n
         dense_once.grad = torch.full((2, 3), 4.0) if replica.rank == 0 else None  # (4 + 0) / 2
         dense_never.grad = None
         rows = torch.tensor([[replica.rank, 9]])  # rows 0 and 9 on replica 0, rows 1 and 9 on replica 1
-        table.grad = torch.sparse_coo_tensor(rows, torch.ones(2, 2), (10, 2))
+        table.grad = torch.sparse_coo_tensor(rows, torch.ones(2, 2), (10, 2), check_invariants=True)
         replica.average_gradients([dense_reached, dense_once, dense_never], [table])
         assert dense_never.grad is None
         torch.save(
