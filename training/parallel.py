@@ -2,12 +2,14 @@
 
 The network's small matrix products do not split across threads (two torch threads measured 0.97x
 the wall time of one), so ``MultiTaskConfig.processes`` replicas each train on one thread: every
-step's rows are split between them, each runs forward and backward on its share, and the gradients
-are averaged before the (identical) optimizer steps, so the replicas' weights stay equal. This is
-what ``torch.nn.parallel.DistributedDataParallel`` does; it is not used because the step must also
-average the loss weighting's own parameters and the sparse id-table gradients of objectives that only
-some replicas saw this step, and GradNorm takes per-objective gradients with ``torch.autograd.grad``,
-which DDP's backward hooks do not see.
+step, each replica takes its own batches (``Replica.shard`` of the step's rows, which
+``training/loop.py`` plans ``world`` batches wide), runs forward and backward, and the gradients are
+averaged before the (identical) optimizer steps, so the replicas' weights stay equal. Splitting one
+batch between replicas instead gained nothing: a step's fixed cost (Python, small kernels) does not
+shrink with its rows. This is what ``torch.nn.parallel.DistributedDataParallel`` does; it is not used
+because the step must also average the loss weighting's own parameters and the sparse id-table
+gradients of objectives that only some replicas saw this step, and GradNorm takes per-objective
+gradients with ``torch.autograd.grad``, which DDP's backward hooks do not see.
 
 The calling process is replica 0 (it keeps the trained network and evaluates); replicas 1.. are
 ``os.fork()`` children, so they share its encoded tensors copy-on-write instead of reading and
