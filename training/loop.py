@@ -86,10 +86,16 @@ def kind_settings(config: MultiTaskConfig) -> dict[str, tuple[float, int]]:
     return {kind: (getattr(config, ratio), getattr(config, batch)) for kind, (ratio, batch) in KIND_FIELDS.items()}
 
 
+def count_epoch_rows(sizes: dict[str, int], config: MultiTaskConfig) -> dict[str, int]:
+    """Rows an epoch passes per batch kind that has any: ratio x rows."""
+    settings = kind_settings(config)
+    return {kind: int(round(settings[kind][0] * n)) for kind, n in sizes.items() if n > 0}
+
+
 def count_uncapped_steps(sizes: dict[str, int], config: MultiTaskConfig, replicas: int = 1) -> int:
     """Steps an epoch would take before ``max_steps_per_epoch`` caps it."""
     settings = kind_settings(config)
-    epoch_rows = {kind: int(round(settings[kind][0] * n)) for kind, n in sizes.items() if n > 0}
+    epoch_rows = count_epoch_rows(sizes, config)
     return max([math.ceil(rows / (settings[kind][1] * replicas)) for kind, rows in epoch_rows.items()] + [1])
 
 
@@ -109,7 +115,7 @@ def plan_epoch(
     """The epoch's steps: per step, the row indices of each kind (see the module docstring). The batch
     sizes are per replica, so ``replicas`` data-parallel replicas take that many batches a step."""
     settings = kind_settings(config)
-    epoch_rows = {kind: int(round(settings[kind][0] * n)) for kind, n in sizes.items() if n > 0}
+    epoch_rows = count_epoch_rows(sizes, config)
     n_steps = count_uncapped_steps(sizes, config, replicas)
     if config.max_steps_per_epoch is not None and n_steps > config.max_steps_per_epoch:
         share = config.max_steps_per_epoch / n_steps  # every kind passes the same share of its epoch rows
@@ -425,13 +431,11 @@ def fit_on_replica(
                 stats.rows / max(train_s, 1e-9),
                 " ".join(f"{objective}={rate:.0f}" for objective, rate in rates.items()),
             )
-            monitored = eval_result["monitored"]
-            if monitored is None:  # nothing to stop on: train max_epochs and keep the last weights
-                pass
-            elif monitored < best_loss - config.min_delta:
+            monitored = eval_result["monitored"]  # None: nothing to stop on, train max_epochs, keep the last weights
+            if monitored is not None and monitored < best_loss - config.min_delta:
                 best_loss, best_epoch, stale = monitored, epoch, 0
                 best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-            else:
+            elif monitored is not None:
                 stale += 1
                 stop = stale >= config.patience
                 if stop:

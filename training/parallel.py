@@ -164,21 +164,20 @@ def run_replicas(processes: int, work: Callable[[Replica], T], timeout: datetime
             for pid in set(children) - set(ended):
                 _kill_quietly(pid)
             _reap(children)
-            if _failures(children, ended):
-                raise RuntimeError(_failure_message(_failures(children, ended))) from error
+            if failure := _describe_failures(children, ended):
+                raise RuntimeError(failure) from error
             raise
         ended = _reap(children)
-    if _failures(children, ended):
-        raise RuntimeError(_failure_message(_failures(children, ended)))
+    if failure := _describe_failures(children, ended):
+        raise RuntimeError(failure)
     return result
 
 
-def _failures(children: list[int], ended: dict[int, int]) -> dict[int, int]:
-    """{rank: exit code} of the replicas that ended with a non-zero code."""
-    return {rank: ended[pid] for rank, pid in enumerate(children, start=1) if ended.get(pid, 0) != 0}
-
-
-def _failure_message(failures: dict[int, int]) -> str:
+def _describe_failures(children: list[int], ended: dict[int, int]) -> str | None:
+    """What went wrong with the replicas that ended with a non-zero code, or None when none did."""
+    failures = {rank: ended[pid] for rank, pid in enumerate(children, start=1) if ended.get(pid, 0) != 0}
+    if not failures:
+        return None
     return f"training replicas failed with exit codes {failures} (negative: killed by that signal; see their logged errors)"
 
 
