@@ -5,6 +5,7 @@ from datetime import date, datetime
 
 import polars as pl
 import pytest
+import sqlalchemy as sa
 
 from etl.contract import SOURCE_TABLES
 from etl.extract import EXTRACT_SQL_DIR, ExtractWindow, extract_query, extract_sources
@@ -97,6 +98,25 @@ def test_arrow_read_gives_the_frames_the_row_read_gives(postgres_url):
         by_rows = read_frame(conn, extract_query("clicks"), empty, table="clicks")
         by_arrow = arrow_query_to_frame(conn, extract_query("clicks"), empty, table="clicks")
         assert by_arrow.height == 0 and by_arrow.schema == by_rows.schema
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_arrow_read_binds_parameters_as_values_never_as_sql(postgres_url):
+    """The Arrow read binds ``:name`` parameters on the client (so ADBC can use COPY): quotes, ``%``,
+    ``;`` and a comment marker in a value stay a value, and a literal ``%`` in the query stays itself."""
+    from etl.warehouse import arrow_query_to_frame
+
+    engine = create_warehouse_engine(postgres_url)
+    create_tables(engine)
+    hostile = "x'); DROP TABLE users; -- 100% \\ \"q\""
+    with engine.begin() as conn:
+        insert_frame(conn, "users", _frame("users", [(1, datetime(2026, 3, 1), hostile, 1990), (2, datetime(2026, 3, 1), "DE", 1991)]))
+    query = "SELECT user_id, country FROM users WHERE country = :country OR country LIKE 'D%' ORDER BY user_id"
+    with engine.connect() as conn:
+        frame = arrow_query_to_frame(conn, query, {"country": hostile}, table="users")
+        assert frame.get_column("country").to_list() == [hostile, "DE"]
+        assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one() == 2  # nothing was dropped
     engine.dispose()
 
 
