@@ -18,7 +18,7 @@ import polars as pl
 from sqlalchemy.engine import Connection
 
 from etl.contract import SOURCE_TABLES
-from etl.io import write_parquet_atomically
+from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
 from etl.layout import extract_path, partition_path
 from etl.warehouse import (
     SQL_DIR,
@@ -141,7 +141,7 @@ def extract_source(
         finally:
             engine.dispose()
         how = "whole-window query"
-    write_parquet_atomically(frame, path)
+    write_parquet_atomically(frame, path, SCRATCH_COMPRESSION)
     log.info(
         "Extracted %s: %d rows for [%s, %s) from %s: %s",
         table, frame.height, window.window_start, window.window_end, mask_url(warehouse_url), how,

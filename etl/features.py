@@ -36,7 +36,7 @@ import polars as pl
 
 from etl.candidates import build_candidates
 from etl.contract import SOURCE_TABLES, available_objectives
-from etl.io import write_json_atomically, write_parquet_atomically
+from etl.io import SCRATCH_COMPRESSION, write_json_atomically, write_parquet_atomically
 from etl.config import FeatureConfig
 from etl.labels import label_impressions, label_orders, start_of_day
 from etl.layout import extract_path, feature_path, manifest_path
@@ -109,57 +109,67 @@ def add_all_trailing_sums(pairs: pl.DataFrame, lookups: Sequence[TrailingLookup]
     # it: those joins over every row, not the lookups on the narrow distinct rows, are the cost.
     for keys, shared in by_keys.items():
         distinct = pairs.select([*keys, "as_of"]).unique()
-        # One integer per key value: the as-of lookups group by it instead of by two columns or a
-        # string (the user x category lookup took 11.6 s of 8.2M distinct rows at 100x the demo), and
-        # daily rows of keys no pair asks about drop out first. nulls_equal: a null key (an item without
-        # a category) is a group of its own, as the as-of lookup by the raw columns had it.
+        # One integer per key value: the lookups search one sorted integer code per (key, day) instead
+        # of grouping by two columns or a string, and daily rows of keys no pair asks about drop out
+        # first. nulls_equal: a null key (an item without a category) is a group of its own.
         key_ids = distinct.select(keys).unique().with_row_index("_key")
         probes = distinct.join(key_ids, on=keys, nulls_equal=True)
-        sums = probes.lazy()
-        for daily, _, values, prefix, windows in shared:
-            daily_ids = daily.join(key_ids.lazy(), on=list(keys), nulls_equal=True).drop(list(keys))
-            lookup = trailing_sums(probes.lazy().select("_key", "as_of"), daily_ids, ["_key"], values, prefix, windows)
-            sums = sums.join(lookup, on=["_key", "as_of"])
-        result = result.join(sums.drop("_key"), on=[*keys, "as_of"], how="left", nulls_equal=True)
+        daily_frames = pl.collect_all(
+            [daily.join(key_ids.lazy(), on=list(keys), nulls_equal=True).drop(list(keys)) for daily, *_ in shared]
+        )
+        sums = [
+            trailing_sums(probes.select("_key", "as_of"), daily_ids, values, prefix, windows)
+            for daily_ids, (_, _, values, prefix, windows) in zip(daily_frames, shared, strict=True)
+        ]
+        looked_up = pl.concat([probes.drop("_key"), *sums], how="horizontal")  # sums keep the probes' order
+        result = result.join(looked_up.lazy(), on=[*keys, "as_of"], how="left", nulls_equal=True)
     return result
 
 
+DAY_BITS = 32  # a (key, day) code is key * 2**DAY_BITS + (day + DAY_BIAS): sorted by key, then by day
+DAY_BIAS = 1 << 31  # days since 1970 as Int32, shifted to be non-negative
+
+
+def day_codes(key: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """One UInt64 per (integer key < 2**32, Date): ordered as the (key, day) pairs are."""
+    shift = pl.lit(1 << DAY_BITS, dtype=pl.UInt64)
+    return key.cast(pl.UInt64) * shift + (day.cast(pl.Int32).cast(pl.Int64) + DAY_BIAS).cast(pl.UInt64)
+
+
 def trailing_sums(
-    lookups: pl.LazyFrame,
-    daily: pl.LazyFrame,
-    keys: list[str],
-    values: Sequence[str],
-    prefix: str,
-    windows: Sequence[int],
-) -> pl.LazyFrame:
-    """The trailing sums of distinct (``keys``, ``as_of``) rows: two as-of lookups per window into
-    running totals (O(n log n)), so the day ``as_of`` itself (the day being predicted) is never included."""
+    probes: pl.DataFrame, daily: pl.DataFrame, values: Sequence[str], prefix: str, windows: Sequence[int]
+) -> pl.DataFrame:
+    """``{prefix}_{value}_{w}d`` for each (``_key``, ``as_of``) row of ``probes``, in their order: the sum of
+    ``daily[value]`` over the key's days [as_of - w, as_of), so the day ``as_of`` itself (the day being
+    predicted) is never included.
+
+    One running total over all (key, day) rows sorted by their code; a window's sum is the total
+    through the day before ``as_of`` minus the total through the day before the window, each the
+    total at the last code <= the probe's, found by a binary search (``search_sorted``). When the key
+    has no day by then, that row belongs to an earlier key, whose running total is exactly where this
+    key's starts: the difference is still the key's own sum. O(n log m); the probes are never sorted,
+    grouped or hashed (as-of joins by key sorted them twice per window: most of the features' time).
+    """
     running = (
-        daily.group_by([*keys, "day"])
+        daily.group_by(day_codes(pl.col("_key"), pl.col("day")).alias("_code"))
         .agg([pl.col(value).sum() for value in values])
-        .sort("day")
-        .with_columns([pl.col(value).cum_sum().over(keys) for value in values])
+        .sort("_code")
     )
-    result = lookups
-    lags = sorted({0, *windows})
-    for lag in lags:
-        probe = f"_probe_{lag}"
-        right = running.select(
-            [*keys, pl.col("day").alias(probe), *[pl.col(v).alias(f"_cum{lag}_{v}") for v in values]]
-        )
-        result = (
-            result.with_columns(pl.col("as_of").dt.offset_by(f"-{lag + 1}d").alias(probe))
-            .sort(probe)
-            .join_asof(right, on=probe, by=keys, strategy="backward", check_sortedness=False)
-            .drop(probe)
-        )
-    return result.with_columns(
-        [
-            (pl.col(f"_cum0_{v}").fill_null(0) - pl.col(f"_cum{w}_{v}").fill_null(0)).alias(f"{prefix}_{v}_{w}d")
-            for v in values
-            for w in windows
-        ]
-    ).drop([f"_cum{lag}_{v}" for lag in lags for v in values])
+    # row i + 1 holds the total of rows 0..i; row 0 the total before any (a probe below every code)
+    totals = pl.concat([pl.DataFrame({v: [0.0] for v in values}), running.select(pl.col(values).cum_sum())])
+    codes = running.get_column("_code")
+
+    def totals_through(days_before: int) -> pl.DataFrame:
+        """The running totals at each probe's (key, as_of - days_before)."""
+        targets = probes.select(day_codes(pl.col("_key"), pl.col("as_of").dt.offset_by(f"-{days_before}d"))).to_series()
+        return totals[codes.search_sorted(targets, side="right")]
+
+    through_yesterday = totals_through(1)
+    columns = []
+    for window in windows:
+        before_window = totals_through(window + 1)
+        columns += [(through_yesterday[v] - before_window[v]).alias(f"{prefix}_{v}_{window}d") for v in values]
+    return pl.DataFrame(columns)
 
 
 def _smoothed_rate(clicks: str, impressions: str) -> pl.Expr:
@@ -373,7 +383,7 @@ def build_features(
         ("reviews", review_frame),
         ("items", item_frame),
     ):
-        write_parquet_atomically(frame, feature_path(features_dir, name))
+        write_parquet_atomically(frame, feature_path(features_dir, name), SCRATCH_COMPRESSION)
     manifest = {
         "ds": ds.isoformat(),
         "impression_dense": IMPRESSION_DENSE,
