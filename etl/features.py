@@ -113,7 +113,10 @@ def add_all_trailing_sums(pairs: pl.DataFrame, lookups: Sequence[TrailingLookup]
         # of grouping by two columns or a string, and daily rows of keys no pair asks about drop out
         # first. nulls_equal: a null key (an item without a category) is a group of its own.
         key_ids = distinct.select(keys).unique().with_row_index("_key")
-        probes = distinct.join(key_ids, on=keys, nulls_equal=True)
+        # Sorted by their (key, day) code, so that each lookup's binary searches walk the running totals
+        # in order instead of jumping across them (random probes missed the cache on every step: 8M
+        # user x category probes took 22x as long as 0.8M); the join back below does not need their order.
+        probes = distinct.join(key_ids, on=keys, nulls_equal=True).sort(day_codes(pl.col("_key"), pl.col("as_of")))
         daily_frames = pl.collect_all(
             [daily.join(key_ids.lazy(), on=list(keys), nulls_equal=True).drop(list(keys)) for daily, *_ in shared]
         )
