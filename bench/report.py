@@ -85,18 +85,19 @@ def render_stage_table(result: dict) -> list[str]:
         f"### Scale {result['scale']:g}: {result['clicks_window_rows']:,} clicks rows in the window",
         "",
         f"Seeded in {result['seed_s']:.1f} s; {describe_nights(result)}; `airflow dags test` of the measured night "
-        f"{result['dag_wall_s']:.1f} s wall, peak RSS of its process tree {format_mib(result['dag_peak_rss_bytes'])} MiB "
-        f"({result['rss_samples']} samples).",
+        f"{result['dag_wall_s']:.1f} s wall, peak PSS of its process tree {format_mib(result['dag_peak_rss_bytes'])} MiB, "
+        f"of it anonymous {format_mib(result.get('dag_peak_anon_bytes'))} MiB ({result['rss_samples']} samples).",
         "",
-        "| stage | seconds | seconds (sum of instances) | rows | rows are | rows/s | peak RSS MiB |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| stage | seconds | seconds (sum of instances) | rows | rows are | rows/s | peak PSS MiB | peak anon MiB |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for stage in (*STAGES, RUN):
         row = result["stages"][stage]
         name = f"{stage} ({row['instances']} mapped)" if stage == "extract" else ("whole run" if stage == RUN else stage)
         lines.append(
             f"| {name} | {format_number(row['seconds'])} | {format_number(row['seconds_sum'])} | {row['rows']:,} | "
-            f"{row['rows_what']} | {format_number(row['rows_per_s'])} | {format_mib(row['peak_rss_bytes'])} |"
+            f"{row['rows_what']} | {format_number(row['rows_per_s'])} | {format_mib(row['peak_rss_bytes'])} | "
+            f"{format_mib(row.get('peak_anon_bytes'))} |"
         )
     return lines
 
@@ -184,8 +185,11 @@ def render_markdown(results: dict) -> str:
         f"{machine['device']}; {machine['memory_bytes'] / 1024**3:.0f} GiB; torch {machine['torch']}, polars {machine['polars']}, "
         f"pandas {machine['pandas']}, Airflow {machine['airflow']}, {(machine['postgresql'] or 'PostgreSQL ?').split(' on ')[0]}. "
         f"Days {results['start']}..{results['end']}, DAG run for {results['end']}, seed {results['seed']}. "
-        "Peak RSS: the sum over the `airflow dags test` process tree, sampled every 0.2 s; `dags test` runs every "
-        "task in that one process, so a stage's peak includes what earlier stages left resident.",
+        "Peak PSS: the proportional set sizes summed over the `airflow dags test` process tree (a page shared by "
+        "forked training replicas counts once), sampled every 0.2 s; anon: its anonymous part, the memory the "
+        "processes own (the rest is mapped files, such as the training impressions' memory maps: page cache the "
+        "kernel can drop). `dags test` runs every task in that one process, so a stage's peak includes what earlier "
+        "stages left resident.",
         "",
     ]
     for result in results["scales"]:

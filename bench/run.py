@@ -71,23 +71,28 @@ def seed_warehouse(url: str, start: date, end: date, scale: float, seed: int) ->
     return {"rows": rows, "seconds": time.perf_counter() - started}
 
 
-def read_tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants, each shared page counted once: the sum of
-    their proportional set sizes (PSS). Summing RSS would count twice the training data that forked
-    data-parallel replicas share copy-on-write with their parent (training/parallel.py)."""
-    total = 0
+def read_tree_rss(process: psutil.Process) -> tuple[int, int]:
+    """(resident bytes, anonymous resident bytes) of a process and all its descendants, each shared page
+    counted once: sums of their proportional set sizes (PSS). Summing RSS would count twice the training
+    data that forked data-parallel replicas share copy-on-write with their parent (training/parallel.py).
+    The anonymous part (``Pss_Anon``) is the memory the processes own; the rest is mapped files (the
+    training impressions' memory maps, training/impression_rows.py), page cache the kernel can drop."""
+    total = anonymous = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_full_info().pss
-        except psutil.Error:  # exited between listing and reading
-            pass
-    return total
+            rollup = Path(f"/proc/{member.pid}/smaps_rollup").read_text()
+        except OSError:  # exited between listing and reading
+            continue
+        fields = dict(line.split(":", 1) for line in rollup.splitlines()[1:] if ":" in line)
+        total += int(fields.get("Pss", "0 kB").split()[0]) * 1024
+        anonymous += int(fields.get("Pss_Anon", "0 kB").split()[0]) * 1024
+    return total, anonymous
 
 
 def run_dag_sampled(env: dict[str, str], ds: date, log_path: Path) -> dict[str, object]:
     """``airflow dags test`` for day ``ds``, sampling its process tree's RSS every ``SAMPLE_INTERVAL_S``."""
     airflow = Path(sys.executable).with_name("airflow")
-    samples: list[tuple[float, int]] = []  # (epoch seconds, bytes): epoch time, to match Airflow's task times
+    samples: list[tuple[float, int, int]] = []  # (epoch seconds, PSS bytes, anonymous PSS bytes): epoch time, to match Airflow's task times
     started = time.perf_counter()
     with log_path.open("a") as log_file:
         log_file.write(f"$ airflow dags test {DAG_ID} {ds}\n")
@@ -98,7 +103,7 @@ def run_dag_sampled(env: dict[str, str], ds: date, log_path: Path) -> dict[str, 
         process = psutil.Process(child.pid)
         while child.poll() is None:
             try:
-                samples.append((time.time(), read_tree_rss(process)))
+                samples.append((time.time(), *read_tree_rss(process)))
             except psutil.Error:
                 pass
             time.sleep(SAMPLE_INTERVAL_S)
@@ -108,24 +113,25 @@ def run_dag_sampled(env: dict[str, str], ds: date, log_path: Path) -> dict[str, 
     return {"returncode": child.returncode, "succeeded": succeeded, "wall_s": wall_s, "samples": samples}
 
 
-def summarize_stages(instances: list[dict[str, object]], samples: list[tuple[float, int]]) -> dict[str, dict]:
-    """Seconds (max and sum over mapped instances) and peak tree RSS within each stage's [start, end]."""
+def summarize_stages(instances: list[dict[str, object]], samples: list[tuple[float, int, int]]) -> dict[str, dict]:
+    """Seconds (max and sum over mapped instances) and peak tree PSS (all, anonymous) within each stage's [start, end]."""
     stages: dict[str, dict] = {}
     spans = [row for row in instances if row["start"] is not None and row["end"] is not None]
     for stage in (*STAGES, RUN):
         rows = spans if stage == RUN else [row for row in spans if row["task_id"] == stage]
         if not rows:
-            stages[stage] = {"seconds": None, "seconds_sum": None, "instances": 0, "peak_rss_bytes": None}
+            stages[stage] = {"seconds": None, "seconds_sum": None, "instances": 0, "peak_rss_bytes": None, "peak_anon_bytes": None}
             continue
         start, end = min(row["start"] for row in rows), max(row["end"] for row in rows)
         seconds = [row["end"] - row["start"] for row in rows]
         # A sub-second task can fall between two samples: take the sample just before it too.
-        inside = [rss for at, rss in samples if start - SAMPLE_INTERVAL_S <= at <= end]
+        inside = [(rss, anon) for at, rss, anon in samples if start - SAMPLE_INTERVAL_S <= at <= end]
         stages[stage] = {
             "seconds": end - start if stage == RUN else max(seconds),
             "seconds_sum": end - start if stage == RUN else sum(seconds),
             "instances": len(rows),
-            "peak_rss_bytes": max(inside) if inside else None,
+            "peak_rss_bytes": max(rss for rss, _ in inside) if inside else None,
+            "peak_anon_bytes": max(anon for _, anon in inside) if inside else None,
         }
     return stages
 
@@ -234,8 +240,9 @@ def run_scale(
         stages[stage].update(counted)
         seconds = stages[stage]["seconds_sum"]
         stages[stage]["rows_per_s"] = counted["rows"] / seconds if seconds and counted["rows"] else None
-    rss = [value for _, value in dag["samples"]]
-    intervals = [later - earlier for (earlier, _), (later, _) in zip(dag["samples"], dag["samples"][1:])]
+    rss = [value for _, value, _ in dag["samples"]]
+    anonymous = [value for _, _, value in dag["samples"]]
+    intervals = [later[0] - earlier[0] for earlier, later in zip(dag["samples"], dag["samples"][1:])]
     n_train = read_metrics(layout, MULTITASK).get("n_train", {})
     return {
         "scale": scale,
@@ -249,6 +256,7 @@ def run_scale(
         "earlier_nights": earlier_nights,  # unmeasured nights before ``end`` (they fill the partitions)
         "dag_wall_s": dag["wall_s"],
         "dag_peak_rss_bytes": max(rss) if rss else None,
+        "dag_peak_anon_bytes": max(anonymous) if anonymous else None,
         "rss_samples": len(rss),
         "rss_median_interval_s": statistics.median(intervals) if intervals else None,
         "n_train": n_train,  # the network's training rows per objective

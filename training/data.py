@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,6 +31,7 @@ from etl.contract import OBJECTIVES
 from etl.layout import feature_input_paths, feature_path, manifest_path
 from training.config import TextHashing
 from training.encoders import decode_images, gather_bags, hash_texts
+from training.impression_rows import ImpressionRows, count_rows, encode_batches, read_batches
 
 
 UNSEEN_ROW = 0  # embedding row shared by every id or category value missing from the vocabulary
@@ -91,8 +92,14 @@ class FeatureTables:
     orders: pl.DataFrame
     reviews: pl.DataFrame
     items: pl.DataFrame
-    candidates: pl.DataFrame
     impression_splits: tuple[str, ...] | None = None  # the splits ``impressions`` holds; None: all of them
+
+    def candidate_batches(self) -> Iterator[pl.DataFrame]:
+        """The recommendation candidates a Parquet batch at a time (millions of rows at 100x the demo:
+        scored a batch at a time, never held whole); nothing when the file is absent."""
+        path = feature_path(self.features_dir, "candidates")
+        if path.exists():
+            yield from read_batches(path, list(source_schemas(self.manifest)["candidates"]))
 
     def impressions_of(self, split: str) -> pl.DataFrame:
         """The impressions of one split: from memory when read, else from the file (row groups of other
@@ -135,6 +142,8 @@ def read_feature_tables(features_dir: Path, impression_splits: tuple[str, ...] |
     manifest = read_manifest(features_dir)
     frames = {}
     for table, schema in source_schemas(manifest).items():
+        if table == "candidates":
+            continue  # read in batches when scored (FeatureTables.candidate_batches)
         path = feature_path(features_dir, table)
         if table == "impressions" and impression_splits is not None:
             frames[table] = scan_impressions(features_dir, manifest, impression_splits).collect()
@@ -145,9 +154,10 @@ def read_feature_tables(features_dir: Path, impression_splits: tuple[str, ...] |
 
 @dataclass
 class ObjectiveFrames:
-    """Training and day-D evaluation rows per batch kind."""
+    """Training and day-D evaluation rows per batch kind. The training impressions, the one kind that
+    grows with the whole window, are an :class:`ImpressionRows` (read lazily or in batches, never whole)."""
 
-    train: dict[str, pl.DataFrame]
+    train: dict[str, pl.DataFrame | ImpressionRows]
     evaluation: dict[str, pl.DataFrame]
 
 
@@ -159,7 +169,7 @@ def split_objective_frames(tables: FeatureTables) -> ObjectiveFrames:
     by_kind = {"review": labelled_reviews, "item": labelled_items, "order": labelled_orders}
     return ObjectiveFrames(
         train={
-            "impression": tables.impressions_of("train"),
+            "impression": ImpressionRows(tables.features_dir, "train", source_schemas(tables.manifest)["impressions"]),
             **{kind: frame.filter(pl.col("split") == "train") for kind, frame in by_kind.items()},
         },
         evaluation={
@@ -169,16 +179,16 @@ def split_objective_frames(tables: FeatureTables) -> ObjectiveFrames:
     )
 
 
-def sorted_strings(frames: list[pl.DataFrame], column: str) -> list[str]:
-    """Sorted distinct non-null values of a string column over several frames."""
+def sorted_strings(frames: list[pl.DataFrame | ImpressionRows], column: str) -> list[str]:
+    """Sorted distinct non-null values of a string column over several frames (lazy ones read lazily)."""
     values: set[str] = set()
     for frame in frames:
-        values.update(frame.get_column(column).cast(pl.String).drop_nulls().unique().to_list())
+        values.update(frame.lazy().select(pl.col(column).cast(pl.String).drop_nulls().unique()).collect().to_series().to_list())
     return sorted(values)
 
 
 def build_feature_spec(
-    manifest: dict[str, Any], train: dict[str, pl.DataFrame], trained: tuple[str, ...], item_classes: list[str]
+    manifest: dict[str, Any], train: dict[str, pl.DataFrame | ImpressionRows], trained: tuple[str, ...], item_classes: list[str]
 ) -> FeatureSpec:
     """Input columns from the manifest and string vocabularies from the trained objectives' training rows."""
     kinds = {OBJECTIVE_KIND[objective] for objective in trained}
@@ -414,6 +424,7 @@ def batched(tensors: Tensors, batch_size: int, device: torch.device) -> list[Ten
 
 
 ENCODE_CHUNK_ROWS = 1 << 20  # rows encoded at a time: bounds encoding's transient copies (Polars -> numpy -> torch)
+RowFilter = Callable[[pl.DataFrame], pl.DataFrame]  # the rows of a kind to keep, called on them in order
 
 
 def encode_in_chunks(encode: Callable[[pl.DataFrame], Tensors], frame: pl.DataFrame, chunk_rows: int = ENCODE_CHUNK_ROWS) -> Tensors:
@@ -421,30 +432,46 @@ def encode_in_chunks(encode: Callable[[pl.DataFrame], Tensors], frame: pl.DataFr
     the way stay one slice big however many rows there are. Per-row tensors only (no text bags)."""
     if frame.height <= chunk_rows:
         return encode(frame)
-    first = encode(frame.slice(0, chunk_rows))
-    encoded = {key: torch.empty((frame.height, *value.shape[1:]), dtype=value.dtype) for key, value in first.items()}
-    for start in range(0, frame.height, chunk_rows):
-        part = first if start == 0 else encode(frame.slice(start, chunk_rows))
-        for key, value in part.items():
-            encoded[key][start : start + value.shape[0]] = value
-    return encoded
+    return encode_batches(encode, (frame.slice(start, chunk_rows) for start in range(0, frame.height, chunk_rows)), frame.height, None, frame.clear())
+
+
+def impression_columns(spec: FeatureSpec) -> list[str]:
+    """The impression columns encoding and the incremental selection read."""
+    return ["user_id", "item_id", "category", "event_date", "clicked", "converted", *spec.impression_dense]
 
 
 def encode_objective_data(
-    model: Vocabularies, spec: FeatureSpec, frames: dict[str, pl.DataFrame], items: ItemTable, kinds: set[str]
+    model: Vocabularies,
+    spec: FeatureSpec,
+    frames: dict[str, pl.DataFrame | ImpressionRows],
+    items: ItemTable,
+    kinds: set[str],
+    row_filters: dict[str, RowFilter] | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Tensors]:
-    """Encoded tensors of the given kinds' frames (item rows without a decodable image or known class dropped)."""
+    """Encoded tensors of the given kinds' frames (item rows without a decodable image or known class
+    dropped), of the rows ``row_filters`` keep. :class:`ImpressionRows` are encoded a Parquet batch at a
+    time into memory maps under ``scratch_dir`` (in memory when it is None)."""
+    row_filters = row_filters or {}
+    keep = {kind: row_filters.get(kind, lambda frame: frame) for kind in KINDS}
     data: dict[str, Tensors] = {}
     if "impression" in kinds:
-        data["impression"] = encode_in_chunks(lambda part: encode_impressions(model, spec, part, items), frames["impression"])
+        frame = frames["impression"]
+        encode = lambda part: encode_impressions(model, spec, part, items)  # noqa: E731
+        if isinstance(frame, ImpressionRows):
+            columns = impression_columns(spec)
+            batches = (keep["impression"](batch) for batch in frame.batches(columns))
+            data["impression"] = encode_batches(encode, batches, count_rows(frame), scratch_dir, frame.empty(columns))
+        else:
+            data["impression"] = encode_in_chunks(encode, keep["impression"](frame))
     if "review" in kinds:
-        data["review"] = encode_reviews(model, spec, frames["review"], items)
+        data["review"] = encode_reviews(model, spec, keep["review"](frames["review"]), items)
     if "item" in kinds:
-        tensors = encode_item_labels(spec, items, frames["item"])
+        tensors = encode_item_labels(spec, items, keep["item"](frames["item"]))
         usable = items.has_image[tensors["table_rows"]]  # [rows] decodable images only
         data["item"] = {key: value[usable] for key, value in tensors.items()}
     if "order" in kinds:
-        data["order"] = encode_in_chunks(lambda part: encode_orders(model, spec, part), frames["order"])
+        data["order"] = encode_in_chunks(lambda part: encode_orders(model, spec, part), keep["order"](frames["order"]))
     return data
 
 

@@ -264,19 +264,22 @@ def predict_features(
     empty = {name: pl.DataFrame(schema=schema) for name, schema in PREDICTION_SCHEMAS.items()}
     predictions = dict(empty)
     if {"click", "purchase"} & set(objectives):
-        sources = [("impressions_eval", tables.impressions.filter(pl.col("split") == "eval"), ["event_id"])]
-        if include_candidates:
-            sources.append(("candidates", tables.candidates, ["user_id", "item_id"]))
-        for name, frame, keys in sources:
+
+        def score(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
             p_click, p_purchase = predict_impression_tensors(
                 model, encode_impressions(model, spec, frame, items), items, batch_size
             )
-            predictions[name] = frame.select(keys).with_columns(
+            return frame.select(keys).with_columns(
                 pl.Series("p_click", p_click, dtype=pl.Float64) if "click" in objectives else pl.lit(None, pl.Float64).alias("p_click"),
                 pl.Series("p_purchase", p_purchase, dtype=pl.Float64)
                 if "purchase" in objectives
                 else pl.lit(None, pl.Float64).alias("p_purchase"),
             )
+
+        predictions["impressions_eval"] = score(tables.impressions.filter(pl.col("split") == "eval"), ["event_id"])
+        if include_candidates:  # a batch at a time: only the scores are kept
+            scored = [score(batch, ["user_id", "item_id"]) for batch in tables.candidate_batches()]
+            predictions["candidates"] = pl.concat(scored) if scored else empty["candidates"]
     if "review" in objectives:
         reviews = tables.reviews.filter(pl.col("split") == "eval")
         p_negative = predict_review_tensors(model, encode_reviews(model, spec, reviews, items), items, batch_size)

@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from etl.layout import METRICS_FILE
 from training import data as data_module
 from training import device as device_module
 from training import encoders as encoders_module
+from training import impression_rows as impression_rows_module
 from training import incremental as incremental_module
 from training import loop as loop_module
 from training import loss_weighting as loss_weighting_module
@@ -71,7 +73,8 @@ from training.data import (
 )
 from training.device import resolve_device, seeded_torch
 from training.evaluation import format_metric_rows
-from training.incremental import select_incremental_rows
+from training.impression_rows import ImpressionRows, count_rows
+from training.incremental import kept_whole, plan_replay
 from training.item_cache import load_item_table
 from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
@@ -87,7 +90,7 @@ log = logging.getLogger(__name__)
 # other weights (this file is hashed too).
 SOURCE_MODULES = (
     multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
-    warm_start_module, device_module, incremental_module, parallel_module,
+    warm_start_module, device_module, incremental_module, parallel_module, impression_rows_module,
 )
 
 
@@ -100,7 +103,7 @@ def plan_objectives(
         raise ValueError(f"MultiTaskConfig.objectives has unknown objectives {unknown}; known: {list(OBJECTIVES)}")
     trained, skipped = [], {}
     for objective in OBJECTIVES:
-        train_rows = frames.train[OBJECTIVE_KIND[objective]].height
+        train_rows = count_rows(frames.train[OBJECTIVE_KIND[objective]])
         if objective not in config.objectives:
             skipped[objective] = "not configured (MultiTaskConfig.objectives)"
         elif objective not in tables.objectives_available:
@@ -113,17 +116,18 @@ def plan_objectives(
 
 
 def build_model(
-    spec: FeatureSpec, train: dict[str, pl.DataFrame], trained: tuple[str, ...], config: MultiTaskConfig
+    spec: FeatureSpec, train: dict[str, pl.DataFrame | ImpressionRows], trained: tuple[str, ...], config: MultiTaskConfig
 ) -> MultiTaskNet:
     """A freshly initialised network whose id vocabularies are the trained objectives' training users and items."""
     kinds = {OBJECTIVE_KIND[objective] for objective in trained}
-    user_frames = [train[kind].get_column("user_id") for kind in ("impression", "review", "order") if kind in kinds]
-    item_frames = [train[kind].get_column("item_id") for kind in ("impression", "review") if kind in kinds]
+    user_frames = [train[kind].lazy().select(pl.col("user_id").cast(pl.Int64)) for kind in ("impression", "review", "order") if kind in kinds]
+    item_frames = [train[kind].lazy().select(pl.col("item_id").cast(pl.Int64)) for kind in ("impression", "review") if kind in kinds]
 
-    def vocabulary(columns: list[pl.Series]) -> np.ndarray:
+    def vocabulary(columns: list[pl.LazyFrame]) -> np.ndarray:
         if not columns:
             return np.zeros(0, dtype=np.int64)
-        return np.sort(pl.concat([c.cast(pl.Int64) for c in columns]).drop_nulls().unique().to_numpy().astype(np.int64))
+        ids = pl.concat([column.rename(lambda _: "id") for column in columns]).drop_nulls().unique().collect()
+        return np.sort(ids.to_series().to_numpy().astype(np.int64))
 
     user_vocabulary, item_vocabulary = vocabulary(user_frames), vocabulary(item_frames)  # [n_users], [n_items]
     model = MultiTaskNet(
@@ -211,11 +215,12 @@ def start_from_champion(model: MultiTaskNet, spec: FeatureSpec, warm_start_dir: 
 
 
 def prepare_training(
-    tables: FeatureTables, config: MultiTaskConfig, warm_start_dir: Path | None = None
+    tables: FeatureTables, config: MultiTaskConfig, warm_start_dir: Path | None = None, scratch_dir: Path | None = None
 ) -> PreparedTraining:
     """Plan the objectives, build vocabularies and the network (warm-started when asked), choose the
-    training rows (an incremental night's subset when warm-started with ``recent_days``), encode them,
-    set scaling and, for a network trained from scratch, the output biases."""
+    training rows (an incremental night's subset when warm-started with ``recent_days``), encode them
+    (the window's impressions into memory maps under ``scratch_dir``, which must outlive the returned
+    tensors; in memory when None), set scaling and, for a network trained from scratch, the output biases."""
     frames = split_objective_frames(tables)
     trained, skipped = plan_objectives(config, tables, frames)
     if not trained:
@@ -227,14 +232,21 @@ def prepare_training(
     model = build_model(spec, frames.train, trained, config)  # vocabularies: the whole window's ids
     warm_start = start_from_champion(model, spec, Path(warm_start_dir)) if warm_start_dir is not None else None
     warm = warm_start is not None and "error" not in warm_start
-    train_frames, incremental = frames.train, None
+    selections = {}
     if warm and config.recent_days is not None:
-        train_frames, incremental = select_incremental_rows(
-            frames.train, config.recent_days, config.replay_fraction, config.seed
-        )
+        selections = {
+            kind: selection
+            for kind in kinds
+            if (selection := plan_replay(frames.train[kind], kind, config.recent_days, config.replay_fraction, config.seed))
+        }
+    train = encode_objective_data(model, spec, frames.train, item_table, kinds, selections, scratch_dir)
+    incremental = None
+    if warm and config.recent_days is not None:
+        incremental = {
+            kind: selections[kind].report() if kind in selections else kept_whole(count_rows(frames.train[kind]))
+            for kind in KINDS if kind in kinds
+        }
         log.info("incremental night: training rows kept per kind %s", incremental)
-    train = encode_objective_data(model, spec, train_frames, item_table, kinds)
-    del train_frames
     frames.train.clear()  # the tensors replace the window's Polars rows: free them before going on
     if "category" in trained and n_rows(train["item"]) == 0:  # every training image failed to decode
         trained, skipped["category"] = tuple(t for t in trained if t != "category"), "no decodable training images"
@@ -290,8 +302,13 @@ def train_multitask(
     )
     log.info("training %s on %s", model_version, device)
 
-    with seeded_torch(config.seed, device, config.num_threads) as generator:
-        prepared = prepare_training(tables, config, warm_start_dir)
+    # The window's encoded impressions are memory-mapped files here (training/impression_rows.py),
+    # beside the features they come from; removed when training ends, however it ends.
+    with (
+        tempfile.TemporaryDirectory(prefix=".encoded-", dir=features_dir) as scratch_dir,
+        seeded_torch(config.seed, device, config.num_threads) as generator,
+    ):
+        prepared = prepare_training(tables, config, warm_start_dir, Path(scratch_dir))
         model, spec, trained = prepared.model, prepared.spec, prepared.trained
         model.to(device)
         if config.compile:

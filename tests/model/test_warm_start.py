@@ -38,7 +38,7 @@ def test_warm_start_copies_embedding_rows_of_shared_ids_and_tensors_of_equal_sha
             if "user_id" in frame.columns
             else frame
         )
-        for kind, frame in frames.train.items()
+        for kind, frame in ((kind, frame.lazy().collect()) for kind, frame in frames.train.items())  # impressions are read lazily
     }
     train["impression"] = train["impression"].with_columns(
         pl.when(pl.col("event_id") % 50 == 0).then(pl.lit("aaa_new")).otherwise(pl.col("category")).alias("category")
