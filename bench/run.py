@@ -92,7 +92,8 @@ def read_tree_rss(process: psutil.Process) -> tuple[int, int]:
 def run_dag_sampled(env: dict[str, str], ds: date, log_path: Path) -> dict[str, object]:
     """``airflow dags test`` for day ``ds``, sampling its process tree's RSS every ``SAMPLE_INTERVAL_S``."""
     airflow = Path(sys.executable).with_name("airflow")
-    samples: list[tuple[float, int, int]] = []  # (epoch seconds, PSS bytes, anonymous PSS bytes): epoch time, to match Airflow's task times
+    # (epoch seconds, PSS bytes, anonymous PSS bytes): epoch time, to match Airflow's task times
+    samples: list[tuple[float, int, int]] = []
     started = time.perf_counter()
     with log_path.open("a") as log_file:
         log_file.write(f"$ airflow dags test {DAG_ID} {ds}\n")
@@ -120,7 +121,9 @@ def summarize_stages(instances: list[dict[str, object]], samples: list[tuple[flo
     for stage in (*STAGES, RUN):
         rows = spans if stage == RUN else [row for row in spans if row["task_id"] == stage]
         if not rows:
-            stages[stage] = {"seconds": None, "seconds_sum": None, "instances": 0, "peak_rss_bytes": None, "peak_anon_bytes": None}
+            stages[stage] = {
+                "seconds": None, "seconds_sum": None, "instances": 0, "peak_rss_bytes": None, "peak_anon_bytes": None,
+            }
             continue
         start, end = min(row["start"] for row in rows), max(row["end"] for row in rows)
         seconds = [row["end"] - row["start"] for row in rows]
@@ -215,6 +218,9 @@ def run_scale(
     seeded = seed_warehouse(database.url, start, end, scale, seed)
     env = airflow_environment(home / "airflow")
     env.update({f"AIRFLOW_CONN_{WAREHOUSE_CONN_ID.upper()}": database.libpq_url, "SHOPMTL_HOME": str(home)})
+    # `dags test` runs every task in one process: a native crash (an abort, a segfault) ends the whole
+    # run, so have Python print every thread's stack into the log when one happens.
+    env["PYTHONFAULTHANDLER"] = "1"
     migrated = run_airflow(["db", "migrate"], env, log_path)
     if migrated.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed; see {log_path}")

@@ -432,7 +432,8 @@ def encode_in_chunks(encode: Callable[[pl.DataFrame], Tensors], frame: pl.DataFr
     the way stay one slice big however many rows there are. Per-row tensors only (no text bags)."""
     if frame.height <= chunk_rows:
         return encode(frame)
-    return encode_batches(encode, (frame.slice(start, chunk_rows) for start in range(0, frame.height, chunk_rows)), frame.height, None, frame.clear())
+    slices = (frame.slice(start, chunk_rows) for start in range(0, frame.height, chunk_rows))
+    return encode_batches(encode, slices, frame.height, None, frame.clear())
 
 
 def impression_columns(spec: FeatureSpec) -> list[str]:

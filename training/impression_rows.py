@@ -100,7 +100,10 @@ def encode_batches(
             continue
         encoded = encode(batch)
         if not arrays:
-            arrays = {key: allocate(directory, key, (capacity, *value.shape[1:]), value.numpy().dtype) for key, value in encoded.items()}
+            arrays = {
+                key: allocate(directory, key, (capacity, *value.shape[1:]), value.numpy().dtype)
+                for key, value in encoded.items()
+            }
         end = filled + batch.height
         if end > capacity:
             raise ValueError(f"more rows to encode than the {capacity} counted: the impressions file changed while read")

@@ -120,8 +120,9 @@ def build_model(
 ) -> MultiTaskNet:
     """A freshly initialised network whose id vocabularies are the trained objectives' training users and items."""
     kinds = {OBJECTIVE_KIND[objective] for objective in trained}
-    user_frames = [train[kind].lazy().select(pl.col("user_id").cast(pl.Int64)) for kind in ("impression", "review", "order") if kind in kinds]
-    item_frames = [train[kind].lazy().select(pl.col("item_id").cast(pl.Int64)) for kind in ("impression", "review") if kind in kinds]
+    ids = lambda kind, column: train[kind].lazy().select(pl.col(column).cast(pl.Int64))  # noqa: E731 - read lazily
+    user_frames = [ids(kind, "user_id") for kind in ("impression", "review", "order") if kind in kinds]
+    item_frames = [ids(kind, "item_id") for kind in ("impression", "review") if kind in kinds]
 
     def vocabulary(columns: list[pl.LazyFrame]) -> np.ndarray:
         if not columns:
