@@ -125,10 +125,7 @@ class FeatureTables:
 
 def scan_impressions(features_dir: Path, manifest: dict[str, Any], splits: tuple[str, ...]) -> pl.LazyFrame:
     """The impressions of ``splits``, lazily (an empty frame of the training schema when the file is absent)."""
-    path = feature_path(features_dir, "impressions")
-    if not path.exists():
-        return pl.LazyFrame(schema=source_schemas(manifest)["impressions"])
-    return pl.scan_parquet(path).filter(pl.col("split").is_in(list(splits)))
+    return ImpressionRows(features_dir, splits, source_schemas(manifest)["impressions"]).lazy()
 
 
 def read_feature_tables(features_dir: Path, impression_splits: tuple[str, ...] | None = None) -> FeatureTables:
@@ -169,7 +166,7 @@ def split_objective_frames(tables: FeatureTables) -> ObjectiveFrames:
     by_kind = {"review": labelled_reviews, "item": labelled_items, "order": labelled_orders}
     return ObjectiveFrames(
         train={
-            "impression": ImpressionRows(tables.features_dir, "train", source_schemas(tables.manifest)["impressions"]),
+            "impression": ImpressionRows(tables.features_dir, ("train",), source_schemas(tables.manifest)["impressions"]),
             **{kind: frame.filter(pl.col("split") == "train") for kind, frame in by_kind.items()},
         },
         evaluation={

@@ -36,11 +36,11 @@ BATCH_ROWS = 1 << 18  # Parquet rows read and encoded at a time: bounds every tr
 
 @dataclass(frozen=True)
 class ImpressionRows:
-    """The impressions of one split of a features directory, never read whole: ``lazy()`` for what is
-    computed over all of them (counts, vocabularies), ``batches()`` to encode them."""
+    """The impressions of some splits of a features directory, never read whole: ``lazy()`` for what
+    is computed over all of them (counts, vocabularies), ``batches()`` to encode them."""
 
     features_dir: Path
-    split: str
+    splits: tuple[str, ...]
     schema: dict[str, pl.DataType]  # the training schema, for a deployment without impressions
 
     @property
@@ -51,14 +51,14 @@ class ImpressionRows:
         """The rows as a lazy scan (an empty frame of ``schema`` when there is no impressions file)."""
         if not self.path.exists():
             return pl.LazyFrame(schema=self.schema)
-        return pl.scan_parquet(self.path).filter(pl.col("split") == self.split)
+        return pl.scan_parquet(self.path).filter(pl.col("split").is_in(list(self.splits)))
 
     def batches(self, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
         """The ``columns`` of the rows, a Parquet batch at a time (pyarrow's batch reader), in file order."""
         if not self.path.exists():
             return
         for frame in read_batches(self.path, list(dict.fromkeys([*columns, "split"])), batch_rows):
-            yield frame.filter(pl.col("split") == self.split).select(columns)
+            yield frame.filter(pl.col("split").is_in(list(self.splits))).select(columns)
 
     def empty(self, columns: list[str]) -> pl.DataFrame:
         """No rows, the ``columns`` of the schema."""

@@ -48,14 +48,14 @@ def whole_frame(tables, split: str = "train") -> pl.DataFrame:  # noqa: ANN001
 
 def test_batches_are_the_rows_of_the_split_in_file_order(prepared) -> None:  # noqa: ANN001
     tables, run = prepared
-    rows = ImpressionRows(tables.features_dir, "train", source_schemas(tables.manifest)["impressions"])
+    rows = ImpressionRows(tables.features_dir, ("train",), source_schemas(tables.manifest)["impressions"])
     columns = impression_columns(run.spec)
     batches = list(rows.batches(columns, batch_rows=97))
     assert len(batches) > 3 and all(batch.columns == columns for batch in batches)
     expected = whole_frame(tables).select(columns)
     assert pl.concat(batches).equals(expected)
     assert count_rows(rows) == expected.height == count_rows(rows.lazy())
-    absent = ImpressionRows(tables.features_dir / "nowhere", "train", rows.schema)
+    absent = ImpressionRows(tables.features_dir / "nowhere", ("train",), rows.schema)
     assert list(absent.batches(columns)) == [] and count_rows(absent) == 0
 
 
