@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from demo.__main__ import airflow_environment, read_task_instances, run_airflow
 from etl.contract import DAG_ID, FRAUD_LGBM, MULTITASK, PUBLISHED_TABLES, SOURCE_TABLES, WAREHOUSE_CONN_ID
-from etl.layout import FEATURE_TABLES, METRICS_FILE, RunLayout, extract_path, feature_path
+from etl.layout import FEATURE_TABLES, METRICS_FILE, RunLayout, extract_path, feature_path, parquet_files
 from etl.warehouse import bind_date, normalize_url
 
 SAMPLE_INTERVAL_S = 0.2
@@ -140,8 +140,8 @@ def summarize_stages(instances: list[dict[str, object]], samples: list[tuple[flo
 
 
 def count_parquet_rows(paths: list[Path]) -> int:
-    """Rows of the Parquet files that exist (footer metadata only)."""
-    return sum(pq.read_metadata(path).num_rows for path in paths if path.exists())
+    """Rows of the Parquet files and dataset folders that exist (footer metadata only)."""
+    return sum(pq.read_metadata(file).num_rows for path in paths for file in parquet_files(path))
 
 
 def read_metrics(layout: RunLayout, model_name: str) -> dict:

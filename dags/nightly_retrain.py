@@ -7,11 +7,13 @@ scheduled run starts just after D ends):
    (`$SHOPMTL_HOME/runs/D/extract/`); nothing at or after the interval end is read. Event sources
    (clicks, orders, order lines, reviews, fraud labels) are assembled from immutable daily partitions
    (`$SHOPMTL_HOME/partitions/`): a night reads day D and any missing day from the warehouse
-   (`full_refresh` re-reads the whole window);
+   (`full_refresh` re-reads the whole window and the 28 days of history before it);
 2. **validate** every extract with the Great Expectations suites in `validation/`; a failed
    critical expectation stops the run here, naming table, column, rule and sample values
    (results in `data_quality_results`, data docs in `runs/D/data_docs/`);
-3. **build features** with Polars, point-in-time correct;
+3. **build features** with Polars, point-in-time correct; the impressions of a day whose labels can no
+   longer change (two days old by default) are kept and reused by later nights, so a night builds
+   about three days of impressions (`full_refresh` rebuilds the window);
 4. **train** the multi-task network (click, ESMM conversion, review sentiment, image category,
    fraud) and the LightGBM fraud baseline, then **gate** each against its champion on the same rows
    (`model_registry`); a rejected model leaves the champion scoring;
@@ -66,7 +68,7 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
         ),
         "replay_fraction": Param(0.1, type="number", minimum=0, maximum=1, description="Share of the older training rows replayed on an incremental night"),
         "ds": Param(None, type=["null", "string"], format="date", description="Process this day instead of the logical date"),
-        "full_refresh": Param(False, type="boolean", description="Re-extract every day of the window's event sources from the warehouse, replacing their daily partitions"),
+        "full_refresh": Param(False, type="boolean", description="Re-extract every day of the window's event sources (and their 28 days of history) from the warehouse and rebuild every day's impression features, replacing the kept partitions"),
     },
     doc_md=__doc__,
 )
@@ -85,6 +87,7 @@ def nightly_retrain():
     @task
     def extract(table: str, run_plan: dict, params=None) -> dict:
         from etl.config import load_settings, resolve_warehouse_url
+        from etl.contract import FEATURE_HISTORY_DAYS
         from etl.extract import extract_source
         from etl.runs import RunPlan
 
@@ -93,6 +96,7 @@ def nightly_retrain():
         return extract_source(
             table, warehouse_url, run.window, run.layout.extract_dir,
             partitions_dir=load_settings().partitions_dir(warehouse_url), full_refresh=params["full_refresh"],
+            history_days=FEATURE_HISTORY_DAYS,
         ).to_dict()
 
     @task
@@ -121,13 +125,14 @@ def nightly_retrain():
 
     @task
     def build_features(run_plan: dict, validation: dict, params=None) -> dict:
-        from etl.config import FeatureConfig
-        from etl.features import build_features
+        from etl.build_features import KeptDays, build_features
+        from etl.config import FeatureConfig, load_settings, resolve_warehouse_url
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
         config = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
-        return build_features(run.layout.extract_dir, run.layout.features_dir, run.ds, config, run.sources).to_dict()
+        kept = KeptDays(load_settings().partitions_dir(resolve_warehouse_url()), run.window.window_days, params["full_refresh"])
+        return build_features(run.layout.extract_dir, run.layout.features_dir, run.ds, config, run.sources, kept).to_dict()
 
     @task(**TRAINING_TASK_ARGS)
     def train_multitask(run_plan: dict, features: dict, params=None) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -60,16 +61,23 @@ class Settings:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Label, split and candidate settings of ``etl.features.build_features``; the window itself is decided
+    """Label, split and candidate settings of ``etl.build_features.build_features``; the window itself is decided
     by the extract. The DAG's Params ``maturity_days`` and ``fraud_eval_days`` set the first two."""
 
     maturity_days: int = 14  # an unlabelled order counts as legitimate once this old
     fraud_eval_days: int = 3  # newest mature days held out to evaluate fraud models
+    click_hours: int = 24  # an impression is clicked when a click on it in the same session follows within this many hours
     conversion_hours: int = 24  # a click converts when the user orders the item within this many hours
     top_categories_per_user: int = 3  # candidate categories per user, by the user's clicks in the window
     items_per_category: int = 30  # most popular items per candidate category
     popular_items: int = 30  # globally most popular items every active user gets as candidates
     review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
+
+    @property
+    def label_days(self) -> int:
+        """Days after an impression's day by whose end its labels are final (at least 1): a click within
+        ``click_hours`` of the impression, then an order within ``conversion_hours`` of the click."""
+        return max(1, math.ceil((self.click_hours + self.conversion_hours) / 24))
 
 
 def load_settings() -> Settings:

@@ -31,6 +31,10 @@ BINARY_OBJECTIVES = ("click", "purchase", "review", "fraud")
 # The metric an objective is judged by first (reports, the ablation table, the oracle comparison).
 MAIN_METRIC = {"click": "auc", "purchase": "auc", "review": "auc", "category": "accuracy", "fraud": "auc"}
 
+# Trailing features look back this many days before an event's day (etl.features.TRAILING_DAYS ends
+# with it), so the extract keeps this many days of event partitions before the window (etl.extract).
+FEATURE_HISTORY_DAYS = 28
+
 MULTITASK = "multitask"  # the multi-task network (training/multitask.py)
 FRAUD_LGBM = "fraud_lgbm"  # the LightGBM fraud baseline (training/fraud_lgbm.py)
 MODEL_NAMES = (MULTITASK, FRAUD_LGBM)

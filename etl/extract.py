@@ -59,6 +59,10 @@ PARTITION_KEYS: dict[str, tuple[str, ...]] = {
     "reviews": ("review_id",),
     "fraud_labels": ("order_id",),
 }
+# The event sources trailing features read (etl.features.build_daily_activity) and labels look ahead in:
+# their partitions reach back ``history_days`` before the window, so every day of the window gets its
+# whole trailing history (etl.impression_days), the first one too.
+HISTORY_SOURCES = ("clicks", "orders", "order_items", "reviews")
 # A fraud_labels partition keeps each label's order time, so that a window keeps the labels of its own
 # orders without reading the orders (another mapped task extracts those at the same time).
 ORDER_CREATED_AT = "order_created_at"
@@ -100,7 +104,11 @@ class ExtractWindow:
     @property
     def days(self) -> list[date]:
         """The window's days, oldest first (the last is ``ds``)."""
-        return [self.ds - timedelta(days=back) for back in range(self.window_days - 1, -1, -1)]
+        return self.days_with_history(0)
+
+    def days_with_history(self, history_days: int) -> list[date]:
+        """The window's days and the ``history_days`` before it, oldest first."""
+        return [self.ds - timedelta(days=back) for back in range(self.window_days + history_days - 1, -1, -1)]
 
 
 @dataclass(frozen=True)
@@ -120,19 +128,24 @@ def extract_source(
     extract_dir: Path,
     partitions_dir: Path | None = None,
     full_refresh: bool = False,
+    history_days: int = 0,
 ) -> ExtractResult:
     """Copy one source table's rows for ``window`` into ``extract_dir/<table>.parquet`` (``etl.layout.extract_path``).
 
     With ``partitions_dir`` an event source is assembled from its daily partitions, extracting only
-    the days it needs (``extract_partitions``; ``full_refresh`` re-extracts all of the window's days);
-    without it, and for the dimension sources, one whole-window query reads it.
+    the days it needs (``extract_partitions``; ``full_refresh`` re-extracts all of them), and the
+    ``HISTORY_SOURCES`` also keep the partitions of the ``history_days`` before the window (read by
+    ``etl.build_features``, not part of the window's extract); without ``partitions_dir``,
+    and for the dimension sources, one whole-window query reads it.
     """
     path = extract_path(extract_dir, table)
     if partitions_dir is not None and table in PARTITION_KEYS:
-        written = extract_partitions(table, warehouse_url, window, partitions_dir, full_refresh)
+        history = history_days if table in HISTORY_SOURCES else 0
+        written = extract_partitions(table, warehouse_url, window, partitions_dir, full_refresh, history)
         frame = assemble_window(table, window, partitions_dir)
         days = ", ".join(day.isoformat() for day in written)
-        how = f"extracted {len(written)} day(s) [{days}], reused {window.window_days - len(written)} from {partitions_dir}"
+        kept = window.window_days + history
+        how = f"extracted {len(written)} day(s) [{days}], reused {kept - len(written)} from {partitions_dir}"
     else:
         engine = create_warehouse_engine(warehouse_url)
         try:
@@ -161,9 +174,15 @@ def read_rows(conn: Connection, query: str, table: str, start: datetime, end: da
 
 
 def extract_partitions(
-    table: str, warehouse_url: str, window: ExtractWindow, partitions_dir: Path, full_refresh: bool = False
+    table: str,
+    warehouse_url: str,
+    window: ExtractWindow,
+    partitions_dir: Path,
+    full_refresh: bool = False,
+    history_days: int = 0,
 ) -> list[date]:
-    """Write the partitions of ``window``'s days that ``table`` lacks, and always day D's; returns the days written.
+    """Write the partitions of ``window``'s days (and of the ``history_days`` before it) that ``table``
+    lacks, and always day D's; returns the days written.
 
     A partition is written once and then only read: a later night leaves it as it is, so what a
     night saw of an older day (labels known then) stays what a backfill of that night sees. Day D
@@ -174,7 +193,7 @@ def extract_partitions(
     same bytes and a reader never sees half of one.
     """
     days = [
-        day for day in window.days
+        day for day in window.days_with_history(history_days)
         if full_refresh or day == window.ds or not partition_path(partitions_dir, table, day).exists()
     ]
     if not days:
@@ -210,7 +229,11 @@ def extract_sources(
     tables: tuple[str, ...] = SOURCE_TABLES,
     partitions_dir: Path | None = None,
     full_refresh: bool = False,
+    history_days: int = 0,
 ) -> list[ExtractResult]:
     """Extract every source table of ``window`` (the same work as the DAG's mapped extract tasks)."""
-    return [extract_source(table, warehouse_url, window, extract_dir, partitions_dir, full_refresh) for table in tables]
+    return [
+        extract_source(table, warehouse_url, window, extract_dir, partitions_dir, full_refresh, history_days)
+        for table in tables
+    ]
 

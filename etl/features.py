@@ -1,75 +1,34 @@
-"""Point-in-time-correct features with Polars lazy queries, and ``build_features``, which writes a day's examples.
+"""Point-in-time-correct user and item features with Polars, and the review and item examples.
 
 Every feature of an event on day ``d`` is computed only from rows dated before ``d`` (trailing daily
 windows ending the day before), and every fraud feature of an order only from rows strictly before
-the order's ``created_at``. Labels use only what the extract holds, which ends at the cut-off.
+the order's ``created_at``.
 
-Outputs (``features_dir``), read by ``training``:
-- ``impressions.parquet``: one row per impression with ``clicked``/``converted`` labels, ``split``
-  (``train`` = days before D, ``eval`` = day D) and the dense columns in ``manifest.json``.
-- ``orders.parquet``: one row per order with ``is_fraud`` (null when not yet known), ``split``
-  (``train`` / ``eval`` = a mature time-based holdout / ``score`` = the orders of day D / ``unused``).
-- ``candidates.parquet``: recommendation candidates for the users active on day D, with features as
-  of the day after D (history through day D).
-- ``reviews.parquet``: one row per review with its text, ``negative`` (rating <= 2) and ``split``
-  (``eval`` = the newest ``review_eval_days`` days, by default day D alone; ``train`` = before).
-  Day D's reviews are the ones whose scores are published.
-- ``items.parquet``: one row per item with its listed category (the noisy label), title and image
-  bytes, and ``split`` (``eval`` for item ids divisible by 5, a fixed 20 % holdout, else ``train``).
+Every trailing sum adds integers (counts, units, ratings, whole cents of spend), so it is exact: a
+day's features do not depend on which other days or keys are computed beside it, which lets
+``etl.impression_days`` keep settled days and build only new ones.
 
-A deployment without some sources (``sources``) gets empty frames for them and a manifest whose
-``objectives_available`` lists only the objectives its sources allow.
-
-The labels are in ``etl.labels``, the candidates in ``etl.candidates``, the fraud features of orders
-in ``etl.order_features``; this module holds the user/item features, the review and item examples
-and the driver. Paths come from ``etl.layout``.
+The driver is ``etl.build_features``; the labels are in ``etl.labels``, the candidates in
+``etl.candidates``, the fraud features of orders in ``etl.order_features``.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from etl.candidates import build_candidates
-from etl.contract import SOURCE_TABLES, available_objectives
-from etl.io import SCRATCH_COMPRESSION, write_json_atomically, write_parquet_atomically
-from etl.config import FeatureConfig
-from etl.labels import label_impressions, label_orders, start_of_day
-from etl.layout import extract_path, feature_path, manifest_path
-from etl.order_features import ORDER_CATEGORICAL, ORDER_DENSE, build_order_features
+from etl.contract import FEATURE_HISTORY_DAYS
+from etl.labels import start_of_day
+from etl.layout import extract_path
 from etl.warehouse import TABLE_SCHEMAS
 
-log = logging.getLogger(__name__)
-
-TRAILING_DAYS = (7, 28)
+TRAILING_DAYS = (7, FEATURE_HISTORY_DAYS)
 # Additive smoothing for rates: a prior of ~10 impressions at a 5 % click rate, so an item seen twice
 # and clicked once does not outrank an established one.
 CTR_PRIOR_IMPRESSIONS = 10.0
 CTR_PRIOR_RATE = 0.05
-
-
-@dataclass(frozen=True)
-class FeatureSummary:
-    features_dir: str
-    impressions: int
-    impressions_eval: int
-    orders_train: int
-    orders_eval: int
-    orders_score: int
-    candidates: int
-    active_users: int
-    reviews: int
-    reviews_eval: int
-    items: int
-    items_with_image: int
-    objectives_available: list[str]
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------------------ trailing windows
@@ -196,10 +155,11 @@ def build_daily_activity(
     lines = order_lines.with_columns(
         pl.col("created_at").dt.date().alias("day"),
         pl.col("quantity").cast(pl.Float64).alias("units"),
-        (pl.col("quantity") * pl.col("unit_price")).alias("spend"),
+        # Whole cents, so that every trailing sum is an integer sum, exact whatever else is summed beside it.
+        (pl.col("quantity") * pl.col("unit_price") * 100).round().cast(pl.Int64).alias("spend_cents"),
     )
     user_orders = lines.group_by("user_id", "day").agg(
-        pl.col("order_id").n_unique().cast(pl.Float64).alias("orders"), pl.col("spend").sum()
+        pl.col("order_id").n_unique().cast(pl.Float64).alias("orders"), pl.col("spend_cents").sum()
     )
     return {
         "user": events.group_by("user_id", "day").agg(pl.col("imp").sum(), pl.col("clk").sum()),
@@ -248,16 +208,17 @@ def add_user_item_features(
         pairs.collect(),  # the rows every lookup reads: computed once
         [
             (daily["user"], ["user_id"], ["imp", "clk"], "user", TRAILING_DAYS),
-            (daily["user_orders"], ["user_id"], ["orders", "spend"], "user", (28,)),
-            (daily["user_category"], ["user_id", "category"], ["imp", "clk"], "user_cat", (28,)),
+            (daily["user_orders"], ["user_id"], ["orders", "spend_cents"], "user", (FEATURE_HISTORY_DAYS,)),
+            (daily["user_category"], ["user_id", "category"], ["imp", "clk"], "user_cat", (FEATURE_HISTORY_DAYS,)),
             (daily["item"], ["item_id"], ["imp", "clk"], "item", TRAILING_DAYS),
-            (daily["item_units"], ["item_id"], ["units"], "item", (28,)),
-            (daily["item_reviews"], ["item_id"], ["reviews", "rating_sum"], "item", (28,)),
+            (daily["item_units"], ["item_id"], ["units"], "item", (FEATURE_HISTORY_DAYS,)),
+            (daily["item_reviews"], ["item_id"], ["reviews", "rating_sum"], "item", (FEATURE_HISTORY_DAYS,)),
         ],
     )
     as_of_start = pl.col("as_of").cast(pl.Datetime("us"))
     pairs = pairs.join(users.select("user_id", "signup_at"), on="user_id", how="left")
     log1p = lambda name: pl.col(name).cast(pl.Float64).clip(lower_bound=0).log1p()  # noqa: E731
+    spend = pl.col("user_spend_cents_28d").cast(pl.Float64) / 100
     return pairs.with_columns(
         log1p("position").alias("position_log"),
         ((as_of_start - pl.col("signup_at")).dt.total_hours() / 24).fill_null(0).clip(lower_bound=0).log1p().alias("user_account_age_log"),
@@ -267,7 +228,7 @@ def add_user_item_features(
         log1p("user_imp_28d").alias("user_imp_28d_log"),
         _smoothed_rate("user_clk_28d", "user_imp_28d").alias("user_ctr_28d"),
         log1p("user_orders_28d").alias("user_orders_28d_log"),
-        log1p("user_spend_28d").alias("user_spend_28d_log"),
+        spend.clip(lower_bound=0).log1p().alias("user_spend_28d_log"),
         log1p("user_cat_imp_28d").alias("user_cat_imp_28d_log"),
         log1p("user_cat_clk_28d").alias("user_cat_clk_28d_log"),
         _smoothed_rate("user_cat_clk_28d", "user_cat_imp_28d").alias("user_cat_ctr_28d"),
@@ -317,7 +278,7 @@ def build_item_examples(items: pl.LazyFrame, item_images: pl.LazyFrame) -> pl.La
     )
 
 
-# ---------------------------------------------------------------------------------------- driver
+# ---------------------------------------------------------------------------------------- sources
 
 
 def scan_source(extract_dir: Path, table: str) -> pl.LazyFrame:
@@ -328,108 +289,12 @@ def scan_source(extract_dir: Path, table: str) -> pl.LazyFrame:
     return pl.LazyFrame(schema=TABLE_SCHEMAS[table])
 
 
-def build_features(
-    extract_dir: Path,
-    features_dir: Path,
-    ds: date,
-    config: FeatureConfig = FeatureConfig(),
-    sources: tuple[str, ...] | list[str] = SOURCE_TABLES,
-) -> FeatureSummary:
-    """Read the extract of day ``ds`` and write the examples of every objective ``sources`` allow."""
-    missing = [table for table in sources if not extract_path(extract_dir, table).exists()]
-    if missing:
-        raise FileNotFoundError(f"Configured sources {missing} have no extract in {extract_dir}")
-    clicks, orders, order_items, users, items, reviews, fraud_labels, item_images = (
-        scan_source(extract_dir, table)
-        for table in ("clicks", "orders", "order_items", "users", "items", "reviews", "fraud_labels", "item_images")
-    )
-    order_lines = order_items.join(orders.select("order_id", "user_id", "created_at"), on="order_id")
-    # Materialised once, together (collect_all shares their common scans of the clicks): the
-    # impressions' and the candidates' six trailing lookups each read one of them, and left lazy every
-    # lookup re-scanned and re-aggregated the whole clicks window (12 times a night).
-    daily_plans = build_daily_activity(clicks, order_lines, reviews, items)
-    daily = {name: frame.lazy() for name, frame in zip(daily_plans, pl.collect_all(list(daily_plans.values())), strict=True)}
-
-    impressions = label_impressions(clicks, order_lines, config.conversion_hours).with_columns(
-        pl.col("event_time").dt.date().alias("as_of")
-    )
-    impressions = add_user_item_features(impressions, daily, users, items).with_columns(
-        pl.col("as_of").alias("event_date"),
-        pl.when(pl.col("as_of") == ds).then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"),
-    )
-    impression_columns = ["event_id", "user_id", "item_id", "category", "event_date", "split", "clicked", "converted"]
-    impressions_frame = impressions.select(impression_columns + IMPRESSION_DENSE).sort("event_id").collect()
-
-    order_frame = (
-        label_orders(build_order_features(orders, order_items, users), fraud_labels, ds, config)
-        .select(["order_id", "user_id", "created_at", "split", "is_fraud"] + ORDER_DENSE + ORDER_CATEGORICAL)
-        .sort("order_id")
-        .collect()
-    )
-
-    # Candidates are scored for the day after D, so their history runs through day D; an unseen slot
-    # gets position 1 (the top of the page), the usual way to serve a position-debiased model.
-    candidates = build_candidates(clicks, order_lines, items, ds, config).with_columns(
-        pl.lit(ds + timedelta(days=1)).alias("as_of"), pl.lit(1, dtype=pl.Int32).alias("position")
-    )
-    candidate_frame = (
-        add_user_item_features(candidates, daily, users, items)
-        .select(["user_id", "item_id", "category"] + IMPRESSION_DENSE)
-        .sort(["user_id", "item_id"])
-        .collect()
-    )
-
-    review_frame = build_review_examples(reviews, items, ds, config.review_eval_days).sort("review_id").collect()
-    item_frame = build_item_examples(items, item_images).sort("item_id").collect()
-    objectives = available_objectives(tuple(sources))
-
-    features_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in (
-        ("impressions", impressions_frame),
-        ("orders", order_frame),
-        ("candidates", candidate_frame),
-        ("reviews", review_frame),
-        ("items", item_frame),
-    ):
-        write_parquet_atomically(frame, feature_path(features_dir, name), SCRATCH_COMPRESSION)
-    manifest = {
-        "ds": ds.isoformat(),
-        "impression_dense": IMPRESSION_DENSE,
-        "order_dense": ORDER_DENSE,
-        "order_categorical": ORDER_CATEGORICAL,
-        "sources": list(sources),
-        "objectives_available": objectives,
-        "config": asdict(config),
-    }
-    write_json_atomically(manifest_path(features_dir), manifest, sort_keys=False)
-    split_counts = dict(order_frame.group_by("split").len().iter_rows())
-    summary = FeatureSummary(
-        features_dir=str(features_dir),
-        impressions=impressions_frame.height,
-        impressions_eval=int((impressions_frame["split"] == "eval").sum()),
-        orders_train=int(split_counts.get("train", 0)),
-        orders_eval=int(split_counts.get("eval", 0)),
-        orders_score=int(split_counts.get("score", 0)),
-        candidates=candidate_frame.height,
-        active_users=candidate_frame["user_id"].n_unique(),
-        reviews=review_frame.height,
-        reviews_eval=int((review_frame["split"] == "eval").sum()),  # includes day D's reviews
-        items=item_frame.height,
-        items_with_image=int(item_frame["image"].is_not_null().sum()),
-        objectives_available=objectives,
-    )
-    log.info("Built features for %s: %s", ds, summary)
-    return summary
-
-
 __all__ = [
-    "FeatureConfig",
-    "FeatureSummary",
     "IMPRESSION_DENSE",
+    "TRAILING_DAYS",
     "add_trailing_sums",
     "add_user_item_features",
     "build_daily_activity",
-    "build_features",
     "build_item_examples",
     "build_review_examples",
     "scan_source",

@@ -1,7 +1,8 @@
 """Labels: what happened to an impression or an order, as known at the end of day D.
 
 - ``label_impressions``: ``clicked`` (a click on the same user, item and session follows the
-  impression) and ``converted`` (the user orders the item within ``conversion_hours`` of that click).
+  impression within ``click_hours``) and ``converted`` (the user orders the item within
+  ``conversion_hours`` of that click).
 - ``label_orders``: ``is_fraud`` as known at the cut-off (a label counts only when ``labeled_at`` is
   before it; an unlabelled order counts as legitimate once mature) and the fraud ``split``.
 
@@ -9,6 +10,7 @@ Labels use only what the extract holds, which ends at the cut-off.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 
 import polars as pl
@@ -16,23 +18,44 @@ import polars as pl
 from etl.config import FeatureConfig
 
 
-def label_impressions(clicks: pl.LazyFrame, order_lines: pl.LazyFrame, conversion_hours: int = 24) -> pl.LazyFrame:
-    """Impressions with ``clicked`` (a click on the same user, item and session follows) and
-    ``converted`` (the user orders the item within ``conversion_hours`` of that click)."""
-    impressions = clicks.filter(pl.col("event_type") == "impression").select(
-        "event_id", "event_time", "user_id", "item_id", "session_id", "position"
-    )
-    click_events = clicks.filter(pl.col("event_type") == "click").select(
-        "user_id", "item_id", "session_id", pl.col("event_time").alias("click_time")
-    )
+def label_impressions(
+    clicks: pl.LazyFrame,
+    order_lines: pl.LazyFrame,
+    conversion_hours: int = 24,
+    click_hours: int = 24,
+    days: Collection[date] | None = None,
+) -> pl.LazyFrame:
+    """Impressions (of ``days`` only, when given) with ``clicked`` (a click on the same user, item and
+    session follows within ``click_hours``) and ``converted`` (the user orders the item within
+    ``conversion_hours`` of that click).
+
+    Both bounds make an impression's labels final a fixed time after it (``FeatureConfig.label_days``),
+    so a day's examples can be kept once that time has passed (``etl.impression_days``).
+    """
+    impressions = clicks.filter(pl.col("event_type") == "impression")
+    click_events = clicks.filter(pl.col("event_type") == "click")
+    purchases = order_lines
+    if days is not None:
+        # Only the clicks and orders that can label these days' impressions take part in the joins.
+        first, last = start_of_day(min(days)), start_of_day(max(days)) + timedelta(days=1)
+        impressions = impressions.filter(pl.col("event_time").dt.date().is_in(sorted(days)))
+        click_events = click_events.filter(pl.col("event_time").is_between(first, last + timedelta(hours=click_hours)))
+        purchases = purchases.filter(
+            pl.col("created_at").is_between(first, last + timedelta(hours=click_hours + conversion_hours))
+        )
+    impressions = impressions.select("event_id", "event_time", "user_id", "item_id", "session_id", "position")
+    click_events = click_events.select("user_id", "item_id", "session_id", pl.col("event_time").alias("click_time"))
     first_click = (
         impressions.join(click_events, on=["user_id", "item_id", "session_id"])
-        .filter(pl.col("click_time") > pl.col("event_time"))
+        .filter(
+            (pl.col("click_time") > pl.col("event_time"))
+            & (pl.col("click_time") <= pl.col("event_time") + pl.duration(hours=click_hours))
+        )
         .group_by("event_id")
         .agg(pl.col("click_time").min())
     )
     clicked = impressions.join(first_click, on="event_id", how="left")
-    purchases = order_lines.select("user_id", "item_id", pl.col("created_at").alias("order_time"))
+    purchases = purchases.select("user_id", "item_id", pl.col("created_at").alias("order_time"))
     converted_ids = (
         clicked.filter(pl.col("click_time").is_not_null())
         .join(purchases, on=["user_id", "item_id"])

@@ -4,10 +4,15 @@
       warehouse.db                         the embedded SQLite warehouse (no Airflow connection)
       partitions/<warehouse>/<table>/<day>.parquet
                                            extract: one day of an event source (etl.extract.extract_partitions)
+      partitions/<warehouse>/features/impressions/<version>/<day>.parquet
+                                           build_features: one settled day of impression examples (etl.impression_days)
       runs/<D>/                            one directory per day D, so concurrent days share no file
         extract/<source table>.parquet     extract: the training window's rows of each source
         data_docs/index.html               validate: Great Expectations data docs
-        features/<table>.parquet           build_features: impressions, orders, candidates, reviews, items
+        features/<table>.parquet           build_features: orders, candidates, reviews, items
+        features/impressions.parquet/<day>.parquet
+                                           build_features: the window's impressions, one file per day (a
+                                           Parquet dataset folder; a settled day is a hard link to its kept file)
         features/manifest.json             build_features: day, feature columns, objectives available
         models/<model name>/               train_<model>: weights, config.json, metrics.json, predictions/
         models/<model name>_champion/      gate_<model>: the champion's predictions when it keeps scoring
@@ -55,11 +60,31 @@ def partition_path(partitions_dir: Path, table: str, day: date) -> Path:
     return Path(partitions_dir) / table / f"{day.isoformat()}.parquet"
 
 
+def impression_partition_path(partitions_dir: Path, version: str, day: date) -> Path:
+    """The kept impression examples of settled day ``day``, built by feature code and settings ``version``."""
+    return Path(partitions_dir) / "features" / "impressions" / version / f"{day.isoformat()}.parquet"
+
+
 def feature_path(features_dir: Path, table: str) -> Path:
-    """One features table (``FEATURE_TABLES``)."""
+    """One features table (``FEATURE_TABLES``): a Parquet file, or for the impressions a folder of one
+    file per day (``parquet_files`` lists either)."""
     if table not in FEATURE_TABLES:
         raise ValueError(f"unknown features table {table!r}; known: {list(FEATURE_TABLES)}")
     return Path(features_dir) / f"{table}.parquet"
+
+
+def day_file_path(dataset_dir: Path, day: date) -> Path:
+    """One day's file in a Parquet dataset folder (the features' impressions)."""
+    return Path(dataset_dir) / f"{day.isoformat()}.parquet"
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of ``path``: itself when a file, its ``*.parquet`` files in name order (days in
+    order) when a folder, none when it does not exist."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(path.glob("*.parquet"))
+    return [path] if path.exists() else []
 
 
 def manifest_path(features_dir: Path) -> Path:
@@ -73,8 +98,9 @@ def item_table_path(features_dir: Path, key: str) -> Path:
 
 def feature_input_paths(features_dir: Path) -> list[Path]:
     """The features files that exist, tables then manifest, in a fixed order (hashed into model versions)."""
-    paths = [feature_path(features_dir, table) for table in FEATURE_TABLES] + [manifest_path(features_dir)]
-    return [path for path in paths if path.exists()]
+    tables = [path for table in FEATURE_TABLES for path in parquet_files(feature_path(features_dir, table))]
+    manifest = manifest_path(features_dir)
+    return tables + ([manifest] if manifest.exists() else [])
 
 
 def prediction_path(model_dir: Path, name: str) -> Path:

@@ -38,7 +38,7 @@ import polars as pl
 from etl.contract import FRAUD_LGBM, MAIN_METRIC, MULTITASK, SOURCE_TABLES, available_objectives
 from etl.extract import ExtractWindow, extract_sources
 from etl.config import FeatureConfig
-from etl.features import build_features
+from etl.build_features import build_features
 from etl.layout import RunLayout
 from training.config import FraudLgbmConfig, MultiTaskConfig
 

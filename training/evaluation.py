@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from etl.layout import feature_path, prediction_path
+from etl.layout import feature_path, parquet_files, prediction_path
 
 # Probabilities are clipped this far from 0 and 1 before taking logs, so a confident mistake costs
 # a large but finite log loss.
@@ -81,9 +81,11 @@ def read_labelled_predictions(objective: str, model_dir: Path, features_dir: Pat
 
 
 def _read_columns(path: Path, columns: list[str]) -> pl.DataFrame | None:
-    if not path.is_file() or not set(columns) <= set(pl.read_parquet_schema(path)):
+    """``columns`` of a Parquet file or dataset folder; None when it is missing or lacks one."""
+    files = parquet_files(path)
+    if not files or not set(columns) <= set(pl.read_parquet_schema(files[0])):
         return None
-    return pl.read_parquet(path, columns=columns)
+    return pl.read_parquet(files, columns=columns)
 
 
 # --- metrics ------------------------------------------------------------------------------------

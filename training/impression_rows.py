@@ -4,9 +4,9 @@ Impressions are the one training input that grows with the whole window (14M row
 demo). Reading them into one Polars frame and encoding that into tensors held both copies in
 process memory at once (6.6 GB peak at 100x the demo). Here neither exists whole:
 
-- ``ImpressionRows.batches`` reads ``impressions.parquet`` with pyarrow's batch reader (only the
-  columns training needs, one batch in memory at a time, in file order, so the rows and any seeded
-  selection of them are the same however the file is cut);
+- ``ImpressionRows.batches`` reads ``impressions.parquet`` (a folder of one file per day, or one file)
+  with pyarrow's batch reader (only the columns training needs, one batch in memory at a time, in
+  file order, so the rows and any seeded selection of them are the same however the files are cut);
 - ``encode_batches`` encodes each batch and writes it into one ``.npy`` file per tensor in a scratch
   directory, opened as memory maps (``numpy.lib.format.open_memmap``); the tensors training indexes
   are views of those maps (``torch.from_numpy``).
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from etl.layout import feature_path
+from etl.layout import feature_path, parquet_files
 
 Tensors = dict[str, torch.Tensor]
 BATCH_ROWS = 1 << 18  # Parquet rows read and encoded at a time: bounds every transient copy
@@ -44,21 +44,22 @@ class ImpressionRows:
     schema: dict[str, pl.DataType]  # the training schema, for a deployment without impressions
 
     @property
-    def path(self) -> Path:
-        return feature_path(self.features_dir, "impressions")
+    def files(self) -> list[Path]:
+        """The impressions' Parquet files, days in order."""
+        return parquet_files(feature_path(self.features_dir, "impressions"))
 
     def lazy(self) -> pl.LazyFrame:
         """The rows as a lazy scan (an empty frame of ``schema`` when there is no impressions file)."""
-        if not self.path.exists():
+        files = self.files
+        if not files:
             return pl.LazyFrame(schema=self.schema)
-        return pl.scan_parquet(self.path).filter(pl.col("split").is_in(list(self.splits)))
+        return pl.scan_parquet(files).filter(pl.col("split").is_in(list(self.splits)))
 
     def batches(self, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
         """The ``columns`` of the rows, a Parquet batch at a time (pyarrow's batch reader), in file order."""
-        if not self.path.exists():
-            return
-        for frame in read_batches(self.path, list(dict.fromkeys([*columns, "split"])), batch_rows):
-            yield frame.filter(pl.col("split").is_in(list(self.splits))).select(columns)
+        for path in self.files:
+            for frame in read_batches(path, list(dict.fromkeys([*columns, "split"])), batch_rows):
+                yield frame.filter(pl.col("split").is_in(list(self.splits))).select(columns)
 
     def empty(self, columns: list[str]) -> pl.DataFrame:
         """No rows, the ``columns`` of the schema."""

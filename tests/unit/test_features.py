@@ -179,7 +179,7 @@ def test_review_examples_join_text_label_negatives_and_split_on_day_d():
 
 
 def test_features_of_a_deployment_with_only_items_and_images(tmp_path):
-    from etl.features import build_features
+    from etl.build_features import build_features
     from etl.warehouse import TABLE_SCHEMAS
 
     extract_dir = tmp_path / "extract"

@@ -11,7 +11,7 @@ import pytest
 from demo.synthetic import generate_warehouse
 from etl.extract import ExtractWindow, extract_sources
 from etl.config import FeatureConfig
-from etl.features import build_features
+from etl.build_features import build_features
 from etl.labels import label_orders
 from etl.warehouse import bind_timestamp, create_warehouse_engine, read_frame
 
