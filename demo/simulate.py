@@ -24,12 +24,21 @@ from demo.world import (
     ORDER_HOUR_WEIGHTS,
     PAYMENT_RISK,
     RATING_CUTS,
+    RATING_NOISE,
+    SCENARIO_CLICK_OFFSET,
+    SCENARIO_CONVERT_OFFSET,
+    SCENARIO_POSITION_SLOPE,
+    SCENARIO_TASTE_WEIGHT,
+    SCENARIO_WEIGHTS,
+    SENTIMENT_NOISE,
     SESSION_HOUR_WEIGHTS,
     STATUS_WEIGHTS,
     STATUSES,
     STREAM_ORDERS,
     STREAM_REVIEWS,
+    STREAM_SCENARIOS,
     STREAM_SESSIONS,
+    TEXT_NOISE,
     US_PER_DAY,
     US_PER_HOUR,
     US_PER_SECOND,
@@ -136,14 +145,25 @@ def simulate_sessions(
     session_first = np.maximum.accumulate(np.where(np.r_[True, session[1:] != session[:-1]], index, 0))
     position = index - session_first + 1
 
+    # Each session happens on one surface (its own stream: the draws above are as they were).
+    session_scenario = choose(SCENARIO_WEIGHTS, n_sessions, stream_rng(config, day_index(day), STREAM_SCENARIOS))
+    scenario = session_scenario[session]
+
     taste_term = np.log(len(CATEGORIES) * users.taste[user, items.true_category[item]] + 0.1)
     price_term = np.log(items.price[item] / CATEGORY_BASE_PRICE[items.true_category[item]])
     sensitivity = users.price_sensitivity[user]
     quality = items.quality[item]
     p_click = sigmoid(
-        -3.25 + 1.1 * taste_term + 0.8 * quality - 0.35 * sensitivity * price_term - 0.12 * (position - 1)
+        -3.25
+        + SCENARIO_CLICK_OFFSET[scenario]
+        + SCENARIO_TASTE_WEIGHT[scenario] * taste_term
+        + 0.8 * quality
+        - 0.35 * sensitivity * price_term
+        - SCENARIO_POSITION_SLOPE[scenario] * (position - 1)
     )
-    p_convert = sigmoid(-1.95 + 0.5 * taste_term + 0.7 * quality - 0.8 * sensitivity * price_term)
+    p_convert = sigmoid(
+        -1.95 + SCENARIO_CONVERT_OFFSET[scenario] + 0.5 * taste_term + 0.7 * quality - 0.8 * sensitivity * price_term
+    )
     clicked = rng.random(len(item)) < p_click
     clicked_at = shown_at + seconds_us(1.0 + np.minimum(rng.exponential(10.0, len(item)), 120.0))
     converted = clicked & (rng.random(len(item)) < p_convert)
@@ -158,6 +178,7 @@ def simulate_sessions(
     ordered_at = clicked_at + US_PER_SECOND + np.minimum(delay, room - 1).astype(np.int64)
     return {
         "session": session,
+        "scenario": scenario,
         "user": user,
         "item": item,
         "shown_at": shown_at,
@@ -324,10 +345,20 @@ def simulate_orders(
     }
 
 
+def cuts_passed(values: np.ndarray) -> np.ndarray:
+    """How many of the rating's cut points each value passes (0..4)."""
+    return (values[:, None] > RATING_CUTS[None, :]).sum(axis=1)
+
+
 def simulate_reviews(
     config: SyntheticConfig, day: date, orders: dict[str, np.ndarray], users: Users, items: Items
 ) -> dict[str, np.ndarray | list]:
-    """Reviews of the order lines of one day: rating, truth P(rating <= 2), text and time."""
+    """Reviews of the order lines of one day: rating, truth P(rating <= 2 | sentiment), text and time.
+
+    One latent sentiment per review drives both its rating and its words, each through noise of its
+    own (``demo.world.SENTIMENT_NOISE``, ``RATING_NOISE``, ``TEXT_NOISE``): the rating is independent of
+    the text given the sentiment, so ``p_negative`` is the best any model of the text can do.
+    """
     rng = stream_rng(config, day_index(day), STREAM_REVIEWS)
     line_order, line_item = orders["line_order"], orders["line_item"]
     cancelled = orders["status"][line_order] == STATUSES.index("cancelled")
@@ -338,11 +369,13 @@ def simulate_reviews(
     delivery_issue = rng.random(len(reviewed)) < 0.1
     taste = np.log(len(CATEGORIES) * users.taste[user, items.true_category[item]] + 0.1)
     score = 1.1 * items.quality[item] - 0.5 * users.harshness[user] + 0.25 * taste - 2.2 * delivery_issue
-    rating = 1 + (score[:, None] + rng.logistic(0.0, 1.0, len(reviewed))[:, None] > RATING_CUTS[None, :]).sum(axis=1)
-    p_negative = sigmoid(RATING_CUTS[1] - score)
+    sentiment = score + rng.logistic(0.0, SENTIMENT_NOISE, len(reviewed))
+    rating = 1 + cuts_passed(sentiment + rng.logistic(0.0, RATING_NOISE, len(reviewed)))
+    p_negative = sigmoid((RATING_CUTS[1] - sentiment) / RATING_NOISE)
+    text_level = cuts_passed(sentiment + rng.logistic(0.0, TEXT_NOISE, len(reviewed)))  # 0..4: the words' stars - 1
     created = orders["created"][order] + (rng.uniform(1.0, 14.0, len(reviewed)) * US_PER_DAY).astype(np.int64)
     without_order = rng.random(len(reviewed)) < 0.03
-    titles, bodies = compose_review_texts(rating, delivery_issue, items.true_category[item], rng)
+    titles, bodies = compose_review_texts(text_level, delivery_issue, items.true_category[item], rng)
     return {
         "order": order,
         "item": item,

@@ -31,9 +31,14 @@ Planted structure (what the models are meant to find):
   devices and IPs shared by fraud rings, bursts of orders within hours, high amounts, ship country
   different from the user's country, gift cards / crypto, the web channel and night hours.
   fraud_labels holds rows for fraud orders only (``is_fraud`` true), labelled 1..30 days later;
-* reviews: rating from item quality, user harshness, taste and delivery problems (ordinal logistic,
-  ``truth_reviews.p_negative = P(rating <= 2)``); the text follows the rating (see
-  ``demo.text``);
+* impressions happen on a surface (``clicks.scenario``, one per session): ``home_feed`` (~55 % of
+  sessions), ``search`` (~30 %), ``product_page`` (~12 %) and the thin ``cart`` (~3 %), each with its
+  own base click and conversion rate, position effect and weight of taste; the users, their tastes
+  and the items are the same on every surface (``demo.world.SCENARIO_*``);
+* reviews: a latent sentiment per review from item quality, user harshness, taste and delivery
+  problems plus noise; the rating (ordinal logistic) and the words (``demo.text``; ~8 % of reviews have
+  none) each follow the sentiment with noise of their own, so ``truth_reviews.p_negative =
+  P(rating <= 2 | sentiment)`` is a true upper bound for a model of the text;
 * images: 32x32 PNGs whose shape and colour follow the TRUE category (``demo.images``);
   3% of items are listed under another category (``items.category != truth_items.true_category``).
 

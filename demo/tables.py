@@ -15,6 +15,7 @@ from demo.world import (
     COUNTRIES,
     ID_BLOCK,
     PAYMENT_METHODS,
+    SCENARIOS,
     STATUSES,
     STREAM_IMAGES,
     Items,
@@ -118,6 +119,7 @@ def click_tables(day: date, sessions: dict[str, np.ndarray], users: Users, items
             "session_id": (f"s{key}-" + session_text).alias("session_id"),
             "event_type": np.array(["impression", "click", "add_to_cart"], dtype=object)[kind].tolist(),
             "position": pl.select(pl.when(pl.Series(kind) == 0).then(position)).to_series(),
+            "scenario": np.array(SCENARIOS, dtype=object)[s["scenario"][row]].tolist(),
         },
     )
     is_impression = kind == 0

@@ -1,4 +1,4 @@
-"""Text for the demo warehouse: item titles from category words and review text that follows the rating.
+"""Text for the demo warehouse: item titles from category words and review text that follows the reviewer's sentiment.
 
 Everything is vectorised: phrases are picked by index arrays and joined with Polars, so the cost does
 not grow with a Python loop per row. The vocabulary is small on purpose: a text model must learn that
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+
+TEXTLESS_REVIEW_SHARE = 0.08  # reviews with a rating and no words at all
 
 # Per category (in demo.world.CATEGORIES order): product nouns and category adjectives.
 CATEGORY_NOUNS: tuple[tuple[str, ...], ...] = (
@@ -128,16 +130,19 @@ def compose_item_titles(category: np.ndarray, quality: np.ndarray, rng: np.rando
 
 
 def compose_review_texts(
-    rating: np.ndarray,
+    text_level: np.ndarray,
     delivery_issue: np.ndarray,
     category: np.ndarray,
     rng: np.random.Generator,
     title_missing_share: float = 0.15,
     body_missing_share: float = 0.05,
+    textless_share: float = TEXTLESS_REVIEW_SHARE,
 ) -> tuple[list[str | None], list[str | None]]:
-    """(titles, bodies) whose wording follows ``rating`` (1..5); delivery issues add a complaint."""
-    n = len(rating)
-    level = np.clip(rating.astype(np.int64) - 1, 0, 4)
+    """(titles, bodies) whose wording follows ``text_level`` (0..4, the words of a 1..5-star review: the
+    reviewer's sentiment as the words tell it, not the rating); delivery issues add a complaint; a
+    ``textless_share`` of reviews has neither title nor body."""
+    n = len(text_level)
+    level = np.clip(text_level.astype(np.int64), 0, 4)
     # Reviewers are not perfectly consistent: some phrases come from a neighbouring rating.
     wobble = np.where(rng.random(n) < 0.12, rng.choice([-1, 1], n), 0)
     phrase_level = np.clip(level + wobble, 0, 4)
@@ -161,8 +166,9 @@ def compose_review_texts(
     body = _join_words(
         [np.where(delivery_first, delivery, None), first, closing, np.where(delivery_first, None, delivery)]
     )
-    title_kept = rng.random(n) >= title_missing_share
-    body_kept = rng.random(n) >= body_missing_share
+    textless = rng.random(n) < textless_share
+    title_kept = (rng.random(n) >= title_missing_share) & ~textless
+    body_kept = (rng.random(n) >= body_missing_share) & ~textless
     titles = [str(text) if keep else None for text, keep in zip(title, title_kept, strict=True)]
     bodies = [text if keep else None for text, keep in zip(body, body_kept, strict=True)]
     return titles, bodies

@@ -50,8 +50,24 @@ AGE_BAND_TASTES = np.array(
 )
 AGE_BAND_TASTES = AGE_BAND_TASTES / AGE_BAND_TASTES.sum(axis=1, keepdims=True)
 TASTE_CONCENTRATION = 3.0
-# Ordinal-logistic cut points of the rating: rating = 1 + #{k : score + noise > cut_k}.
+# Ordinal-logistic cut points of the rating: rating = 1 + #{k : sentiment + noise > cut_k}.
 RATING_CUTS = np.array([-1.9, -1.0, 0.0, 1.3])
+# A review's latent sentiment (how the reviewer feels) is its expected score plus logistic noise of this
+# scale. The rating and the words each follow the sentiment with noise of their own, so the text tells
+# the sentiment only roughly, some reviews have no text (demo.text), and truth_reviews.p_negative =
+# P(rating <= 2 | sentiment) is a true upper bound for any model that reads the text.
+SENTIMENT_NOISE = 0.85
+RATING_NOISE = 0.5
+TEXT_NOISE = 0.9
+# Surfaces where users meet items (clicks.scenario): the same users, tastes and items on each, with
+# each surface's own base rates, position effect and weight of taste. "cart" (cross-selling on the
+# cart page) is the thin one, about 3 % of sessions.
+SCENARIOS = ("home_feed", "search", "product_page", "cart")
+SCENARIO_WEIGHTS = np.array([0.55, 0.30, 0.12, 0.03])
+SCENARIO_CLICK_OFFSET = np.array([0.0, 0.45, 0.15, -0.25])
+SCENARIO_POSITION_SLOPE = np.array([0.12, 0.25, 0.08, 0.30])
+SCENARIO_TASTE_WEIGHT = np.array([1.1, 1.4, 0.9, 0.8])
+SCENARIO_CONVERT_OFFSET = np.array([0.0, 0.3, 0.15, 0.5])
 
 ID_EPOCH = date(2000, 1, 1)
 ID_BLOCK = 10_000_000
@@ -64,6 +80,7 @@ US_PER_DAY = 24 * US_PER_HOUR
 UNIX_EPOCH = date(1970, 1, 1)
 
 STREAM_USERS, STREAM_ITEMS, STREAM_IMAGES, STREAM_SESSIONS, STREAM_ORDERS, STREAM_REVIEWS, STREAM_RINGS = range(1, 8)
+STREAM_SCENARIOS = 8  # drawn apart from the sessions, so adding scenarios moved none of their draws
 BASE_KEY = 0  # the "day index" of the base population's random streams (2000-01-01 is never generated)
 
 

@@ -2,8 +2,9 @@
 
 Outputs (``features_dir``, paths from ``etl.layout``), read by ``training``:
 - ``impressions.parquet/<d>.parquet``: a Parquet dataset folder, one file per day of the window, one
-  row per impression with ``clicked``/``converted`` labels, ``split`` (``train`` = days before D,
-  ``eval`` = day D) and the dense columns in ``manifest.json``. Settled days are hard links to the
+  row per impression with its ``scenario`` (the surface; null when the source does not say),
+  ``clicked``/``converted`` labels, ``split`` (``train`` = days before D, ``eval`` = day D) and the
+  dense columns in ``manifest.json``. Settled days are hard links to the
   days kept under the partitions directory (``etl.impression_days``).
 - ``orders.parquet``: one row per order with ``is_fraud`` (null when not yet known), ``split``
   (``train`` / ``eval`` = a mature time-based holdout / ``score`` = the orders of day D / ``unused``).

@@ -50,7 +50,9 @@ from etl.warehouse import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 
-IMPRESSION_COLUMNS = ["event_id", "user_id", "item_id", "category", "event_date", "split", "clicked", "converted"]
+IMPRESSION_COLUMNS = [
+    "event_id", "user_id", "item_id", "category", "scenario", "event_date", "split", "clicked", "converted",
+]
 # Days of impressions built in one pass: a first night builds the whole window, and building all of it at
 # once held every row and its joins in memory together (6.9 GiB at 100x the demo).
 DAYS_PER_PASS = 7

@@ -43,7 +43,9 @@ def label_impressions(
         purchases = purchases.filter(
             pl.col("created_at").is_between(first, last + timedelta(hours=click_hours + conversion_hours))
         )
-    impressions = impressions.select("event_id", "event_time", "user_id", "item_id", "session_id", "position")
+    impressions = impressions.select(
+        "event_id", "event_time", "user_id", "item_id", "session_id", "position", "scenario"
+    )
     click_events = click_events.select("user_id", "item_id", "session_id", pl.col("event_time").alias("click_time"))
     first_click = (
         impressions.join(click_events, on=["user_id", "item_id", "session_id"])

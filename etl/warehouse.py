@@ -45,6 +45,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "session_id": pl.String,
         "event_type": pl.String,
         "position": pl.Int32,
+        "scenario": pl.String,
     },
     "orders": {
         "order_id": pl.Int64,

@@ -63,7 +63,8 @@ def source_schemas(manifest: dict[str, Any]) -> dict[str, dict[str, pl.DataType]
     return {
         "impressions": {
             "event_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String,
-            "event_date": pl.Date, "split": pl.String, "clicked": pl.Int8, "converted": pl.Int8, **impression_dense,
+            "scenario": pl.String, "event_date": pl.Date, "split": pl.String, "clicked": pl.Int8, "converted": pl.Int8,
+            **impression_dense,
         },
         "orders": {
             "order_id": pl.Int64, "user_id": pl.Int64, "created_at": pl.Datetime("us"), "split": pl.String,

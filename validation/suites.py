@@ -290,6 +290,8 @@ def build_clicks_suite(window: ValidationWindow) -> gx.ExpectationSuite:
                     column="position", row_condition=Column("event_type") == "impression", mostly=0.99
                 )
             ),
+            # scenario names the surface (the platform's own words; NULL when unknown): a name, not a document
+            warning(gxe.ExpectColumnValueLengthsToBeBetween(column="scenario", min_value=1, max_value=64)),
             rows_on_day("event_time", window),
         ],
     )

@@ -60,6 +60,7 @@ def build_valid_extracts() -> dict[str, pl.DataFrame]:
                 "impression", "click", "impression", "impression", "impression", "add_to_cart", "impression", "click",
             ],
             "position": [1, None, 2, 3, 1, None, 4, None],
+            "scenario": ["search", "search", "home_feed", "home_feed", None, None, "cart", "cart"],
         },
         "orders": {
             "order_id": [1000, 1001, 1002, 1003],

@@ -28,9 +28,9 @@ def seed_point_in_time_rows(url: str) -> None:
                                                      (11, "toys", 5.0, 5, "a toy", END)]))
         insert_frame(conn, "item_images", _frame("item_images", [(10, b"\x89PNG", datetime(2026, 1, 1))]))
         insert_frame(conn, "clicks", _frame("clicks", [
-            (100, datetime(2026, 2, 10), 1, 10, "s0", "impression", 1),     # before the 28-day window
-            (101, datetime(2026, 3, 10, 23, 59), 1, 10, "s1", "impression", 2),
-            (102, END, 1, 10, "s2", "impression", 1),                        # first instant after D: excluded
+            (100, datetime(2026, 2, 10), 1, 10, "s0", "impression", 1, "search"),     # before the 28-day window
+            (101, datetime(2026, 3, 10, 23, 59), 1, 10, "s1", "impression", 2, None),
+            (102, END, 1, 10, "s2", "impression", 1, "home_feed"),                    # first instant after D: excluded
         ]))
         insert_frame(conn, "orders", _frame("orders", [
             (200, 1, datetime(2026, 3, 1), 20.0, "card", "d1", "ip1", "web", "DE", "completed"),

@@ -22,7 +22,7 @@ def _clicks(rows: list[tuple]) -> pl.LazyFrame:
         schema={"event_id": pl.Int64, "event_time": pl.Datetime("us"), "user_id": pl.Int64, "item_id": pl.Int64,
                 "session_id": pl.String, "event_type": pl.String, "position": pl.Int32},
         orient="row",
-    )
+    ).with_columns(pl.lit("home_feed").alias("scenario"))
 
 
 def _order_lines(rows: list[tuple]) -> pl.LazyFrame:

@@ -80,6 +80,7 @@ def test_a_click_or_order_after_its_bound_labels_nothing():
             "session_id": ["a", "a", "b", "b"],
             "event_type": ["impression", "click", "impression", "click"],
             "position": [1, None, 1, None],
+            "scenario": ["search", "search", None, None],
         }
     )
     lines = pl.LazyFrame({"user_id": [1], "item_id": [5], "created_at": [shown + timedelta(hours=27)]})
