@@ -42,6 +42,7 @@ import polars as pl
 
 from etl.config import FeatureConfig
 from etl.contract import FEATURE_HISTORY_DAYS
+from etl.extract import ExtractWindow
 from etl.features import IMPRESSION_DENSE, add_user_item_features, scan_source
 from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
 from etl.labels import label_impressions
@@ -107,7 +108,7 @@ def plan_days(
     ds: date, window_days: int, label_days: int, is_kept: Callable[[date], bool], full_refresh: bool = False
 ) -> DayPlan:
     """The night of ``ds``: build the days not settled yet and the settled ones not kept (``is_kept(day)``)."""
-    days = [ds - timedelta(days=back) for back in range(window_days - 1, -1, -1)]
+    days = ExtractWindow(ds, window_days).days
     settled_through = ds - timedelta(days=label_days)
     settled = [day for day in days if day <= settled_through]
     missing = [day for day in settled if full_refresh or not is_kept(day)]
@@ -121,7 +122,7 @@ def plan_days(
 def read_partition_events(partitions_dir: Path, first: date, ds: date, sources: Sequence[str]) -> EventFrames:
     """The events of days [first, ds] from the extract's daily partitions (``etl.extract.HISTORY_SOURCES``;
     empty for sources not configured)."""
-    days = [first + timedelta(days=offset) for offset in range((ds - first).days + 1)]
+    days = ExtractWindow(ds, (ds - first).days + 1).days
 
     def scan(table: str) -> pl.LazyFrame:
         if table not in sources:
