@@ -9,7 +9,8 @@ Outputs (``features_dir``, paths from ``etl.layout``), read by ``training``:
 - ``orders.parquet``: one row per order with ``is_fraud`` (null when not yet known), ``split``
   (``train`` / ``eval`` = a mature time-based holdout / ``score`` = the orders of day D / ``unused``).
 - ``candidates.parquet``: recommendation candidates for the users active on day D, with features as
-  of the day after D (history through day D).
+  of the day after D (history through day D), one row per scenario the user was shown items on
+  during day D (``etl.contract.ANY_SCENARIO`` when none was named).
 - ``reviews.parquet``: one row per review with its text, ``negative`` (rating <= 2) and ``split``
   (``eval`` = the newest ``review_eval_days`` days, by default day D alone; ``train`` = before).
   Day D's reviews are the ones whose scores are published.
@@ -31,7 +32,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from etl.candidates import build_candidates
+from etl.candidates import add_candidate_scenarios, build_candidates
 from etl.config import FeatureConfig
 from etl.contract import FEATURE_HISTORY_DAYS, SOURCE_TABLES, available_objectives
 from etl.features import (
@@ -158,12 +159,11 @@ def build_features(
     candidates = build_candidates(window_events.clicks, window_events.order_lines, items, ds, config).with_columns(
         pl.lit(ds + timedelta(days=1)).alias("as_of"), pl.lit(1, dtype=pl.Int32).alias("position")
     )
-    candidate_frame = (
-        add_user_item_features(candidates, daily, users, items)
-        .select(["user_id", "item_id", "category"] + IMPRESSION_DENSE)
-        .sort(["user_id", "item_id"])
-        .collect()
-    )
+    candidate_frame = add_candidate_scenarios(
+        add_user_item_features(candidates, daily, users, items).select(["user_id", "item_id", "category"] + IMPRESSION_DENSE),
+        window_events.clicks,
+        ds,
+    ).select(["user_id", "item_id", "category", "scenario"] + IMPRESSION_DENSE).collect()
 
     review_frame = build_review_examples(reviews, items, ds, config.review_eval_days).sort("review_id").collect()
     item_frame = build_item_examples(items, item_images).sort("item_id").collect()

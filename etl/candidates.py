@@ -6,6 +6,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from etl.config import FeatureConfig
+from etl.contract import ANY_SCENARIO
 from etl.labels import start_of_day
 
 
@@ -63,4 +64,20 @@ def build_candidates(
         .unique()
         .join(bought, on=["user_id", "item_id"], how="anti")
         .sort(["user_id", "item_id"])
+    )
+
+
+def add_candidate_scenarios(candidates: pl.LazyFrame, clicks: pl.LazyFrame, ds: date) -> pl.LazyFrame:
+    """One row per candidate and scenario the user was shown items on during day ``ds``
+    (``ANY_SCENARIO`` for a user with none named: active through orders only, or null scenarios), so
+    each surface gets its own ranking; sorted by user, scenario, item."""
+    seen = (
+        clicks.filter((pl.col("event_time") >= start_of_day(ds)) & pl.col("scenario").is_not_null())
+        .select("user_id", "scenario")
+        .unique()
+    )
+    return (
+        candidates.join(seen, on="user_id", how="left")
+        .with_columns(pl.col("scenario").fill_null(ANY_SCENARIO))
+        .sort(["user_id", "scenario", "item_id"])
     )

@@ -35,6 +35,14 @@ MAIN_METRIC = {"click": "auc", "purchase": "auc", "review": "auc", "category": "
 # with it), so the extract keeps this many days of event partitions before the window (etl.extract).
 FEATURE_HISTORY_DAYS = 28
 
+# Scenarios (clicks.scenario: the surface an impression was shown on, e.g. home_feed or search) are
+# the deployment's own names. Recommendations are scored per scenario the user was shown items on
+# that day; a user active without a named scenario (orders only, or a null scenario) gets one list
+# under ANY_SCENARIO, scored by the network's scenario-agnostic row. model_runs rows over all of a
+# day's rows say ALL_SCENARIOS; per-scenario metric rows name the scenario.
+ANY_SCENARIO = "any"
+ALL_SCENARIOS = "all"
+
 MULTITASK = "multitask"  # the multi-task network (training/multitask.py)
 FRAUD_LGBM = "fraud_lgbm"  # the LightGBM fraud baseline (training/fraud_lgbm.py)
 MODEL_NAMES = (MULTITASK, FRAUD_LGBM)

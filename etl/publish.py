@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from etl.contract import FRAUD_LGBM, MULTITASK, SCORE_TABLE_OBJECTIVES
+from etl.contract import ALL_SCENARIOS, FRAUD_LGBM, MULTITASK, SCORE_TABLE_OBJECTIVES
 from etl.layout import feature_path, prediction_path
 from etl.warehouse import bind_date, create_tables, create_warehouse_engine, mask_url, replace_rows
 
@@ -33,14 +33,17 @@ class PublishSummary:
 
 
 def rank_recommendations(candidate_scores: pl.DataFrame, ds: date, model_version: str, top_k: int = TOP_K) -> pl.DataFrame:
-    """Top ``top_k`` items per user by purchase probability (ties: click probability, then item id)."""
+    """Top ``top_k`` items per user and scenario by purchase probability (ties: click probability, then item id)."""
     return (
-        candidate_scores.sort(["user_id", "p_purchase", "p_click", "item_id"], descending=[False, True, True, False])
-        .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int32).alias("rank"))
+        candidate_scores.sort(
+            ["user_id", "scenario", "p_purchase", "p_click", "item_id"], descending=[False, False, True, True, False]
+        )
+        .with_columns(pl.int_range(1, pl.len() + 1).over("user_id", "scenario").cast(pl.Int32).alias("rank"))
         .filter(pl.col("rank") <= top_k)
         .select(
             pl.lit(ds).alias("ds"),
             "user_id",
+            "scenario",
             "item_id",
             pl.col("p_click").cast(pl.Float64),
             pl.col("p_purchase").cast(pl.Float64),
@@ -73,7 +76,7 @@ def join_fraud_scores(
 
 
 def collect_model_runs(run_id: str, ds: date, summaries: list[Mapping[str, object]]) -> pl.DataFrame:
-    """One row per (model, task, metric) from the training summaries."""
+    """One row per (model, task, metric, scenario) from the training summaries."""
     created_at = datetime.now(UTC).replace(tzinfo=None)
     rows = [
         {
@@ -86,13 +89,15 @@ def collect_model_runs(run_id: str, ds: date, summaries: list[Mapping[str, objec
             "value": None if metric["value"] is None else float(metric["value"]),
             "created_at": created_at,
             "n_rows": metric.get("n_rows"),
+            "scenario": metric.get("scenario", ALL_SCENARIOS),
         }
         for summary in summaries
-        for metric in summary["metrics"]  # type: ignore[union-attr]
+        for metric in [*summary["metrics"], *summary.get("scenario_metrics", [])]  # type: ignore[misc]
     ]
     return pl.DataFrame(rows, schema={"run_id": pl.String, "ds": pl.Date, "model_name": pl.String,
                                       "model_version": pl.String, "task": pl.String, "metric": pl.String,
-                                      "value": pl.Float64, "created_at": pl.Datetime("us"), "n_rows": pl.Int64})
+                                      "value": pl.Float64, "created_at": pl.Datetime("us"), "n_rows": pl.Int64,
+                                      "scenario": pl.String})
 
 
 def check_probabilities(frame: pl.DataFrame, table: str, columns: list[str]) -> None:

@@ -78,6 +78,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "score_user_item": {
         "ds": pl.Date,
         "user_id": pl.Int64,
+        "scenario": pl.String,
         "item_id": pl.Int64,
         "p_click": pl.Float64,
         "p_purchase": pl.Float64,
@@ -115,6 +116,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "value": pl.Float64,
         "created_at": pl.Datetime("us"),
         "n_rows": pl.Int64,
+        "scenario": pl.String,
     },
     "model_registry": {
         "model_name": pl.String,

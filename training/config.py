@@ -40,6 +40,12 @@ class NetworkConfig:
     ple_specific_experts: int = 1  # ple: experts of each task per level
     ple_shared_experts: int = 2  # ple: shared experts per level
     head_hidden_dim: int = 16  # one hidden layer in each of the click and conversion heads
+    # Multi-scenario (STAR, training/multitask.py): the impression's surface (clicks.scenario) is an
+    # input of the tower and its gates, the heads' hidden layers are star-topology (shared weights
+    # times each scenario's own) and an auxiliary net of [scenario | dense] adds to both logits.
+    # False: scenario-blind, every impression reads one scenario row (the ablation's comparison).
+    scenarios: bool = True
+    scenario_dim: int = 8  # scenario embedding width
     review_hidden_dims: tuple[int, ...] = (32,)  # review tower MLP over [user | item | category | user*item | text]
     fraud_hidden_dims: tuple[int, ...] = (32, 16)  # fraud tower MLP
     dropout: float = 0.0  # early stopping already regularises; dropout measured no better on the demo data

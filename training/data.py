@@ -79,7 +79,9 @@ def source_schemas(manifest: dict[str, Any]) -> dict[str, dict[str, pl.DataType]
         "items": {
             "item_id": pl.Int64, "category": pl.String, "title": pl.String, "image": pl.Binary, "split": pl.String,
         },
-        "candidates": {"user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String, **impression_dense},
+        "candidates": {
+            "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String, "scenario": pl.String, **impression_dense,
+        },
     }  # fmt: skip
 
 
@@ -197,6 +199,7 @@ def build_feature_spec(
         order_dense=list(manifest.get("order_dense", [])),
         order_categorical=order_categorical,
         categories=sorted_strings([train[kind] for kind in ("impression", "review") if kind in kinds], "category"),
+        scenarios=sorted_strings([train["impression"]], "scenario") if "impression" in kinds else [],
         order_categorical_values={column: sorted_strings([orders], column) for column in order_categorical},
         item_categories=item_classes,
     )
@@ -215,6 +218,7 @@ class FeatureSpec:
     categories: list[str]  # sorted category values seen in training; index + 1 = embedding row
     order_categorical_values: dict[str, list[str]] = field(default_factory=dict)  # column -> sorted values
     item_categories: list[str] = field(default_factory=list)  # image head classes: listed categories of training items
+    scenarios: list[str] = field(default_factory=list)  # sorted impression scenarios seen in training; index + 1 = row
 
 
 def lookup_rows(vocabulary: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -345,6 +349,10 @@ def encode_impressions(
     tensors = {
         **user_item_rows(model, spec, frame, items),
         "dense": dense_tensor(frame, spec.impression_dense),  # [rows, n_impression_dense]
+        # [rows]; a frame without the column (an older features directory) reads as "no scenario"
+        "scenario_rows": string_rows(frame, "scenario", spec.scenarios)
+        if "scenario" in frame.columns
+        else torch.zeros(frame.height, dtype=torch.int64),
     }
     for label in ("clicked", "converted"):
         if label in frame.columns:
@@ -436,7 +444,7 @@ def encode_in_chunks(encode: Callable[[pl.DataFrame], Tensors], frame: pl.DataFr
 
 def impression_columns(spec: FeatureSpec) -> list[str]:
     """The impression columns encoding and the incremental selection read."""
-    return ["user_id", "item_id", "category", "event_date", "clicked", "converted", *spec.impression_dense]
+    return ["user_id", "item_id", "category", "scenario", "event_date", "clicked", "converted", *spec.impression_dense]
 
 
 def encode_objective_data(

@@ -130,6 +130,23 @@ def objective_metric_rows(objective: str, predictions: pl.DataFrame, features: p
     return metric_rows(objective, scored.get_column(join.label).to_numpy(), scored.get_column(join.probability).to_numpy())
 
 
+def scenario_metric_rows(objective: str, predictions: pl.DataFrame, features: pl.DataFrame) -> list[dict[str, Any]]:
+    """``objective_metric_rows`` over each scenario's evaluation impressions alone, with a ``scenario``
+    key, scenarios sorted by name; rows without a scenario count only in the overall rows. Nothing for
+    an objective that is not impression-shaped or features without a ``scenario`` column."""
+    join = LABEL_JOINS[objective]
+    if join.features != "impressions" or "scenario" not in features.columns:
+        return []
+    scenarios = features.filter(pl.col("split") == "eval").select(join.key, "scenario")
+    scored = join_labels(objective, predictions, features).join(scenarios, on=join.key, how="left")
+    rows: list[dict[str, Any]] = []
+    for scenario in sorted(scored.get_column("scenario").drop_nulls().unique().to_list()):
+        part = scored.filter(pl.col("scenario") == scenario)
+        labels, probabilities = part.get_column(join.label).to_numpy(), part.get_column(join.probability).to_numpy()
+        rows += [{**row, "scenario": scenario} for row in metric_rows(objective, labels, probabilities)]
+    return rows
+
+
 def category_metric_rows(item_predictions: pl.DataFrame) -> list[dict[str, Any]]:
     """Accuracy and log loss of the image category on the evaluation items with a listed category.
 

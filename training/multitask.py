@@ -8,9 +8,10 @@ loading and scoring ``training/predict.py``.
 Architecture (d = embedding_dim; shared parts marked *)::
 
     item vector*     = item_emb*[item] + Linear([softmax(image head(cnn*(image))) | text*(title) | has_image])
-    impressions      [user_emb* | item vector | category_emb* | user*item | standardised dense]
-                       -> shared-bottom MLP, MMoE or PLE -> click head -> click_logit (p_ctr)
-                                                        -> cvr head   -> cvr_logit   (p_cvr)
+    impressions      [user_emb* | item vector | category_emb* | user*item | standardised dense | scenario_emb]
+                       -> shared-bottom MLP, MMoE or PLE -> click head(scenario) -> click_logit (p_ctr)
+                                                        -> cvr head(scenario)   -> cvr_logit   (p_cvr)
+                       + scenario auxiliary net([scenario_emb | dense]) on both logits          [STAR]
                        p_ctcvr = p_ctr * p_cvr  (= p_purchase)                          [ESMM]
     reviews          [user_emb* | item vector | category_emb* | user*item | text*(review text)]
                        -> MLP -> negative_logit
@@ -41,13 +42,19 @@ References:
       for Personalized Recommendations", RecSys 2020: Customized Gate Control (CGC) levels with
       task-specific and shared experts; a task's gate sees its own and the shared experts; a shared
       gate over all experts feeds the next level.
+    - Sheng et al., "One Model to Serve All: Star Topology Adaptive Recommender for Multi-Domain
+      CTR Prediction", CIKM 2021 (arXiv:2101.11427): each scenario's fully connected weights are the
+      shared weights times the scenario's own (element-wise), and a small auxiliary network of the
+      scenario indicator adds to the logit. Here the heads' hidden layers are star-topology layers,
+      the tower input and so the MMoE/PLE gates read the scenario embedding, and the auxiliary net
+      reads [scenario | dense] (position effects differ by surface).
     - Caruana, "Multitask Learning", Machine Learning 28, 1997: hard parameter sharing (shared bottom).
     - He et al., "Neural Collaborative Filtering", WWW 2017: the element-wise user*item product (GMF).
 
 Ids are mapped to embedding rows through vocabularies kept in the state_dict as sorted int64
 buffers and looked up with ``torch.searchsorted``; an id not in the vocabulary gets row 0, a learned
 default (training replaces a small share of ids by row 0 so that row sees gradient). String
-categories use vocabularies stored in ``config.json``, with the same row-0 default. Dense inputs
+categories and scenarios use vocabularies stored in ``config.json``, with the same row-0 default. Dense inputs
 are standardised inside the module with the training mean and std (buffers, so a reload scores the
 same). Item content (images, titles) is an INPUT, read from the features directory's items table
 on every scoring run, so an item the model has never seen still gets its image and title.
@@ -84,6 +91,7 @@ class MultiTaskModelConfig:
     n_impression_dense: int
     n_order_dense: int
     n_item_classes: int = 0  # categories the image head predicts (listed categories of training items)
+    n_scenarios: int = 0  # impression scenarios seen in training (clicks.scenario); row 0 = none or unseen
     network: NetworkConfig = NetworkConfig()
 
     @classmethod
@@ -114,9 +122,36 @@ def make_mlp(in_dim: int, hidden_dims: tuple[int, ...], dropout: float) -> tuple
     return nn.Sequential(*layers), width
 
 
-def make_head(in_dim: int, hidden_dim: int) -> nn.Sequential:
-    """One hidden layer and a single logit."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+class ScenarioLinear(nn.Module):
+    """STAR's star-topology fully connected layer: scenario s computes x @ (W * W_s).T + b + b_s, where
+    W, b are shared by every scenario and W_s (initialised to ones), b_s (zeros) are scenario s's own.
+    Row 0 is the layer of impressions with no or an unseen scenario."""
+
+    def __init__(self, in_dim: int, out_dim: int, n_scenarios: int) -> None:
+        super().__init__()
+        self.shared = nn.Linear(in_dim, out_dim)
+        self.scenario_weight = nn.Parameter(torch.ones(n_scenarios + 1, out_dim, in_dim))
+        self.scenario_bias = nn.Parameter(torch.zeros(n_scenarios + 1, out_dim))
+
+    def forward(self, x: torch.Tensor, scenario_rows: torch.Tensor) -> torch.Tensor:
+        """[b, out_dim] for x [b, in_dim] and scenario rows [b]."""
+        weight = self.shared.weight * self.scenario_weight  # [s, out, in]: every scenario's layer (scenarios are few)
+        every = torch.einsum("bi,soi->bso", x, weight)  # [b, s, out]
+        own = every[torch.arange(x.shape[0], device=x.device), scenario_rows]  # [b, out]
+        return own + self.shared.bias + self.scenario_bias[scenario_rows]
+
+
+class ScenarioHead(nn.Module):
+    """One star-topology hidden layer (``ScenarioLinear``) and a single logit shared by all scenarios."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, n_scenarios: int) -> None:
+        super().__init__()
+        self.hidden = ScenarioLinear(in_dim, hidden_dim, n_scenarios)
+        self.output = nn.Linear(hidden_dim, 1)
+
+    def forward(self, x: torch.Tensor, scenario_rows: torch.Tensor) -> torch.Tensor:
+        """Logits [b, 1]."""
+        return self.output(F.relu(self.hidden(x, scenario_rows)))
 
 
 def mix_experts(gate: nn.Linear, gate_input: torch.Tensor, experts: list[torch.Tensor]) -> torch.Tensor:
@@ -166,7 +201,7 @@ class ExtractionLevel(nn.Module):
 class ImpressionTower(nn.Module):
     """(click_logit, cvr_logit), each [b], from the impression input, under the configured architecture."""
 
-    def __init__(self, in_dim: int, config: NetworkConfig) -> None:
+    def __init__(self, in_dim: int, config: NetworkConfig, n_scenarios: int, n_dense: int) -> None:
         super().__init__()
         self.architecture = config.architecture
         hidden, dropout = tuple(config.hidden_dims), config.dropout
@@ -194,11 +229,21 @@ class ImpressionTower(nn.Module):
             self.levels = nn.ModuleList(levels)
         else:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, not {config.architecture!r}")
-        self.click_head = make_head(width, config.head_hidden_dim)
-        self.cvr_head = make_head(width, config.head_hidden_dim)
+        n_scenarios = n_scenarios if config.scenarios else 0
+        self.click_head = ScenarioHead(width, config.head_hidden_dim, n_scenarios)
+        self.cvr_head = ScenarioHead(width, config.head_hidden_dim, n_scenarios)
+        # STAR's auxiliary network: what the surface alone, and with the dense inputs (the position,
+        # above all), adds to each logit; it starts at zero so the heads learn the ranking first.
+        aux_in = config.scenario_dim + n_dense
+        self.scenario_aux = nn.Sequential(nn.Linear(aux_in, config.head_hidden_dim), nn.ReLU(), nn.Linear(config.head_hidden_dim, 2))
+        nn.init.zeros_(self.scenario_aux[-1].weight)
+        nn.init.zeros_(self.scenario_aux[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(click_logit, cvr_logit), each [b], for the impression input x [b, in_dim]."""
+    def forward(
+        self, x: torch.Tensor, scenario_rows: torch.Tensor, aux_input: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(click_logit, cvr_logit), each [b], for the impression input x [b, in_dim], scenario rows [b]
+        and the auxiliary net's input [b, scenario_dim + n_dense]."""
         if self.architecture == "shared_bottom":
             click_input = cvr_input = self.bottom(x)  # [b, width]
         elif self.architecture == "mmoe":
@@ -209,7 +254,10 @@ class ImpressionTower(nn.Module):
             for level in self.levels:
                 task_inputs, shared = level(task_inputs, shared)  # tasks x [b, width], [b, width] or None
             click_input, cvr_input = task_inputs
-        return self.click_head(click_input).squeeze(1), self.cvr_head(cvr_input).squeeze(1)  # [b], [b]
+        aux = self.scenario_aux(aux_input)  # [b, 2]
+        click_logit = self.click_head(click_input, scenario_rows).squeeze(1) + aux[:, 0]  # [b]
+        cvr_logit = self.cvr_head(cvr_input, scenario_rows).squeeze(1) + aux[:, 1]  # [b]
+        return click_logit, cvr_logit
 
 
 class MultiTaskNet(nn.Module):
@@ -236,6 +284,8 @@ class MultiTaskNet(nn.Module):
         self.user_embedding = nn.Embedding(config.n_users + 1, d, sparse=True)
         self.item_embedding = nn.Embedding(config.n_items + 1, d, sparse=True)
         self.category_embedding = nn.Embedding(config.n_categories + 1, d)
+        # Scenario-blind (network.scenarios False): one row, so every impression reads the same vector.
+        self.scenario_embedding = nn.Embedding((config.n_scenarios if network.scenarios else 0) + 1, network.scenario_dim)
 
         self.text_encoder = TextEncoder(network.text.n_buckets, network.text_dim)
         self.image_encoder = ImageEncoder(tuple(network.image_channels), network.crop_padding, network.augment)
@@ -245,7 +295,9 @@ class MultiTaskNet(nn.Module):
         n_image = self.category_head.out_features
         self.item_content = nn.Linear(n_image + text_dim + 1, d)  # [class probabilities | title | has_image] -> item space
 
-        self.impression_tower = ImpressionTower(4 * d + config.n_impression_dense, network)
+        self.impression_tower = ImpressionTower(
+            4 * d + config.n_impression_dense + network.scenario_dim, network, config.n_scenarios, config.n_impression_dense
+        )
         review_mlp, review_width = make_mlp(4 * d + text_dim, tuple(network.review_hidden_dims), network.dropout)
         self.review_tower = nn.Sequential(review_mlp, nn.Linear(review_width, 1))
 
@@ -310,8 +362,17 @@ class MultiTaskNet(nn.Module):
         item = self.item_vectors(batch["item_rows"], batch["content_rows"], items)  # [b, d]
         category = self.category_embedding(batch["category_rows"])  # [b, d]
         dense = (batch["dense"] - self.impression_dense_mean) / self.impression_dense_std  # [b, n_dense]
-        x = torch.cat([user, item, category, user * item, dense], dim=1)  # [b, 4d + n_dense]
-        return self.impression_tower(x)
+        scenario_rows = self.scenario_rows(batch)  # [b]
+        scenario = self.scenario_embedding(scenario_rows)  # [b, scenario_dim]
+        x = torch.cat([user, item, category, user * item, dense, scenario], dim=1)  # [b, 4d + n_dense + scenario_dim]
+        return self.impression_tower(x, scenario_rows, torch.cat([scenario, dense], dim=1))
+
+    def scenario_rows(self, batch: Tensors) -> torch.Tensor:
+        """The batch's scenario rows [b]; all row 0 for a scenario-blind network or rows without scenarios."""
+        rows = batch.get("scenario_rows")
+        if rows is None or self.scenario_embedding.num_embeddings == 1:
+            return torch.zeros_like(batch["user_rows"])
+        return rows
 
     def forward_reviews(self, batch: Tensors, items: ItemTable) -> torch.Tensor:
         """negative_logit [b] for a batch of encoded reviews (with their gathered text bags)."""

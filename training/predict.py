@@ -36,7 +36,7 @@ from training.data import (
     read_feature_tables,
 )
 from training.device import seeded_torch
-from training.evaluation import LABEL_JOINS, category_metric_rows, objective_metric_rows
+from training.evaluation import LABEL_JOINS, category_metric_rows, objective_metric_rows, scenario_metric_rows
 from training.item_cache import load_item_table
 from training.multitask import MultiTaskModelConfig, MultiTaskNet, autocast_for, esmm_probabilities, with_image_features
 from training.summary import TrainingSummary
@@ -44,7 +44,9 @@ from training.summary import TrainingSummary
 MODEL_FILE = WEIGHTS_FILES[MULTITASK]
 PREDICTION_SCHEMAS = {
     "impressions_eval": {"event_id": pl.Int64, "p_click": pl.Float64, "p_purchase": pl.Float64},
-    "candidates": {"user_id": pl.Int64, "item_id": pl.Int64, "p_click": pl.Float64, "p_purchase": pl.Float64},
+    "candidates": {
+        "user_id": pl.Int64, "item_id": pl.Int64, "scenario": pl.String, "p_click": pl.Float64, "p_purchase": pl.Float64,
+    },
     "orders": {"order_id": pl.Int64, "split": pl.String, "p_fraud": pl.Float64},
     "reviews": {"review_id": pl.Int64, "split": pl.String, "p_negative": pl.Float64},
     "items": {
@@ -278,7 +280,7 @@ def predict_features(
 
         predictions["impressions_eval"] = score(tables.impressions.filter(pl.col("split") == "eval"), ["event_id"])
         if include_candidates:  # a batch at a time: only the scores are kept
-            scored = [score(batch, ["user_id", "item_id"]) for batch in tables.candidate_batches()]
+            scored = [score(batch, ["user_id", "item_id", "scenario"]) for batch in tables.candidate_batches()]
             predictions["candidates"] = pl.concat(scored) if scored else empty["candidates"]
     if "review" in objectives:
         reviews = tables.reviews.filter(pl.col("split") == "eval")
@@ -306,6 +308,18 @@ def predict_features(
     return predictions
 
 
+def eval_scenario_metric_rows(
+    tables: FeatureTables, predictions: dict[str, pl.DataFrame], objectives: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """``eval_metric_rows`` of click and purchase over each scenario's day-D impressions alone."""
+    return [
+        row
+        for objective in ("click", "purchase")
+        if objective in objectives
+        for row in scenario_metric_rows(objective, predictions["impressions_eval"], tables.impressions)
+    ]
+
+
 def eval_metric_rows(tables: FeatureTables, predictions: dict[str, pl.DataFrame], objectives: tuple[str, ...]) -> list[dict[str, Any]]:
     """Metric rows {task, metric, value, n_rows} of ``objectives`` on the day-D rows with labels."""
     features = {"click": tables.impressions, "purchase": tables.impressions, "review": tables.reviews, "fraud": tables.orders}
@@ -330,8 +344,9 @@ def write_predictions(predictions: dict[str, pl.DataFrame], model_dir: Path) -> 
 
 def _predict_with_saved_model(
     model_dir: Path, features_dir: Path, include_candidates: bool
-) -> tuple[MultiTaskBundle, Any, list[dict[str, Any]]]:
-    """(bundle, predictions, metric rows) of a saved model on ``features_dir``: training's own code path."""
+) -> tuple[MultiTaskBundle, Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(bundle, predictions, metric rows, per-scenario metric rows) of a saved model on ``features_dir``:
+    training's own code path."""
     bundle = load_multitask(Path(model_dir))
     tables = read_feature_tables(Path(features_dir), impression_splits=("eval",))  # day D's rows are scored
     # "tasks": the key in config.json of models saved before objectives had their own name.
@@ -350,7 +365,9 @@ def _predict_with_saved_model(
             training.get("predict_batch_size", 65536),
             include_candidates=include_candidates,
         )
-        return bundle, predictions, eval_metric_rows(tables, predictions, objectives)
+        return bundle, predictions, eval_metric_rows(tables, predictions, objectives), eval_scenario_metric_rows(
+            tables, predictions, objectives
+        )
 
 
 def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
@@ -365,6 +382,6 @@ def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, An
 
 def score_multitask(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
     """Score ``features_dir`` with a saved model into ``output_dir/predictions``, as training would."""
-    bundle, predictions, metrics = _predict_with_saved_model(model_dir, features_dir, include_candidates=True)
+    bundle, predictions, metrics, scenario_metrics = _predict_with_saved_model(model_dir, features_dir, include_candidates=True)
     write_predictions(predictions, Path(output_dir))
-    return TrainingSummary(MULTITASK, bundle.model_version, Path(output_dir), metrics)
+    return TrainingSummary(MULTITASK, bundle.model_version, Path(output_dir), metrics, scenario_metrics)

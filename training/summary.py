@@ -37,6 +37,9 @@ class TrainingSummary:
     model_version: str
     output_dir: Path
     metrics: list[dict[str, Any]] = field(default_factory=list)  # rows {task, metric, value, n_rows}
+    # The same over each impression scenario's rows alone (click and purchase): rows {..., scenario}.
+    # Reported (model_runs), never gated: a thin scenario's day holds too few positives to decide on.
+    scenario_metrics: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     n_train: dict[str, int] = field(default_factory=dict)  # training rows per objective
     wall_s: float = 0.0
@@ -45,10 +48,11 @@ class TrainingSummary:
         """Plain JSON types only (paths as strings, NaN as None)."""
         summary = asdict(self)
         summary["output_dir"] = str(self.output_dir)
-        summary["metrics"] = [
-            {**row, "value": None if row["value"] is None or math.isnan(row["value"]) else row["value"]}
-            for row in self.metrics
-        ]
+        for key in ("metrics", "scenario_metrics"):
+            summary[key] = [
+                {**row, "value": None if row["value"] is None or math.isnan(row["value"]) else row["value"]}
+                for row in getattr(self, key)
+            ]
         summary["wall_s"] = round(self.wall_s, 3)
         return summary
 
@@ -60,6 +64,7 @@ class TrainingSummary:
             model_version=str(values["model_version"]),
             output_dir=Path(str(values["output_dir"])),
             metrics=[dict(row) for row in values.get("metrics", [])],
+            scenario_metrics=[dict(row) for row in values.get("scenario_metrics", [])],
             device=str(values.get("device", "cpu")),
             n_train=dict(values.get("n_train", {})),
             wall_s=float(values.get("wall_s", 0.0)),

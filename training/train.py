@@ -80,7 +80,15 @@ from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
 from training.parallel import resolve_processes
-from training.predict import MODEL_FILE, MultiTaskBundle, eval_metric_rows, predict_features, save_multitask, write_predictions
+from training.predict import (
+    MODEL_FILE,
+    MultiTaskBundle,
+    eval_metric_rows,
+    eval_scenario_metric_rows,
+    predict_features,
+    save_multitask,
+    write_predictions,
+)
 from training.summary import TrainingSummary, compute_model_version
 from training.warm_start import warm_start_from
 
@@ -140,6 +148,7 @@ def build_model(
             n_impression_dense=len(spec.impression_dense),
             n_order_dense=len(spec.order_dense),
             n_item_classes=len(spec.item_categories),
+            n_scenarios=len(spec.scenarios),
             network=config.network,
         )
     )
@@ -159,9 +168,9 @@ def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors]) -> None:
     with torch.no_grad():
         if "impression" in train:
             clicked, converted = train["impression"]["clicked"], train["impression"]["converted"]  # [rows] each
-            model.impression_tower.click_head[-1].bias.fill_(log_odds(clicked.mean().item()))
+            model.impression_tower.click_head.output.bias.fill_(log_odds(clicked.mean().item()))
             if clicked.sum() > 0:  # the CVR head predicts conversion given a click
-                model.impression_tower.cvr_head[-1].bias.fill_(log_odds((converted.sum() / clicked.sum()).item()))
+                model.impression_tower.cvr_head.output.bias.fill_(log_odds((converted.sum() / clicked.sum()).item()))
         if "review" in train:
             model.review_tower[-1].bias.fill_(log_odds(train["review"]["negative"].mean().item()))
         if "item" in train:
@@ -321,6 +330,7 @@ def train_multitask(
         items = with_image_features(model, prepared.items)
         predictions = predict_features(model, spec, tables, items, trained, config.predict_batch_size)
         metrics = eval_metric_rows(tables, predictions, trained)
+        scenario_metrics = eval_scenario_metric_rows(tables, predictions, trained)
 
     write_predictions(predictions, output_dir)
     summary = TrainingSummary(
@@ -328,6 +338,7 @@ def train_multitask(
         model_version=model_version,
         output_dir=output_dir,
         metrics=metrics,
+        scenario_metrics=scenario_metrics,
         device=str(device),
         n_train={objective: n_rows(prepared.train[OBJECTIVE_KIND[objective]]) for objective in trained},
         wall_s=0.0,

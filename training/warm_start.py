@@ -1,6 +1,6 @@
 """Warm start: initialise a new network from the champion's saved weights where they fit.
 
-Vocabularies change from day to day, so embedding rows are matched by id or category value, the
+Vocabularies change from day to day, so embedding rows are matched by id, category or scenario value, the
 image head's rows by class name and order categorical embeddings by column name; any other tensor
 is copied when its shape is unchanged. Buffers (vocabularies, dense scaling) stay the new data's.
 """
@@ -56,6 +56,11 @@ def warm_start_from(model: MultiTaskNet, spec: FeatureSpec, champion_dir: Path) 
         "category_head.weight": (to_numpy(spec.item_categories), to_numpy(old_spec.item_categories), 0),
         "category_head.bias": (to_numpy(spec.item_categories), to_numpy(old_spec.item_categories), 0),
     }
+    # The scenario rows of the embedding and of the heads' star-topology layers, matched by name.
+    scenario_keys = (to_numpy(spec.scenarios), to_numpy(old_spec.scenarios), 1)
+    for name, _ in model.named_parameters():
+        if name == "scenario_embedding.weight" or name.endswith((".scenario_weight", ".scenario_bias")):
+            keyed[name] = scenario_keys
     old_order_columns = {column: k for k, column in enumerate(old_spec.order_categorical)}
     renamed: dict[str, str] = {}  # new parameter name -> old parameter name, where they differ
     for k, column in enumerate(spec.order_categorical):

@@ -68,7 +68,7 @@ def test_warm_start_copies_embedding_rows_of_shared_ids_and_tensors_of_equal_sha
     assert torch.equal(model.category_embedding.weight[1], before["category_embedding.weight"][1])
 
     # Everything else of unchanged shape is copied whole; the image head's classes match by name.
-    assert torch.equal(model.impression_tower.click_head[0].weight, old_state["impression_tower.click_head.0.weight"])
+    assert torch.equal(model.impression_tower.click_head.hidden.shared.weight, old_state["impression_tower.click_head.hidden.shared.weight"])
     assert torch.equal(model.text_encoder.bag.weight, old_state["text_encoder.bag.weight"])
     assert torch.equal(model.category_head.weight, old_state["category_head.weight"])
     assert report["tensors_copied"] > 10 and report["tensors_skipped"] == []

@@ -52,7 +52,7 @@ def write_night(url: str, run_dir: Path, ds: date, objectives: list[str], seed: 
     pl.DataFrame({"event_id": np.arange(n), "p_click": p_click, "p_purchase": p_purchase}).write_parquet(
         mtl_dir / "predictions" / "impressions_eval.parquet")
     users = np.repeat(np.arange(1, 11), 25)
-    pl.DataFrame({"user_id": users, "item_id": np.tile(np.arange(100, 125), 10),
+    pl.DataFrame({"user_id": users, "item_id": np.tile(np.arange(100, 125), 10), "scenario": ["search"] * users.size,
                   "p_click": rng.uniform(0.05, 0.6, users.size)}).with_columns(
         (pl.col("p_click") * 0.2).alias("p_purchase")).write_parquet(mtl_dir / "predictions" / "candidates.parquet")
 

@@ -6,21 +6,46 @@ from datetime import date, datetime
 import polars as pl
 import pytest
 
-from etl.publish import build_score_tables, check_probabilities, join_fraud_scores, publish_scores, rank_recommendations
+from etl.publish import (
+    build_score_tables,
+    check_probabilities,
+    collect_model_runs,
+    join_fraud_scores,
+    publish_scores,
+    rank_recommendations,
+)
 from etl.warehouse import create_warehouse_engine, read_frame
 
 DS = date(2026, 2, 4)
 
 
-def test_rank_recommendations_keeps_the_top_k_per_user_by_purchase_probability():
+def test_rank_recommendations_keeps_the_top_k_per_user_and_scenario_by_purchase_probability():
     scores = pl.DataFrame({
-        "user_id": [1, 1, 1, 2],
-        "item_id": [10, 11, 12, 10],
-        "p_click": [0.5, 0.4, 0.9, 0.1],
-        "p_purchase": [0.2, 0.3, 0.1, 0.05],
+        "user_id": [1, 1, 1, 2, 1, 1],
+        "item_id": [10, 11, 12, 10, 10, 11],
+        "scenario": ["search", "search", "search", "any", "cart", "cart"],
+        "p_click": [0.5, 0.4, 0.9, 0.1, 0.3, 0.3],
+        "p_purchase": [0.2, 0.3, 0.1, 0.05, 0.1, 0.2],
     })
     ranked = rank_recommendations(scores, DS, "v1", top_k=2)
-    assert ranked.select("user_id", "item_id", "rank").rows() == [(1, 11, 1), (1, 10, 2), (2, 10, 1)]
+    assert ranked.select("user_id", "scenario", "item_id", "rank").rows() == [
+        (1, "cart", 11, 1), (1, "cart", 10, 2), (1, "search", 11, 1), (1, "search", 10, 2), (2, "any", 10, 1),
+    ]
+
+
+def test_model_runs_hold_the_overall_rows_as_all_and_each_scenario_by_name():
+    summary = {
+        "model_name": "multitask", "model_version": "v1",
+        "metrics": [{"task": "click", "metric": "auc", "value": 0.8, "n_rows": 30}],
+        "scenario_metrics": [
+            {"task": "click", "metric": "auc", "value": 0.7, "n_rows": 10, "scenario": "cart"},
+            {"task": "click", "metric": "auc", "value": 0.85, "n_rows": 20, "scenario": "search"},
+        ],
+    }
+    runs = collect_model_runs("run-1", DS, [summary])
+    assert runs.select("task", "scenario", "value", "n_rows").rows() == [
+        ("click", "all", 0.8, 30), ("click", "cart", 0.7, 10), ("click", "search", 0.85, 20),
+    ]
 
 
 def test_fraud_scores_must_cover_every_order_of_the_day():

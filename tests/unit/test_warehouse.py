@@ -37,7 +37,7 @@ def test_round_trip_keeps_types_and_values_and_replace_is_idempotent(warehouse_u
     create_tables(engine)
     create_tables(engine)  # DDL is idempotent
     frame = pl.DataFrame(
-        [(date(2026, 1, 2), 1, 7, 0.25, 0.01, 1, "v1"), (date(2026, 1, 2), 1, 8, 0.2, 0.02, 2, "v1")],
+        [(date(2026, 1, 2), 1, "search", 7, 0.25, 0.01, 1, "v1"), (date(2026, 1, 2), 1, "search", 8, 0.2, 0.02, 2, "v1")],
         schema=TABLE_SCHEMAS["score_user_item"], orient="row",
     )
     for _ in range(2):
