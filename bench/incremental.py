@@ -50,7 +50,7 @@ def compare_incremental(layout: RunLayout, previous: RunLayout, out_dir: Path) -
         "shopmtl_rows": count_training_rows(night),
         "peer_rows": count_training_rows(full),
         "kept": night["incremental"],
-        "epochs": {"shopmtl": night.get("best_epoch"), "peer": full.get("best_epoch")},
+        "epochs": {"shopmtl": night.get("best_epochs"), "peer": full.get("best_epochs")},
         "quality": {
             objective: {
                 "metric": row["metric"],

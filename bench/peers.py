@@ -100,7 +100,8 @@ def build_score_frame(n_rows: int, ds: date, seed: int = 7) -> pl.DataFrame:
     index = np.arange(n_rows)
     p_click = rng.random(n_rows)
     return select_table("score_user_item", pl.DataFrame(
-        {"ds": [ds] * n_rows, "user_id": index // 20, "item_id": index % 20 + 1000 * (index // 20 % 7),
+        {"ds": [ds] * n_rows, "user_id": index // 20, "scenario": ["home_feed"] * n_rows,
+         "item_id": index % 20 + 1000 * (index // 20 % 7),
          "p_click": p_click, "p_purchase": p_click * rng.random(n_rows) * 0.1, "rank": index % 20 + 1,
          "model_version": ["multitask-bench"] * n_rows}  # fmt: skip
     ))

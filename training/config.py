@@ -71,6 +71,18 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class ValidationSplit:
+    """The training rows held out to choose each objective's epoch (training/loop.py). Day D and the
+    fixed item holdout only report, never choose; these rows come from before D and are not trained on."""
+
+    days: int = 2  # impressions and reviews of the last `days` days before D (~2/28 of the window)
+    order_share: float = 0.2  # the newest share of the labelled training orders (fraud positives are few)
+    # Training items whose id % item_modulus == 1 (day D's holdout is id % 5 == 0, so they never
+    # overlap): 10 % of the items, so the image head loses few training images.
+    item_modulus: int = 10
+
+
+@dataclass(frozen=True)
 class MultiTaskConfig:
     """How the multi-task network (click, purchase via ESMM, review, category, fraud) is shaped and trained."""
 
@@ -89,9 +101,10 @@ class MultiTaskConfig:
     order_batch_size: int = 256  # orders per step (at most)
     review_batch_size: int = 256  # reviews per step (at most)
     item_batch_size: int = 128  # item images per step (at most)
-    # The ratios line the objectives' best epochs up, since early stopping picks one epoch for all: on the
-    # demo, click and purchase are best after ~1 pass over 136k impressions and then overfit, reviews
-    # and orders after ~3-4 passes, and the image head still improves after 15 passes over 844 images.
+    # The ratios set how much of each kind an epoch passes. Each kind keeps its own best epoch and
+    # stops on its own (see max_epochs), so they need not line the objectives' best epochs up; they
+    # keep an epoch's steps mixed: on the demo, click and purchase are best after ~1 pass over 136k
+    # impressions, reviews and orders after a few passes, the image head after ~15 passes over 844 images.
     impression_ratio: float = 0.5  # passes over the training impressions per epoch
     order_ratio: float = 2.0  # passes over the training orders per epoch
     review_ratio: float = 2.0  # passes over the training reviews per epoch
@@ -108,9 +121,16 @@ class MultiTaskConfig:
     # 100x (~6,800 steps of impressions) an epoch passes a seventh of them, and the patience epochs
     # after the best one cost 2 x 1,000 steps instead of 2 x 6,800.
     max_steps_per_epoch: int | None = 1000
-    max_epochs: int = 8  # upper bound; early stopping usually ends sooner
-    patience: int = 2  # epochs without an eval-loss improvement before stopping (best weights are restored)
-    min_delta: float = 1e-4  # an eval-loss drop smaller than this is not an improvement
+    # Model selection, per batch kind (click and purchase share the impressions and one epoch, so that
+    # p_purchase = p_click * p_cvr comes from one network; review, category and fraud each their own):
+    # a kind stops training after `patience` epochs without a lower validation loss, and the saved
+    # network serves each objective from its kind's best epoch. Training ends when every kind has
+    # stopped, or at max_epochs: 12 lets the image head (still improving after ~15 passes over its
+    # images, item_ratio 8 a epoch) converge while the kinds that stopped cost nothing more.
+    max_epochs: int = 12
+    patience: int = 2  # epochs without a validation-loss improvement before a kind stops
+    min_delta: float = 1e-4  # a validation-loss drop smaller than this is not an improvement
+    validation: ValidationSplit = ValidationSplit()
     learning_rate: float = 3e-3  # AdamW
     learning_rate_decay: float = 1.0  # multiplies the learning rate after every epoch; 0.5-0.8 measured no better on the demo
     weight_decay: float = 1e-5  # AdamW decoupled weight decay

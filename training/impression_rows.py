@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,17 @@ class ImpressionRows:
     features_dir: Path
     splits: tuple[str, ...]
     schema: dict[str, pl.DataType]  # the training schema, for a deployment without impressions
+    first_day: date | None = None  # only rows whose event_date is on or after this day
+    last_day: date | None = None  # ...and on or before this one
+
+    def keeps(self) -> pl.Expr:
+        """The rows' predicate: their split and, when bounded, their event_date."""
+        predicate = pl.col("split").is_in(list(self.splits))
+        if self.first_day is not None:
+            predicate &= pl.col("event_date") >= self.first_day
+        if self.last_day is not None:
+            predicate &= pl.col("event_date") <= self.last_day
+        return predicate
 
     @property
     def files(self) -> list[Path]:
@@ -53,13 +65,13 @@ class ImpressionRows:
         files = self.files
         if not files:
             return pl.LazyFrame(schema=self.schema)
-        return pl.scan_parquet(files).filter(pl.col("split").is_in(list(self.splits)))
+        return pl.scan_parquet(files).filter(self.keeps())
 
     def batches(self, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pl.DataFrame]:
         """The ``columns`` of the rows, a Parquet batch at a time (pyarrow's batch reader), in file order."""
         for path in self.files:
-            for frame in read_batches(path, list(dict.fromkeys([*columns, "split"])), batch_rows):
-                yield frame.filter(pl.col("split").is_in(list(self.splits))).select(columns)
+            for frame in read_batches(path, list(dict.fromkeys([*columns, "split", "event_date"])), batch_rows):
+                yield frame.filter(self.keeps()).select(columns)
 
     def empty(self, columns: list[str]) -> pl.DataFrame:
         """No rows, the ``columns`` of the schema."""

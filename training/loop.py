@@ -12,12 +12,16 @@ than interleaving single-kind steps, is what the loss weightings assume (they ba
 objectives' losses and gradients within one update) and keeps Adam's moment estimates from
 alternating between objectives of very different gradient scales.
 
-Early stopping watches the sum of the trained objectives' day-D eval losses and restores the best
-epoch's weights.
+Model selection is per batch kind, on validation rows held out of training from the days before D
+(``training.config.ValidationSplit``; day D only reports): a kind stops training after ``patience``
+epochs without a lower validation loss (the sum of its objectives' losses: click and purchase share
+the impressions and one epoch, so p_purchase = p_click * p_cvr comes from one network), and each
+objective is served from its kind's best epoch (``FitResult``). The kinds still training go on
+without the stopped ones, so a kind that converges late (the image head) costs only its own steps.
 
 On several CPU cores, ``fit`` trains data-parallel replicas (``training/parallel.py``): each takes
-its own batches of every kind each step, their gradients are averaged, and replica 0 evaluates and
-decides when to stop (``count_replicas`` says how many).
+its own batches of every kind each step, their gradients are averaged, and replica 0 validates and
+decides which kinds stop (``count_replicas`` says how many).
 """
 
 from __future__ import annotations
@@ -308,62 +312,107 @@ def train_one_epoch(
 @torch.inference_mode()
 def evaluate(
     model: MultiTaskNet,
-    evaluation: dict[str, Tensors],
+    rows: dict[str, Tensors],
     items: ItemTable,
-    trained: tuple[str, ...],
+    objectives: tuple[str, ...],
     config: MultiTaskConfig,
 ) -> dict[str, Any]:
-    """Eval loss per trained objective ({objective}), ranking/accuracy metrics ({objective}_auc, category_accuracy),
-    and ``monitored``: the sum of the eval losses early stopping watches."""
+    """Loss per objective of ``objectives`` ({objective}) and ranking/accuracy metrics
+    ({objective}_auc, category_accuracy) on encoded rows (the validation rows, in training)."""
     model.eval()
     result: dict[str, Any] = {}
     batch_size = config.predict_batch_size
-    if n_rows(evaluation.get("impression", {})):
-        tensors = evaluation["impression"]
+    if {"click", "purchase"} & set(objectives) and n_rows(rows.get("impression", {})):
+        tensors = rows["impression"]
         p_click, p_purchase = predict_impression_tensors(model, tensors, items, batch_size)
         for objective, label, p in (("click", "clicked", p_click), ("purchase", "converted", p_purchase)):
-            if objective in trained:
+            if objective in objectives:
                 metrics = binary_metrics(tensors[label].numpy(), p)
                 result |= {objective: metrics["log_loss"], f"{objective}_auc": metrics["auc"]}
-    if "review" in trained and n_rows(evaluation.get("review", {})):
-        tensors = evaluation["review"]
+    if "review" in objectives and n_rows(rows.get("review", {})):
+        tensors = rows["review"]
         metrics = binary_metrics(tensors["negative"].numpy(), predict_review_tensors(model, tensors, items, batch_size))
         result |= {"review": metrics["log_loss"], "review_auc": metrics["auc"]}
-    if "category" in trained and n_rows(evaluation.get("item", {})):
-        tensors = evaluation["item"]
+    if "category" in objectives and n_rows(rows.get("item", {})):
+        tensors = rows["item"]
         metrics = category_metrics(tensors["label"].numpy(), predict_item_tensors(model, tensors, items))
         result |= {"category": metrics["log_loss"], "category_accuracy": metrics["accuracy"]}
-    if "fraud" in trained and n_rows(evaluation.get("order", {})):
-        tensors = evaluation["order"]
+    if "fraud" in objectives and n_rows(rows.get("order", {})):
+        tensors = rows["order"]
         metrics = binary_metrics(tensors["is_fraud"].numpy(), predict_order_tensors(model, tensors, batch_size))
         result |= {"fraud": metrics["log_loss"], "fraud_auc": metrics["auc"]}
-    losses = [result[objective] for objective in trained if result.get(objective) is not None]
-    result["monitored"] = sum(losses) if losses else None
     return result
+
+
+@dataclass
+class KindSelection:
+    """Early stopping of one batch kind on the sum of its objectives' validation losses."""
+
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one
+    stopped: bool = False
+
+    def update(self, epoch: int, loss: float | None, config: MultiTaskConfig) -> bool:
+        """Record ``epoch``'s validation loss; True when this epoch is now the kind's best."""
+        if loss is None:  # no validation rows: nothing to choose by, so the newest epoch stands
+            self.best_epoch = epoch
+            return True
+        if loss < self.best_loss - config.min_delta:
+            self.best_loss, self.best_epoch, self.stale = loss, epoch, 0
+            return True
+        self.stale += 1
+        self.stopped = self.stale >= config.patience
+        return False
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` leaves: the per-epoch history (epoch 0 = the untrained network), each objective's
+    best epoch and the weights of every epoch some objective keeps (epoch -> state_dict on the CPU)."""
+
+    history: list[dict[str, Any]]
+    best_epochs: dict[str, int]
+    snapshots: dict[int, dict[str, torch.Tensor]]
+
+
+def kind_objectives(trained: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The trained objectives of each batch kind that has any, in sampler order."""
+    by_kind = {kind: tuple(o for o in trained if OBJECTIVE_KIND[o] == kind) for kind in KINDS}
+    return {kind: objectives for kind, objectives in by_kind.items() if objectives}
+
+
+def kind_loss(result: dict[str, Any], objectives: tuple[str, ...]) -> float | None:
+    """The summed validation loss of a kind's objectives; None when none of them has validation rows."""
+    losses = [result[objective] for objective in objectives if result.get(objective) is not None]
+    return sum(losses) if losses else None
+
+
+def snapshot_state(model: MultiTaskNet) -> dict[str, torch.Tensor]:
+    """A CPU copy of the network's state_dict."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
 def fit(
     model: MultiTaskNet,
     weighting: LossWeighting,
     train: dict[str, Tensors],
-    evaluation: dict[str, Tensors],
+    validation: dict[str, Tensors],
     items: ItemTable,
     trained: tuple[str, ...],
     config: MultiTaskConfig,
     device: torch.device,
     generator: torch.Generator,
-) -> tuple[list[dict[str, Any]], int]:
-    """AdamW, gradient clipping, early stopping, on ``config.processes`` data-parallel replicas
-    (training/parallel.py); leaves the best epoch's weights in ``model``.
-
-    Returns the per-epoch history (epoch 0 = the untrained model's eval) and the best epoch.
-    """
+) -> FitResult:
+    """AdamW, gradient clipping, early stopping per batch kind on the validation rows, on
+    ``config.processes`` data-parallel replicas (training/parallel.py). ``model`` ends with the last
+    epoch's weights; the result holds each objective's best epoch and its weights."""
     sizes = {kind: n_rows(tensors) for kind, tensors in train.items()}
     processes = count_replicas(sizes, config, resolve_processes(config.processes, device))
     log.info("training on %d data-parallel replica(s)", processes)
 
-    def fit_replica(replica: Replica) -> tuple[list[dict[str, Any]], int]:
-        return fit_on_replica(model, weighting, train, evaluation, items, trained, config, device, generator, replica)
+    def fit_replica(replica: Replica) -> FitResult:
+        return fit_on_replica(model, weighting, train, validation, items, trained, config, device, generator, replica)
 
     return run_replicas(processes, fit_replica)
 
@@ -372,16 +421,17 @@ def fit_on_replica(
     model: MultiTaskNet,
     weighting: LossWeighting,
     train: dict[str, Tensors],
-    evaluation: dict[str, Tensors],
+    validation: dict[str, Tensors],
     items: ItemTable,
     trained: tuple[str, ...],
     config: MultiTaskConfig,
     device: torch.device,
     generator: torch.Generator,
     replica: Replica,
-) -> tuple[list[dict[str, Any]], int]:
-    """``fit``'s loop on one replica: every replica trains on its share of each step; replica 0 alone
-    evaluates day D, decides when to stop and keeps the best weights (the others' history is empty)."""
+) -> FitResult:
+    """``fit``'s loop on one replica: every replica trains on its share of each step of the kinds still
+    training; replica 0 alone validates, decides which kinds stop and keeps the best weights (the
+    others return an empty result)."""
     optimizers = build_optimizers(model, weighting, config)
     schedules = [
         torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.learning_rate_decay)
@@ -390,31 +440,45 @@ def fit_on_replica(
     noise = None  # alone: one generator, as before; replicas: their own id dropout and augmentation draws
     if replica.world > 1:
         noise = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)) + replica.rank)
+    objectives_of = kind_objectives(trained)
+    kinds = [kind for kind in objectives_of if kind in train]
+    selection = {kind: KindSelection() for kind in kinds}
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
     items = with_image_features(model, items)  # the CNN's features as of now, for the first epoch's steps
     history: list[dict[str, Any]] = []
     if replica.leads:
-        history.append({"epoch": 0, "train": None, "eval": evaluate(model, evaluation, items, trained, config)})
-        log.info("epoch 0 (untrained) eval %s", _format(history[0]["eval"]))
-    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+        history.append({"epoch": 0, "train": None, "validation": evaluate(model, validation, items, trained, config)})
+        log.info("epoch 0 (untrained) validation %s", _format(history[0]["validation"]))
     for epoch in range(1, config.max_epochs + 1):
+        active = [kind for kind in kinds if not selection[kind].stopped]
+        active_objectives = tuple(o for o in trained if OBJECTIVE_KIND[o] in active)
         started = time.perf_counter()
-        stats = train_one_epoch(model, weighting, optimizers, train, items, trained, config, device, generator, replica, noise)
+        stats = train_one_epoch(
+            model, weighting, optimizers, {kind: train[kind] for kind in active}, items, active_objectives,
+            config, device, generator, replica, noise,
+        )  # fmt: skip
         train_s = time.perf_counter() - started
         rates = stats.rates(train_s)
         for schedule in schedules:
             schedule.step()
         items = with_image_features(model, items)  # refreshed once per epoch (see training/multitask.py)
-        stop = False
         if replica.leads:
-            eval_result = evaluate(model, evaluation, items, trained, config)
+            result = evaluate(model, validation, items, active_objectives, config)
+            improved = [kind for kind in active if selection[kind].update(epoch, kind_loss(result, objectives_of[kind]), config)]
+            if improved:
+                snapshots[epoch] = snapshot_state(model)
+            kept = {selection[kind].best_epoch for kind in kinds}
+            snapshots = {kept_epoch: state for kept_epoch, state in snapshots.items() if kept_epoch in kept}
+            stopped = [kind for kind in active if selection[kind].stopped]
             wall_s = time.perf_counter() - started
-            weights = weighting.objective_weights()
             history.append(
                 {
                     "epoch": epoch,
                     "train": stats.losses,
-                    "eval": eval_result,
-                    "loss_weights": weights,
+                    "validation": result,
+                    "improved": improved,
+                    "stopped": stopped,
+                    "loss_weights": weighting.objective_weights(),
                     "wall_s": wall_s,
                     "replicas": replica.world,
                     "samples_per_s": stats.rows / train_s if train_s > 0 else None,
@@ -422,32 +486,36 @@ def fit_on_replica(
                 }
             )
             log.info(
-                "epoch %d train %s | eval %s | weights %s (%.1fs, %.0f samples/s; per objective %s)",
+                "epoch %d (%.1fs, %.0f samples/s): validation %s; best so far %s%s",
                 epoch,
-                _format(stats.losses),
-                _format(eval_result),
-                _format(weights),
                 wall_s,
                 stats.rows / max(train_s, 1e-9),
-                " ".join(f"{objective}={rate:.0f}" for objective, rate in rates.items()),
+                _format(result),
+                " ".join(f"{kind}@{selection[kind].best_epoch}" for kind in kinds),
+                f"; {', '.join(stopped)} stopped after {config.patience} epochs without a better validation loss" if stopped else "",
             )
-            monitored = eval_result["monitored"]  # None: nothing to stop on, train max_epochs, keep the last weights
-            if monitored is not None and monitored < best_loss - config.min_delta:
-                best_loss, best_epoch, stale = monitored, epoch, 0
-                best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
-            elif monitored is not None:
-                stale += 1
-                stop = stale >= config.patience
-                if stop:
-                    log.info("early stopping after epoch %d: best epoch %d (eval loss %.4f)", epoch, best_epoch, best_loss)
-        if replica.follow_leader(stop):
+        flags = replica.follow_leader([selection[kind].stopped for kind in kinds])
+        for kind, flag in zip(kinds, flags, strict=True):
+            selection[kind].stopped = flag
+        if all(flags):
             break
     if not replica.leads:
-        return history, 0
-    if best_state is None:  # no eval rows to choose by: the last epoch stands
-        return history, history[-1]["epoch"]
-    model.load_state_dict(best_state)
-    return history, best_epoch
+        return FitResult(history=[], best_epochs={}, snapshots={})
+    last_epoch = history[-1]["epoch"]
+    if last_epoch not in snapshots:
+        snapshots[last_epoch] = snapshot_state(model)
+    best_epochs = {}
+    for objective in trained:
+        best = selection[OBJECTIVE_KIND[objective]].best_epoch if OBJECTIVE_KIND[objective] in selection else 0
+        best_epochs[objective] = best if best in snapshots else last_epoch  # never improved (NaN loss): the last epoch
+    snapshots = {epoch: state for epoch, state in snapshots.items() if epoch in set(best_epochs.values())}
+    log.info(
+        "training ended after epoch %d (%s); each objective is served from its best epoch: %s",
+        last_epoch,
+        "every kind stopped early" if all(selection[kind].stopped for kind in kinds) else f"max_epochs {config.max_epochs}",
+        " ".join(f"{objective}@{epoch}" for objective, epoch in best_epochs.items()),
+    )
+    return FitResult(history=history, best_epochs=best_epochs, snapshots=snapshots)
 
 
 def _format(values: dict[str, Any]) -> str:

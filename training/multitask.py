@@ -77,6 +77,13 @@ from training.encoders import ImageEncoder, TextEncoder, gather_bags
 EMBEDDING_INIT_STD = 0.05  # normal std of every embedding table at initialisation
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 IMPRESSION_OBJECTIVES = 2  # click and conversion share the impression tower
+# The parameters only one objective trains (state_dict name prefixes), for when one state must stand
+# for a saved model whose objectives come from different epochs (training.predict.merge_states).
+OBJECTIVE_PARAMETERS = {
+    "review": ("review_tower.",),
+    "category": ("category_head.", "image_encoder."),
+    "fraud": ("fraud_tower.", "order_categorical_embeddings."),
+}
 
 
 @dataclass(frozen=True)

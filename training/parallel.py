@@ -116,13 +116,14 @@ class Replica:
             self.group.allreduce([values]).wait()
         return values
 
-    def follow_leader(self, decision: bool) -> bool:
-        """Replica 0's ``decision`` on every replica (early stopping is decided where evaluation runs)."""
+    def follow_leader(self, decisions: list[bool]) -> list[bool]:
+        """Replica 0's ``decisions`` on every replica (which kinds train on: early stopping is decided
+        where validation runs); every replica passes a list of the same length."""
         if self.group is None:
-            return decision
-        flag = torch.tensor([float(decision)])
-        self.group.broadcast(flag, 0).wait()
-        return bool(flag.item())
+            return decisions
+        flags = torch.tensor([float(decision) for decision in decisions])
+        self.group.broadcast(flags, 0).wait()
+        return [bool(flag) for flag in flags.tolist()]
 
 
 def _empty_sparse_like(parameter: torch.nn.Parameter) -> torch.Tensor:

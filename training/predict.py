@@ -38,7 +38,14 @@ from training.data import (
 from training.device import seeded_torch
 from training.evaluation import LABEL_JOINS, category_metric_rows, objective_metric_rows, scenario_metric_rows
 from training.item_cache import load_item_table
-from training.multitask import MultiTaskModelConfig, MultiTaskNet, autocast_for, esmm_probabilities, with_image_features
+from training.multitask import (
+    OBJECTIVE_PARAMETERS,
+    MultiTaskModelConfig,
+    MultiTaskNet,
+    autocast_for,
+    esmm_probabilities,
+    with_image_features,
+)
 from training.summary import TrainingSummary
 
 MODEL_FILE = WEIGHTS_FILES[MULTITASK]
@@ -64,44 +71,90 @@ PREDICTION_SCHEMAS = {
 
 @dataclass
 class MultiTaskBundle:
-    """A trained network with what it needs to score new frames."""
+    """A trained network with what it needs to score new frames. Each objective is served by the
+    network of its best epoch (``networks``: objective -> network; objectives of one epoch share
+    one); every network has the same vocabularies and config."""
 
-    model: MultiTaskNet
+    networks: dict[str, MultiTaskNet]
     spec: FeatureSpec
     model_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # the rest of config.json (training config, ds, objectives)
 
+    @property
+    def model(self) -> MultiTaskNet:
+        """A network of the bundle, for what all share (vocabularies, config, encoding)."""
+        return next(iter(self.networks.values()))
+
+    def network_for(self, objective: str) -> MultiTaskNet:
+        """The network that serves ``objective`` (any network for an objective it was not trained on)."""
+        return self.networks.get(objective, self.model)
+
+
+def snapshot_key(network: MultiTaskNet, networks: dict[str, MultiTaskNet]) -> str:
+    """The name of a network's weights in ``model.pt``: the first objective it serves."""
+    return next(objective for objective, other in networks.items() if other is network)
+
 
 def save_multitask(bundle: MultiTaskBundle, output_dir: Path) -> None:
-    """Write ``model.pt`` (state_dict only) and ``config.json`` (enough to rebuild the module)."""
-    state = {key: value.detach().cpu() for key, value in bundle.model.state_dict().items()}
+    """Write ``model.pt`` (state_dicts only, one per distinct network, by the first objective each
+    serves) and ``config.json`` (enough to rebuild the module, and which weights serve which objective)."""
+    served = {objective: snapshot_key(network, bundle.networks) for objective, network in bundle.networks.items()}
+    states = {
+        key: {name: value.detach().cpu() for name, value in bundle.networks[key].state_dict().items()}
+        for key in dict.fromkeys(served.values())
+    }
     # Atomic: another day's gate may be loading this champion while the day is re-run.
-    write_atomically(Path(output_dir) / MODEL_FILE, lambda path: torch.save(state, path))
+    write_atomically(Path(output_dir) / MODEL_FILE, lambda path: torch.save(states, path))
     payload = {
         **bundle.extra,
         "model_version": bundle.model_version,
         "model": asdict(bundle.model.config),
         "features": asdict(bundle.spec),
+        "served_by": served,
     }
     write_json_atomically(Path(output_dir) / CONFIG_FILE, payload)
 
 
-def read_saved_model(output_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config.json payload, state_dict) of a saved model; the weights load with ``weights_only=True``."""
+def read_saved_model(output_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+    """(config.json payload, state_dicts by name, objective -> the name of the state serving it) of a
+    saved model; the weights load with ``weights_only=True``. A model saved before objectives had
+    their own epochs holds one state_dict: it serves every objective (name ``""``)."""
     output_dir = Path(output_dir)
     payload = json.loads((output_dir / CONFIG_FILE).read_text())
-    state = torch.load(output_dir / MODEL_FILE, map_location="cpu", weights_only=True)
-    return payload, state
+    saved = torch.load(output_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    served = payload.get("served_by")
+    if served is None:  # the single-state layout
+        trained = payload.get("objectives", payload.get("tasks", OBJECTIVES))
+        return payload, {"": saved}, {objective: "" for objective in trained}
+    return payload, saved, served
+
+
+def merge_states(states: dict[str, dict[str, torch.Tensor]], served: dict[str, str]) -> dict[str, torch.Tensor]:
+    """One state_dict standing for all of a saved model's (a warm start): each objective's own tower
+    from the state serving it (``OBJECTIVE_PARAMETERS``), everything shared from the state serving
+    the impression objectives (most of the data), or the first state without them."""
+    base_key = served.get("click", served.get("purchase", next(iter(states))))
+    merged = dict(states[base_key])
+    for objective, prefixes in OBJECTIVE_PARAMETERS.items():
+        if objective in served:
+            own = states[served[objective]]
+            merged |= {name: value for name, value in own.items() if name.startswith(prefixes)}
+    return merged
 
 
 def load_multitask(output_dir: Path, device: str | torch.device = "cpu") -> MultiTaskBundle:
-    """Rebuild the network from ``config.json`` and load ``model.pt`` with ``weights_only=True``."""
-    payload, state = read_saved_model(output_dir)
-    model = MultiTaskNet(MultiTaskModelConfig.from_dict(payload.pop("model")))
-    model.load_state_dict(state, strict=True)
-    model.to(device).eval()
+    """Rebuild the networks from ``config.json`` and load ``model.pt`` with ``weights_only=True``."""
+    payload, states, served = read_saved_model(output_dir)
+    config = MultiTaskModelConfig.from_dict(payload.pop("model"))
+    payload.pop("served_by", None)
+    loaded: dict[str, MultiTaskNet] = {}
+    for key, state in states.items():
+        network = MultiTaskNet(config)
+        network.load_state_dict(state, strict=True)
+        loaded[key] = network.to(device).eval()
     spec = FeatureSpec(**payload.pop("features"))
-    return MultiTaskBundle(model=model, spec=spec, model_version=payload.pop("model_version", ""), extra=payload)
+    networks = {objective: loaded[key] for objective, key in served.items()}
+    return MultiTaskBundle(networks=networks, spec=spec, model_version=payload.pop("model_version", ""), extra=payload)
 
 
 # --- scoring encoded rows --------------------------------------------------------------------------
@@ -171,16 +224,16 @@ def predict_order_tensors(model: MultiTaskNet, tensors: Tensors, batch_size: int
     return torch.cat(p_fraud).numpy()
 
 
-def prepare_items(bundle: MultiTaskBundle, items: pl.DataFrame | ItemTable | None) -> ItemTable:
-    """An item table with current image features for ``bundle`` from a frame, a table, or nothing."""
-    network = bundle.model.config.network
+def prepare_items(model: MultiTaskNet, items: pl.DataFrame | ItemTable | None) -> ItemTable:
+    """An item table with ``model``'s image features, from a frame, a table, or nothing."""
+    network = model.config.network
     if items is None:
         table = empty_item_table(network.text, network.image_size)
     elif isinstance(items, pl.DataFrame):
         table = encode_item_table(items, network.text, network.image_size)
     else:
         table = items
-    return with_image_features(bundle.model, table)
+    return with_image_features(model, table)
 
 
 def predict_impressions(
@@ -194,9 +247,10 @@ def predict_impressions(
     ``items`` (the features directory's items frame) gives item vectors their image and title;
     without it every item scores as one without content.
     """
-    table = prepare_items(bundle, items)
-    tensors = encode_impressions(bundle.model, bundle.spec, frame, table)
-    p_click, p_purchase = predict_impression_tensors(bundle.model, tensors, table, batch_size)
+    model = bundle.network_for("click")
+    table = prepare_items(model, items)
+    tensors = encode_impressions(model, bundle.spec, frame, table)
+    p_click, p_purchase = predict_impression_tensors(model, tensors, table, batch_size)
     return frame.with_columns(
         pl.Series("p_click", p_click, dtype=pl.Float64), pl.Series("p_purchase", p_purchase, dtype=pl.Float64)
     )
@@ -206,21 +260,21 @@ def predict_reviews(
     bundle: MultiTaskBundle, frame: pl.DataFrame, items: pl.DataFrame | ItemTable | None = None
 ) -> pl.DataFrame:
     """``frame`` with p_negative appended, for review rows."""
-    table = prepare_items(bundle, items)
-    tensors = encode_reviews(bundle.model, bundle.spec, frame, table)
-    return frame.with_columns(
-        pl.Series("p_negative", predict_review_tensors(bundle.model, tensors, table), dtype=pl.Float64)
-    )
+    model = bundle.network_for("review")
+    table = prepare_items(model, items)
+    tensors = encode_reviews(model, bundle.spec, frame, table)
+    return frame.with_columns(pl.Series("p_negative", predict_review_tensors(model, tensors, table), dtype=pl.Float64))
 
 
 def predict_categories(bundle: MultiTaskBundle, items: pl.DataFrame) -> pl.DataFrame:
     """Items that have a decodable image, with listed_category, predicted_category and confidence."""
-    table = prepare_items(bundle, items)
+    model = bundle.network_for("category")
+    table = prepare_items(model, items)
     with_image = items.filter(pl.col("image").is_not_null())
     rows = table.rows_of(with_image.get_column("item_id"))  # [n]
     keep = table.has_image.cpu()[rows]  # [n] decodable images only
     with_image = with_image.filter(pl.Series(keep.numpy()))
-    probabilities = predict_item_tensors(bundle.model, {"table_rows": rows[keep]}, table)  # [n, n_classes]
+    probabilities = predict_item_tensors(model, {"table_rows": rows[keep]}, table)  # [n, n_classes]
     return with_image.select("item_id", "split", pl.col("category").alias("listed_category")).with_columns(
         category_predictions(probabilities, bundle.spec.item_categories)
     )
@@ -240,17 +294,16 @@ def category_predictions(probabilities: np.ndarray, classes: list[str]) -> list[
 
 def predict_orders(bundle: MultiTaskBundle, frame: pl.DataFrame, batch_size: int = 65536) -> pl.DataFrame:
     """``frame`` with p_fraud appended."""
-    tensors = encode_orders(bundle.model, bundle.spec, frame)
-    return frame.with_columns(
-        pl.Series("p_fraud", predict_order_tensors(bundle.model, tensors, batch_size), dtype=pl.Float64)
-    )
+    model = bundle.network_for("fraud")
+    tensors = encode_orders(model, bundle.spec, frame)
+    return frame.with_columns(pl.Series("p_fraud", predict_order_tensors(model, tensors, batch_size), dtype=pl.Float64))
 
 
 # --- scoring a features directory (shared by training and the gate) -------------------------------
 
 
 def predict_features(
-    model: MultiTaskNet,
+    networks: dict[str, MultiTaskNet],
     spec: FeatureSpec,
     tables: FeatureTables,
     items: ItemTable,
@@ -260,12 +313,24 @@ def predict_features(
 ) -> dict[str, pl.DataFrame]:
     """Prediction frames (PREDICTION_SCHEMAS) of ``objectives`` on the day-D rows; the others' frames are empty.
 
-    ``items`` must carry the model's image features. The items frame also keeps ``p_listed`` (the
-    probability of the listed category) for the log loss; it is not written out.
+    Each objective is scored by its network of ``networks`` (click and purchase by one: p_purchase =
+    p_click * p_cvr), with that network's image features on ``items``. The items frame also keeps
+    ``p_listed`` (the probability of the listed category) for the log loss; it is not written out.
     """
     empty = {name: pl.DataFrame(schema=schema) for name, schema in PREDICTION_SCHEMAS.items()}
     predictions = dict(empty)
+    featured: dict[int, ItemTable] = {}  # the item table with each network's image features, computed once
+
+    def network_and_items(objective: str) -> tuple[MultiTaskNet, ItemTable]:
+        network = networks[objective]
+        if id(network) not in featured:
+            featured[id(network)] = with_image_features(network, items)
+        return network, featured[id(network)]
+
     if {"click", "purchase"} & set(objectives):
+        if {"click", "purchase"} <= set(objectives) and networks["click"] is not networks["purchase"]:
+            raise ValueError("click and purchase must be served by one network (p_purchase = p_click * p_cvr)")
+        model, items = network_and_items("click" if "click" in objectives else "purchase")
 
         def score(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
             p_click, p_purchase = predict_impression_tensors(
@@ -283,12 +348,14 @@ def predict_features(
             scored = [score(batch, ["user_id", "item_id", "scenario"]) for batch in tables.candidate_batches()]
             predictions["candidates"] = pl.concat(scored) if scored else empty["candidates"]
     if "review" in objectives:
+        model, items = network_and_items("review")
         reviews = tables.reviews.filter(pl.col("split") == "eval")
         p_negative = predict_review_tensors(model, encode_reviews(model, spec, reviews, items), items, batch_size)
         predictions["reviews"] = reviews.select("review_id", "split").with_columns(
             pl.Series("p_negative", p_negative, dtype=pl.Float64)
         )
     if "category" in objectives:
+        model, items = network_and_items("category")
         with_image = tables.items.filter(pl.col("image").is_not_null())
         rows = items.rows_of(with_image.get_column("item_id"))  # [n]
         decodable = items.has_image.cpu()[rows]  # [n] an undecodable image scores as no image: left out
@@ -300,6 +367,7 @@ def predict_features(
             "item_id", "split", pl.col("category").cast(pl.String).alias("listed_category")
         ).with_columns(*category_predictions(probabilities, spec.item_categories), pl.Series("p_listed", p_listed))
     if "fraud" in objectives:
+        model, items = network_and_items("fraud")
         orders = tables.orders.filter(pl.col("split").is_in(["eval", "score"]))
         p_fraud = predict_order_tensors(model, encode_orders(model, spec, orders), batch_size)
         predictions["orders"] = orders.select("order_id", "split").with_columns(
@@ -355,9 +423,9 @@ def _predict_with_saved_model(
     training = bundle.extra.get("training", {})
     with seeded_torch(training.get("seed", 0), torch.device("cpu"), training.get("num_threads", 1)):
         network = bundle.model.config.network
-        items = prepare_items(bundle, load_item_table(tables, network.text, network.image_size))
+        items = load_item_table(tables, network.text, network.image_size)
         predictions = predict_features(
-            bundle.model,
+            bundle.networks,
             bundle.spec,
             tables,
             items,

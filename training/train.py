@@ -9,25 +9,27 @@ file may be empty or missing. An objective trains when it is configured
 training rows; every other objective is logged with the reason it was skipped, gets an empty
 prediction file and no metric rows.
 
-| objective | training rows | eval rows (day D) | loss |
-|---|---|---|---|
-| click | impressions ``split == "train"`` | impressions ``split == "eval"`` | BCE(p_ctr, clicked) |
-| purchase | the same impressions | the same | ESMM BCE(p_ctr * p_cvr, converted) |
-| review | reviews ``split == "train"`` | reviews ``split == "eval"`` (written on D) | BCE(p_negative, negative) |
-| category | items ``split == "train"`` with an image | items ``split == "eval"`` with an image | cross-entropy over the training items' listed categories |
-| fraud | labelled orders ``split == "train"`` | labelled orders ``split == "eval"`` | BCE(p_fraud, is_fraud) |
+| objective | training rows | validation rows (choose the epoch) | eval rows (report only) | loss |
+|---|---|---|---|---|
+| click | impressions ``split == "train"`` before the validation days | ``split == "train"`` of the last ``validation.days`` days before D | ``split == "eval"`` (day D) | BCE(p_ctr, clicked) |
+| purchase | the same impressions | the same | the same | ESMM BCE(p_ctr * p_cvr, converted) |
+| review | reviews ``split == "train"`` before the validation days | reviews of those days | ``split == "eval"`` (written on D) | BCE(p_negative, negative) |
+| category | items ``split == "train"`` with an image, but | those whose id % ``validation.item_modulus`` == 1 | ``split == "eval"`` with an image | cross-entropy over the training items' listed categories |
+| fraud | labelled orders ``split == "train"``, but | the newest ``validation.order_share`` of them | labelled ``split == "eval"`` | BCE(p_fraud, is_fraud) |
 
 This file sets up (vocabularies, the network, scaling, output biases, seeding) and writes the
-results; the loop is ``training/loop.py``. With ``warm_start_dir`` (the champion's model
+results; the loop and the per-kind model selection are ``training/loop.py``. With ``warm_start_dir`` (the champion's model
 directory) the network starts from the champion's weights (``training/warm_start.py``).
 
-Outputs in ``output_dir``: model.pt (state_dict), config.json, metrics.json and
+Outputs in ``output_dir``: model.pt (one state_dict per distinct best epoch; config.json's
+``served_by`` says which serves which objective), config.json, metrics.json and
 predictions/{impressions_eval,candidates,orders,reviews,items}.parquet.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -76,9 +78,9 @@ from training.evaluation import format_metric_rows
 from training.impression_rows import ImpressionRows, count_rows
 from training.incremental import kept_whole, plan_replay
 from training.item_cache import load_item_table
-from training.loop import fit
+from training.loop import FitResult, fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
-from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet, with_image_features
+from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet
 from training.parallel import resolve_processes
 from training.predict import (
     MODEL_FILE,
@@ -206,7 +208,7 @@ class PreparedTraining:
     spec: FeatureSpec
     model: MultiTaskNet
     train: dict[str, Tensors]  # per batch kind, training rows
-    evaluation: dict[str, Tensors]  # per batch kind, day-D eval rows
+    validation: dict[str, Tensors]  # per batch kind, the rows that choose each kind's epoch (before D)
     items: ItemTable  # every item's content; rows of both splits (content is an input, not a label)
     trained: tuple[str, ...]
     skipped: dict[str, str]
@@ -231,7 +233,7 @@ def prepare_training(
     training rows (an incremental night's subset when warm-started with ``recent_days``), encode them
     (the window's impressions into memory maps under ``scratch_dir``, which must outlive the returned
     tensors; in memory when None), set scaling and, for a network trained from scratch, the output biases."""
-    frames = split_objective_frames(tables)
+    frames = split_objective_frames(tables, config.validation)
     trained, skipped = plan_objectives(config, tables, frames)
     if not trained:
         raise ValueError(f"no objective can be trained on {tables.features_dir}: {skipped}")
@@ -261,7 +263,7 @@ def prepare_training(
     if "category" in trained and n_rows(train["item"]) == 0:  # every training image failed to decode
         trained, skipped["category"] = tuple(t for t in trained if t != "category"), "no decodable training images"
         del train["item"]
-    evaluation = encode_objective_data(model, spec, frames.evaluation, item_table, set(train))
+    validation = encode_objective_data(model, spec, frames.validation, item_table, set(train))
     if "impression" in train:
         set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"])
     if "order" in train:
@@ -271,11 +273,11 @@ def prepare_training(
     for objective, reason in skipped.items():
         log.info("objective %s skipped: %s", objective, reason)
     log.info(
-        "objectives %s; train/eval rows per batch kind: %s",
+        "objectives %s; train/validation rows per batch kind: %s",
         list(trained),
-        {kind: (n_rows(train[kind]), n_rows(evaluation[kind])) for kind in KINDS if kind in train},
+        {kind: (n_rows(train[kind]), n_rows(validation[kind])) for kind in KINDS if kind in train},
     )
-    return PreparedTraining(spec, model, train, evaluation, item_table, trained, skipped, warm_start, incremental)
+    return PreparedTraining(spec, model, train, validation, item_table, trained, skipped, warm_start, incremental)
 
 
 def build_objective_weighting(config: MultiTaskConfig, trained: tuple[str, ...]) -> LossWeighting:
@@ -288,6 +290,19 @@ def build_objective_weighting(config: MultiTaskConfig, trained: tuple[str, ...])
         "fraud": config.fraud_weight,
     }
     return build_loss_weighting(config.loss_weighting, trained, fixed, config.gradnorm_alpha)
+
+
+def best_networks(model: MultiTaskNet, fitted: FitResult) -> dict[str, MultiTaskNet]:
+    """Objective -> the network of its best epoch: ``model`` itself holds one of those epochs' weights
+    (the newest), copies of it the others; objectives of one epoch share a network."""
+    by_epoch: dict[int, MultiTaskNet] = {}
+    for number, epoch in enumerate(sorted(set(fitted.best_epochs.values()), reverse=True)):
+        network = model if number == 0 else copy.deepcopy(model)
+        by_epoch[epoch] = network
+    for epoch, network in by_epoch.items():
+        network.load_state_dict(fitted.snapshots[epoch])
+        network.eval()
+    return {objective: by_epoch[epoch] for objective, epoch in fitted.best_epochs.items()}
 
 
 def train_multitask(
@@ -324,11 +339,11 @@ def train_multitask(
         if config.compile:
             model.compile_towers()
         weighting = build_objective_weighting(config, trained).to(device)
-        history, best_epoch = fit(
-            model, weighting, prepared.train, prepared.evaluation, prepared.items, trained, config, device, generator
+        fitted = fit(
+            model, weighting, prepared.train, prepared.validation, prepared.items, trained, config, device, generator
         )
-        items = with_image_features(model, prepared.items)
-        predictions = predict_features(model, spec, tables, items, trained, config.predict_batch_size)
+        networks = best_networks(model, fitted)
+        predictions = predict_features(networks, spec, tables, prepared.items, trained, config.predict_batch_size)
         metrics = eval_metric_rows(tables, predictions, trained)
         scenario_metrics = eval_scenario_metric_rows(tables, predictions, trained)
 
@@ -344,7 +359,7 @@ def train_multitask(
         wall_s=0.0,
     )
     bundle = MultiTaskBundle(
-        model=model,
+        networks=networks,
         spec=spec,
         model_version=model_version,
         extra={"ds": tables.ds.isoformat(), "training": asdict(config), "objectives": list(trained)},
@@ -355,8 +370,8 @@ def train_multitask(
         output_dir / METRICS_FILE,
         {
             **summary.to_dict(),
-            "best_epoch": best_epoch,
-            "history": history,
+            "best_epochs": fitted.best_epochs,
+            "history": fitted.history,
             "objectives": {"trained": list(trained), "skipped": prepared.skipped},
             "loss_weights": weighting.objective_weights(),
             "loss_log_variances": weighting.log_variance() if isinstance(weighting, UncertaintyWeighting) else None,

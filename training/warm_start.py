@@ -16,7 +16,7 @@ import torch
 
 from training.data import FeatureSpec
 from training.multitask import MultiTaskNet
-from training.predict import read_saved_model
+from training.predict import merge_states, read_saved_model
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def warm_start_from(model: MultiTaskNet, spec: FeatureSpec, champion_dir: Path) 
     parameter is copied when its shape is unchanged. Buffers (vocabularies, dense scaling) stay the
     new data's.
     """
-    payload, old_state = read_saved_model(champion_dir)
+    payload, old_states, served = read_saved_model(champion_dir)
+    old_state = merge_states(old_states, served)  # each tower from the epoch that served its objective
     old_spec = FeatureSpec(**payload["features"])
     to_numpy = lambda values: np.asarray(list(values), dtype=str)  # noqa: E731 - str even when empty
     keyed: dict[str, tuple[np.ndarray, np.ndarray, int]] = {  # parameter -> (new keys, old keys, row offset)

@@ -47,7 +47,7 @@ def test_tiny_benchmark_reports_every_stage_exponent_and_peer(postgres_url, tmp_
         # The incremental night trained fewer rows than the full window, from the previous night's network.
         night = scale["incremental"]
         assert 0 < night["shopmtl_rows"] < night["peer_rows"] and night["shopmtl_s"] > 0 and night["peer_s"] > 0
-        assert night["kept"]["impression"]["first_recent_day"] == "2026-02-03"  # day D-1, the newest training day
+        assert night["kept"]["impression"]["first_recent_day"] == "2026-02-01"  # D-3: the newest day before the 2 validation days
         assert {"click", "purchase", "review", "category", "fraud"} <= set(night["quality"])
         assert all(row["n_rows"] > 0 for row in night["quality"].values())  # a tiny day may lack fraud positives (AUC n/a)
         assert night["quality"]["click"]["peer"] is not None and night["quality"]["click"]["shopmtl"] is not None

@@ -4,13 +4,14 @@ tensors, and the same incremental selection, as encoding the whole frame at once
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 
-from training.config import MultiTaskConfig
+from training.config import MultiTaskConfig, ValidationSplit
 from training.data import (
     ImpressionRows,
     encode_impressions,
@@ -46,6 +47,12 @@ def whole_frame(tables, split: str = "train") -> pl.DataFrame:  # noqa: ANN001
     return pl.read_parquet(tables.features_dir / "impressions.parquet").filter(pl.col("split") == split)
 
 
+def training_frame(tables) -> pl.DataFrame:  # noqa: ANN001
+    """The training split without the validation days (training's rows)."""
+    first_validation_day = tables.ds - timedelta(days=ValidationSplit().days)
+    return whole_frame(tables).filter(pl.col("event_date") < first_validation_day)
+
+
 def test_batches_are_the_rows_of_the_split_in_file_order(prepared) -> None:  # noqa: ANN001
     tables, run = prepared
     rows = ImpressionRows(tables.features_dir, ("train",), source_schemas(tables.manifest)["impressions"])
@@ -61,7 +68,7 @@ def test_batches_are_the_rows_of_the_split_in_file_order(prepared) -> None:  # n
 
 def test_memory_mapped_encoding_equals_encoding_the_whole_frame(prepared, tmp_path: Path) -> None:  # noqa: ANN001
     tables, run = prepared
-    frame = whole_frame(tables).select(impression_columns(run.spec))
+    frame = training_frame(tables).select(impression_columns(run.spec))
     expected = encode_impressions(run.model, run.spec, frame, run.items)
     batches = (frame.slice(start, 101) for start in range(0, frame.height, 101))
     encode = lambda part: encode_impressions(run.model, run.spec, part, run.items)  # noqa: E731
@@ -83,8 +90,8 @@ def test_incremental_selection_keeps_the_same_rows_however_the_batches_are_cut(p
     frames = split_objective_frames(tables)
     rows = frames.train["impression"]
     assert isinstance(rows, ImpressionRows)
-    whole = plan_replay(whole_frame(tables), "impression", recent_days=2, replay_fraction=0.3, seed=11)
-    kept = whole(whole_frame(tables).select(impression_columns(run.spec)))
+    whole = plan_replay(training_frame(tables), "impression", recent_days=2, replay_fraction=0.3, seed=11)
+    kept = whole(training_frame(tables).select(impression_columns(run.spec)))
     batched = plan_replay(rows, "impression", recent_days=2, replay_fraction=0.3, seed=11)
     encoded = encode_objective_data(
         run.model, run.spec, frames.train, run.items, {"impression"}, {"impression": batched}, tmp_path
@@ -98,6 +105,6 @@ def test_an_incremental_night_trains_on_the_selected_rows_only(features_dir: Pat
     tables = read_feature_tables(features_dir, impression_splits=("eval",))
     config = replace(tiny_config, recent_days=1, replay_fraction=0.0)
     run = prepare_training(tables, config, warm_start_dir=champion_dir)
-    newest = whole_frame(tables).get_column("event_date").max()
-    assert run.incremental["impression"]["recent"] == whole_frame(tables).filter(pl.col("event_date") == newest).height
+    newest = training_frame(tables).get_column("event_date").max()
+    assert run.incremental["impression"]["recent"] == training_frame(tables).filter(pl.col("event_date") == newest).height
     assert run.train["impression"]["dense"].shape[0] == run.incremental["impression"]["recent"]

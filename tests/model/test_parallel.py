@@ -80,5 +80,6 @@ def test_two_replicas_train_reproducibly_and_learn(features_dir: Path, tiny_conf
 
 
 def load_multitask_weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    """The saved network's tensors."""
-    return torch.load(model_dir / "model.pt", weights_only=True)
+    """The saved networks' tensors (one state_dict per best epoch), flat: "<state>/<tensor>"."""
+    states = torch.load(model_dir / "model.pt", weights_only=True)
+    return {f"{name}/{key}": value for name, state in states.items() for key, value in state.items()}

@@ -15,7 +15,7 @@ from training.summary import TrainingSummary
 from etl.contract import OBJECTIVES
 from etl.layout import prediction_path
 from training.data import build_feature_spec, read_feature_tables, split_objective_frames
-from training.predict import read_saved_model
+from training.predict import merge_states, read_saved_model
 from training.train import build_model, train_multitask
 from training.warm_start import warm_start_from
 
@@ -25,7 +25,8 @@ def test_warm_start_copies_embedding_rows_of_shared_ids_and_tensors_of_equal_sha
     trained: tuple[TrainingSummary, Path], features_dir: Path, tiny_config: MultiTaskConfig
 ) -> None:
     _, champion_dir = trained
-    payload, old_state = read_saved_model(champion_dir)
+    payload, old_states, served = read_saved_model(champion_dir)
+    old_state = merge_states(old_states, served)
     old_users = old_state["user_vocabulary"].tolist()
 
     # The next day: half of the users are gone and as many new ones arrive; one category is new.
@@ -93,10 +94,17 @@ def test_train_multitask_starts_from_the_champion_and_says_so(
     # Before its first step the warm-started network scores as the champion did at its kept epoch (same
     # features, so the same vocabularies, scaling and eval rows), and better than a fresh network.
     champion_metrics = json.loads((champion_dir / "metrics.json").read_text())
-    kept = champion_metrics["history"][champion_metrics["best_epoch"]]["eval"]
+    best = champion_metrics["best_epochs"]
     for task in ("click", "purchase", "review", "category", "fraud"):
-        assert warm_metrics["history"][0]["eval"][task] == pytest.approx(kept[task], rel=1e-4), task
-    assert warm_metrics["history"][0]["eval"]["monitored"] < cold_metrics["history"][0]["eval"]["monitored"]
+        kept = champion_metrics["history"][best[task]]["validation"][task]
+        if task not in ("click", "purchase") and best[task] != best["click"]:
+            continue  # its tower is its own epoch's, the shared parts the impressions' epoch's: another network
+        # Exact when every objective kept one epoch; else the image features come from the category's
+        # epoch (training.predict.merge_states) and move the impression scores a little.
+        exact = len(set(best.values())) == 1
+        assert warm_metrics["history"][0]["validation"][task] == pytest.approx(kept, rel=1e-4 if exact else 1e-2), task
+    total = lambda metrics: sum(metrics["history"][0]["validation"][task] for task in best)  # noqa: E731
+    assert total(warm_metrics) < total(cold_metrics)
 
 
 def test_a_champion_that_cannot_be_read_means_training_from_scratch(
@@ -131,7 +139,8 @@ def test_an_incremental_night_trains_a_warm_started_network_on_the_newest_days_a
     scores = [pl.read_parquet(prediction_path(path, "impressions_eval")) for path in (tmp_path / "night", tmp_path / "again")]
     assert scores[0].equals(scores[1])
     # The vocabulary is still the whole window's: the champion's users keep their rows.
-    assert read_saved_model(tmp_path / "night")[1]["user_vocabulary"].numel() == read_saved_model(tmp_path / "full")[1]["user_vocabulary"].numel()
+    vocabulary = lambda name: merge_states(*read_saved_model(tmp_path / name)[1:])["user_vocabulary"]  # noqa: E731
+    assert vocabulary("night").numel() == vocabulary("full").numel()
 
 
 def test_without_a_champion_recent_days_trains_on_the_whole_window(
@@ -141,5 +150,6 @@ def test_without_a_champion_recent_days_trains_on_the_whole_window(
     summary = train_multitask(features_dir, tmp_path / "out", config)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["incremental"] is None and metrics["warm_start"] is None
-    whole = read_feature_tables(features_dir).impressions.filter(pl.col("split") == "train").height
-    assert summary.n_train["click"] == whole
+    tables = read_feature_tables(features_dir)
+    window = split_objective_frames(tables, config.validation).train["impression"]  # the whole window but validation
+    assert summary.n_train["click"] == window.lazy().select(pl.len()).collect().item() > 0
