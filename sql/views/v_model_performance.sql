@@ -1,10 +1,12 @@
--- Model quality over time: one row per task, metric, evaluation day and model (model_runs), with the
--- version's status in model_registry NOW: 'champion' (the version scoring), 'challenger' (a former
--- champion), 'rejected' (failed the gate), NULL (not in the registry).
+-- Model quality over time: one row per task, metric, scenario ('all' = every evaluation row; click and
+-- purchase also per scenario), evaluation day and model (model_runs), with the version's status in
+-- model_registry NOW: 'champion' (the version scoring), 'challenger' (a former champion), 'rejected'
+-- (failed the gate), NULL (not in the registry).
 CREATE VIEW v_model_performance AS
 SELECT
     r.task,
     r.metric,
+    r.scenario,
     r.ds,
     r.model_name,
     r.model_version,
@@ -15,4 +17,4 @@ SELECT
     r.run_id
 FROM model_runs AS r
 LEFT JOIN model_registry AS m ON m.model_name = r.model_name AND m.model_version = r.model_version
-ORDER BY r.task, r.metric, r.ds, r.model_name;
+ORDER BY r.task, r.metric, r.scenario, r.ds, r.model_name;

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from etl.contract import ANY_SCENARIO
 from etl.warehouse import bind_date, bind_timestamp, create_warehouse_engine, read_frame
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -16,11 +17,11 @@ START, DS = date(2026, 1, 1), date(2026, 1, 22)
 RUN_CONF = {"window_days": 21, "maturity_days": 7, "fraud_eval_days": 5, "seed": 3}
 SCORE_TABLES = ("score_user_item", "score_order_fraud", "score_review_sentiment", "score_item_category", "model_runs")
 SCORE_ORDER = {
-    "score_user_item": "user_id, rank",
+    "score_user_item": "user_id, scenario, rank",
     "score_order_fraud": "order_id",
     "score_review_sentiment": "review_id",
     "score_item_category": "item_id",
-    "model_runs": "model_name, task, metric",
+    "model_runs": "model_name, task, metric, scenario",
 }
 
 
@@ -55,10 +56,12 @@ def assert_published_day(warehouse_url: str, ds: date) -> dict[str, pl.DataFrame
     published = read_published(warehouse_url, ds)
     recommendations, fraud, reviews, categories, runs = (published[t] for t in SCORE_TABLES)
     assert all(frame.height > 0 for frame in published.values()), {t: f.height for t, f in published.items()}
-    # Top 20 per user, ranks 1..n, no duplicates.
-    per_user = recommendations.group_by("user_id").agg(pl.len().alias("n"), pl.col("rank").max().alias("max_rank"))
-    assert per_user["n"].max() <= 20 and (per_user["n"] == per_user["max_rank"]).all()
-    assert recommendations.select("user_id", "item_id").is_duplicated().sum() == 0
+    # Top 20 per user and scenario, ranks 1..n, no duplicates; the scenarios are the users' surfaces of day D.
+    per_list = recommendations.group_by("user_id", "scenario").agg(pl.len().alias("n"), pl.col("rank").max().alias("max_rank"))
+    assert per_list["n"].max() <= 20 and (per_list["n"] == per_list["max_rank"]).all()
+    assert recommendations.select("user_id", "scenario", "item_id").is_duplicated().sum() == 0
+    assert set(recommendations["scenario"]) <= {"home_feed", "search", "product_page", "cart", ANY_SCENARIO}
+    assert recommendations["scenario"].n_unique() > 2
     assert (recommendations["p_purchase"] <= recommendations["p_click"] + 1e-9).all()
     # Every order of day D is scored by both models.
     engine = create_warehouse_engine(warehouse_url)

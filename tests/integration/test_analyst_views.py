@@ -34,13 +34,13 @@ def frame(table: str, rows: list[tuple]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=TABLE_SCHEMAS[table], orient="row")
 
 
-SCORE_USER_ITEM = [  # (ds, user_id, item_id, p_click, p_purchase, rank, model_version)
-    (D1, 1, 10, 0.5, 0.2, 1, "mtl-1"),
-    (D1, 1, 11, 0.4, 0.1, 2, "mtl-1"),
-    (D1, 2, 10, 0.3, 0.05, 1, "mtl-1"),  # user 2 is not active on D2: D1 is their latest list
-    (D2, 1, 13, 0.6, 0.3, 1, "mtl-2"),
-    (D2, 1, 12, 0.5, 0.25, 2, "mtl-2"),
-    (D2, 3, 11, 0.2, 0.01, 1, "mtl-2"),
+SCORE_USER_ITEM = [  # (ds, user_id, scenario, item_id, p_click, p_purchase, rank, model_version)
+    (D1, 1, "search", 10, 0.5, 0.2, 1, "mtl-1"),
+    (D1, 1, "search", 11, 0.4, 0.1, 2, "mtl-1"),
+    (D1, 2, "home_feed", 10, 0.3, 0.05, 1, "mtl-1"),  # user 2 is not active on D2: D1 is their latest list
+    (D2, 1, "search", 13, 0.6, 0.3, 1, "mtl-2"),
+    (D2, 1, "search", 12, 0.5, 0.25, 2, "mtl-2"),
+    (D2, 3, "any", 11, 0.2, 0.01, 1, "mtl-2"),
 ]
 SCORE_ORDER_FRAUD = [  # (ds, order_id, p_fraud_mtl, p_fraud_lgbm, model_version)
     (D1, 100, 0.9, 0.2, "mtl-1;lgbm-1"),  # flagged by the network only
@@ -69,14 +69,14 @@ ITEMS = [  # (item_id, category, price, seller_id, title, created_at)
     (11, "toys", 19.99, 7, "Puzzle", datetime(2026, 1, 1)),
     (12, "books", 5.0, 8, "Novel", datetime(2026, 1, 1)),
 ]
-MODEL_RUNS = [  # (run_id, ds, model_name, model_version, task, metric, value, created_at, n_rows)
-    ("run-1", D1, "multitask", "mtl-1", "click", "auc", 0.70, T, 100),
-    ("run-1", D1, "multitask", "mtl-1", "fraud", "auc", 0.80, T, 50),
-    ("run-1", D1, "fraud_lgbm", "lgbm-1", "fraud", "auc", 0.82, T, 50),
-    ("run-2", D2, "multitask", "mtl-2", "click", "auc", 0.72, T, 110),
-    ("run-2", D2, "multitask", "mtl-2", "click", "log_loss", 0.30, T, 110),
-    ("run-2", D2, "fraud_lgbm", "lgbm-2", "fraud", "auc", 0.78, T, 55),
-    ("run-2", D2, "fraud_lgbm", "lgbm-x", "fraud", "pr_auc", None, T, 55),  # not in the registry
+MODEL_RUNS = [  # (run_id, ds, model_name, model_version, task, metric, value, created_at, n_rows, scenario)
+    ("run-1", D1, "multitask", "mtl-1", "click", "auc", 0.70, T, 100, "all"),
+    ("run-1", D1, "multitask", "mtl-1", "fraud", "auc", 0.80, T, 50, "all"),
+    ("run-1", D1, "fraud_lgbm", "lgbm-1", "fraud", "auc", 0.82, T, 50, "all"),
+    ("run-2", D2, "multitask", "mtl-2", "click", "auc", 0.72, T, 110, "all"),
+    ("run-2", D2, "multitask", "mtl-2", "click", "log_loss", 0.30, T, 110, "all"),
+    ("run-2", D2, "fraud_lgbm", "lgbm-2", "fraud", "auc", 0.78, T, 55, "all"),
+    ("run-2", D2, "fraud_lgbm", "lgbm-x", "fraud", "pr_auc", None, T, 55, "all"),  # not in the registry
 ]
 MODEL_REGISTRY = [  # (model_name, model_version, trained_ds, artifact_path, status, metrics_json, created_at, ...)
     ("multitask", "mtl-1", D1, "/m/1", "challenger", "[]", T, None, None, None),
@@ -122,12 +122,12 @@ def test_latest_recommendations_are_each_users_newest_day(warehouse_url):
         one_user = select(conn, "SELECT item_id FROM v_latest_recommendations WHERE user_id = 1 ORDER BY rank")
     engine.dispose()
     assert [tuple(row.values()) for row in rows] == [
-        ("2026-02-04", 1, 1, 13, 0.6, 0.3, "mtl-2"),
-        ("2026-02-04", 1, 2, 12, 0.5, 0.25, "mtl-2"),
-        ("2026-02-03", 2, 1, 10, 0.3, 0.05, "mtl-1"),
-        ("2026-02-04", 3, 1, 11, 0.2, 0.01, "mtl-2"),
+        ("2026-02-04", 1, "search", 1, 13, 0.6, 0.3, "mtl-2"),
+        ("2026-02-04", 1, "search", 2, 12, 0.5, 0.25, "mtl-2"),
+        ("2026-02-03", 2, "home_feed", 1, 10, 0.3, 0.05, "mtl-1"),
+        ("2026-02-04", 3, "any", 1, 11, 0.2, 0.01, "mtl-2"),
     ]
-    assert list(rows[0]) == ["ds", "user_id", "rank", "item_id", "p_click", "p_purchase", "model_version"]
+    assert list(rows[0]) == ["ds", "user_id", "scenario", "rank", "item_id", "p_click", "p_purchase", "model_version"]
     assert one_user == [{"item_id": 13}, {"item_id": 12}]
 
 
@@ -157,16 +157,16 @@ def test_model_performance_shows_every_metric_per_task_and_day_with_registry_sta
     with engine.connect() as conn:
         rows = select(conn, "SELECT * FROM v_model_performance")
     engine.dispose()
-    assert list(rows[0]) == ["task", "metric", "ds", "model_name", "model_version", "value", "n_rows", "status",
-                             "trained_ds", "run_id"]
+    assert list(rows[0]) == ["task", "metric", "scenario", "ds", "model_name", "model_version", "value", "n_rows",
+                             "status", "trained_ds", "run_id"]
     assert [tuple(row.values()) for row in rows] == [
-        ("click", "auc", "2026-02-03", "multitask", "mtl-1", 0.70, 100, "challenger", "2026-02-03", "run-1"),
-        ("click", "auc", "2026-02-04", "multitask", "mtl-2", 0.72, 110, "champion", "2026-02-04", "run-2"),
-        ("click", "log_loss", "2026-02-04", "multitask", "mtl-2", 0.30, 110, "champion", "2026-02-04", "run-2"),
-        ("fraud", "auc", "2026-02-03", "fraud_lgbm", "lgbm-1", 0.82, 50, "champion", "2026-02-03", "run-1"),
-        ("fraud", "auc", "2026-02-03", "multitask", "mtl-1", 0.80, 50, "challenger", "2026-02-03", "run-1"),
-        ("fraud", "auc", "2026-02-04", "fraud_lgbm", "lgbm-2", 0.78, 55, "rejected", "2026-02-04", "run-2"),
-        ("fraud", "pr_auc", "2026-02-04", "fraud_lgbm", "lgbm-x", None, 55, None, None, "run-2"),
+        ("click", "auc", "all", "2026-02-03", "multitask", "mtl-1", 0.70, 100, "challenger", "2026-02-03", "run-1"),
+        ("click", "auc", "all", "2026-02-04", "multitask", "mtl-2", 0.72, 110, "champion", "2026-02-04", "run-2"),
+        ("click", "log_loss", "all", "2026-02-04", "multitask", "mtl-2", 0.30, 110, "champion", "2026-02-04", "run-2"),
+        ("fraud", "auc", "all", "2026-02-03", "fraud_lgbm", "lgbm-1", 0.82, 50, "champion", "2026-02-03", "run-1"),
+        ("fraud", "auc", "all", "2026-02-03", "multitask", "mtl-1", 0.80, 50, "challenger", "2026-02-03", "run-1"),
+        ("fraud", "auc", "all", "2026-02-04", "fraud_lgbm", "lgbm-2", 0.78, 55, "rejected", "2026-02-04", "run-2"),
+        ("fraud", "pr_auc", "all", "2026-02-04", "fraud_lgbm", "lgbm-x", None, 55, None, None, "run-2"),
     ]
 
 
@@ -232,7 +232,7 @@ def test_views_are_idempotent_and_follow_a_changed_file(warehouse_url):
     with engine.connect() as conn:
         columns = [column["name"] for column in sa.inspect(conn).get_columns("v_model_performance")]
     engine.dispose()
-    assert columns[:3] == ["task", "metric", "ds"]
+    assert columns[:4] == ["task", "metric", "scenario", "ds"]
 
 
 def test_a_percent_sign_in_a_view_or_its_comment_is_just_text(warehouse_url):
@@ -356,7 +356,7 @@ def test_analyst_role_reads_views_and_scores_and_nothing_else(postgres_url, anal
             assert select(conn, "SELECT order_id, user_id FROM v_fraud_review_queue WHERE order_id = 100") == [
                 {"order_id": 100, "user_id": 1}
             ]
-        refused(analyst, "INSERT INTO score_user_item VALUES ('2026-02-05', 1, 1, 0.1, 0.1, 1, 'x')")
+        refused(analyst, "INSERT INTO score_user_item VALUES ('2026-02-05', 1, 'search', 1, 0.1, 0.1, 1, 'x')")
         refused(analyst, "UPDATE score_order_fraud SET p_fraud_mtl = 0 WHERE order_id = 100")
         refused(analyst, "DELETE FROM model_runs")
         for table in ("orders", "users", "clicks", "items", "truth_orders", "truth_items"):

@@ -53,7 +53,7 @@ def write_candidates(model_dir: Path, n_users: int, seed: int) -> None:
         pl.DataFrame({"item_id": pl.int_range(1, TOP_K + 1, eager=True, dtype=pl.Int64)}), how="cross"
     )
     noise = pl.int_range(0, candidates.height, eager=True).hash(seed) % 1000 / 1000.0
-    candidates = candidates.with_columns(p_click=noise * 0.5 + 0.4, p_purchase=noise * 0.3)
+    candidates = candidates.with_columns(p_click=noise * 0.5 + 0.4, p_purchase=noise * 0.3, scenario=pl.lit("home_feed"))
     candidates.write_parquet(predictions / "candidates.parquet")
 
 

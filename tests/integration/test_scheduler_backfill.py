@@ -36,11 +36,11 @@ START = date(2026, 1, 1)
 DAYS = [date(2026, 1, 22), date(2026, 1, 23), date(2026, 1, 24)]
 RUN_CONF = {"window_days": 21, "maturity_days": 7, "fraud_eval_days": 5, "seed": 3}
 SCORE_TABLES = {  # table -> the key that is unique per day, and the order rows are compared in
-    "score_user_item": ("user_id", "item_id"),
+    "score_user_item": ("user_id", "scenario", "item_id"),
     "score_order_fraud": ("order_id",),
     "score_review_sentiment": ("review_id",),
     "score_item_category": ("item_id",),
-    "model_runs": ("model_name", "task", "metric"),
+    "model_runs": ("model_name", "task", "metric", "scenario"),
 }
 CHECKSUM_COLUMNS = {  # the scores whose per-day sums are printed and compared
     "score_user_item": ("p_click", "p_purchase", "rank", "item_id"),
@@ -300,7 +300,7 @@ def assert_published_once_per_day(warehouse_url: str, frames: dict[str, pl.DataF
             assert runs["run_id"].n_unique() == 1, f"{day}: model_runs rows of several runs {runs['run_id'].unique().to_list()}"
     engine.dispose()
     recommendations = frames["score_user_item"]
-    per_user = recommendations.group_by("ds", "user_id").agg(pl.len().alias("n"), pl.col("rank").max().alias("max_rank"))
+    per_user = recommendations.group_by("ds", "user_id", "scenario").agg(pl.len().alias("n"), pl.col("rank").max().alias("max_rank"))
     assert per_user["n"].max() <= 20 and (per_user["n"] == per_user["max_rank"]).all()
 
 
