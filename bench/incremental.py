@@ -29,6 +29,11 @@ def read_main_metrics(metrics: dict) -> dict[str, dict[str, float | None]]:
     return main
 
 
+def format_epochs(best_epochs: dict[str, int] | None) -> str:
+    """Each objective's kept epoch, as ``click@2 purchase@2 review@1 ...``."""
+    return " ".join(f"{objective}@{epoch}" for objective, epoch in (best_epochs or {}).items())
+
+
 def compare_incremental(layout: RunLayout, previous: RunLayout, out_dir: Path) -> dict[str, object]:
     """Train the incremental night into ``out_dir``; return both sides' seconds, rows and day-D metrics."""
     from training.train import train_multitask
@@ -50,7 +55,7 @@ def compare_incremental(layout: RunLayout, previous: RunLayout, out_dir: Path) -
         "shopmtl_rows": count_training_rows(night),
         "peer_rows": count_training_rows(full),
         "kept": night["incremental"],
-        "epochs": {"shopmtl": night.get("best_epochs"), "peer": full.get("best_epochs")},
+        "epochs": {"shopmtl": format_epochs(night.get("best_epochs")), "peer": format_epochs(full.get("best_epochs"))},
         "quality": {
             objective: {
                 "metric": row["metric"],

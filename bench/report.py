@@ -157,7 +157,7 @@ def render_incremental_table(scales: list[dict]) -> list[str]:
     lines = [
         "### Incremental night vs full-window retraining (same features, seed and day-D rows)",
         "",
-        "| scale | training | s | training rows | best epoch | " + " | ".join(
+        "| scale | training | s | training rows | best epochs | " + " | ".join(
             f"{objective} {row['metric']} (n)" for objective, row in measured[0]["incremental"]["quality"].items()
         ) + " |",
         "|---:|---|---:|---:|---:|" + "---:|" * len(measured[0]["incremental"]["quality"]),

@@ -15,8 +15,9 @@ scheduled run starts just after D ends):
    longer change (two days old by default) are kept and reused by later nights, so a night builds
    about three days of impressions (`full_refresh` rebuilds the window);
 4. **train** the multi-task network (click, ESMM conversion, review sentiment, image category,
-   fraud) and the LightGBM fraud baseline, then **gate** each against its champion on the same rows
-   (`model_registry`); a rejected model leaves the champion scoring;
+   fraud) and the LightGBM fraud baseline, then **gate** each, objective by objective, against that
+   objective's champion on the same rows (`model_registry`); where it is not promoted, the champion
+   keeps serving the objective;
 5. **publish** `score_user_item`, `score_order_fraud`, `score_review_sentiment`,
    `score_item_category` and `model_runs` for D, replacing D's rows;
 6. **report**: `runs/D/report.html` (metrics of the last nights, score distributions, calibration,
@@ -195,7 +196,7 @@ def nightly_retrain():
             run_id,
             run.objectives,
             run.layout.features_dir,
-            scoring={result.model_name: result.scoring.to_dict() for result in gates},
+            scoring={result.model_name: result.scoring_dicts() for result in gates},
             evaluations=[result.trained.to_dict() for result in gates],
         ).to_dict()
 
@@ -218,8 +219,8 @@ def nightly_retrain():
             run_id,
             run.run_dir,
             run.objectives,
-            scoring={result.model_name: result.scoring.to_dict() for result in gates},
-            decisions=[result.decision.to_dict() for result in gates],
+            scoring={result.model_name: result.scoring_dicts() for result in gates},
+            decisions=[row for result in gates for row in result.decision.rows()],
         )
         logging.getLogger("airflow.task").info("Run report for %s: %s", run.ds, path)
         return str(path)

@@ -88,12 +88,20 @@ def print_published(warehouse_url: str, ds: date) -> None:
         for table in PUBLISHED_TABLES:
             count = read_frame(conn, f"SELECT COUNT(*) AS n FROM {table} WHERE ds = :ds", params)["n"][0]
             print(f"  {table:<22} {count:>7} rows")
-        registry = read_frame(conn, "SELECT model_name, model_version, status FROM model_registry WHERE trained_ds = :ds ORDER BY model_name", params)
+        registry = read_frame(
+            conn,
+            "SELECT model_name, model_version, objective, status FROM model_registry WHERE trained_ds = :ds "
+            "ORDER BY model_name, objective",
+            params,
+        )
         print("\nModel registry (champion/challenger gate):")
         print(registry)
         metrics = read_frame(
-            conn, "SELECT model_name, task, metric, value, n_rows FROM model_runs WHERE ds = :ds ORDER BY task, model_name, metric", params
-        ).pivot(on="metric", index=["task", "model_name", "n_rows"], values="value")
+            conn,
+            "SELECT model_name, task, scenario, metric, value, n_rows FROM model_runs WHERE ds = :ds "
+            "ORDER BY task, model_name, scenario, metric",
+            params,
+        ).pivot(on="metric", index=["task", "model_name", "scenario", "n_rows"], values="value")
         print("\nHeadline metrics on the day-D evaluation (model_runs):")
         print(metrics)
         print("\nAn analyst's query:\n" + EXAMPLE_QUERY.replace(":ds", f"'{ds}'") + "\n")

@@ -140,14 +140,20 @@ PROBABILITY_COLUMNS = {
 
 
 def build_score_tables(
-    ds: date, objectives: list[str], features_dir: Path, scoring: Mapping[str, Mapping[str, object]]
+    ds: date, objectives: list[str], features_dir: Path, scoring: Mapping[str, Mapping[str, Mapping[str, object]]]
 ) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
     """The rows of every score table ``objectives`` allow, from the scoring models' prediction files.
 
-    ``scoring``: model name -> the scoring model's summary (``model_version``, ``output_dir``).
+    ``scoring``: model name -> objective -> the summary of the model serving that objective
+    (``model_version``, ``output_dir``; the gate's choice, so one night may publish click from its
+    own network and category from an older champion).
     """
-    network = Path(str(scoring[MULTITASK]["output_dir"]))
-    version = str(scoring[MULTITASK]["model_version"])
+    network = scoring.get(MULTITASK, {})
+
+    def serving(objective: str) -> tuple[Path, str]:
+        summary = network[objective]
+        return Path(str(summary["output_dir"])), str(summary["model_version"])
+
     tables: dict[str, pl.DataFrame] = {}
     skipped = {
         table: f"needs objectives {needed}"
@@ -155,26 +161,32 @@ def build_score_tables(
         if not set(needed) <= set(objectives)
     }
     if "score_user_item" not in skipped:
-        tables["score_user_item"] = rank_recommendations(pl.read_parquet(prediction_path(network, "candidates")), ds, version)
+        click_dir, version = serving("click")
+        if serving("purchase") != (click_dir, version):
+            raise ValueError("score_user_item: click and purchase must come from one model (p_purchase = p_click * p_cvr)")
+        tables["score_user_item"] = rank_recommendations(pl.read_parquet(prediction_path(click_dir, "candidates")), ds, version)
     if "score_order_fraud" not in skipped:
-        lgbm = scoring.get(FRAUD_LGBM)
+        lgbm = scoring.get(FRAUD_LGBM, {}).get("fraud")
         if lgbm is None:
             raise ValueError("score_order_fraud: the fraud objective is configured but the LightGBM baseline produced no scores")
+        fraud_dir, version = serving("fraud")
         tables["score_order_fraud"] = join_fraud_scores(
-            pl.read_parquet(prediction_path(network, "orders")),
+            pl.read_parquet(prediction_path(fraud_dir, "orders")),
             pl.read_parquet(prediction_path(Path(str(lgbm["output_dir"])), "orders")),
             ds,
             f"{version};{lgbm['model_version']}",
         )
     if "score_review_sentiment" not in skipped:
+        review_dir, version = serving("review")
         tables["score_review_sentiment"] = build_review_scores(
-            pl.read_parquet(prediction_path(network, "reviews")),
+            pl.read_parquet(prediction_path(review_dir, "reviews")),
             pl.read_parquet(feature_path(features_dir, "reviews"), columns=["review_id", "created_at"]),
             ds,
             version,
         )
     if "score_item_category" not in skipped:
-        tables["score_item_category"] = build_item_category_scores(pl.read_parquet(prediction_path(network, "items")), ds, version)
+        category_dir, version = serving("category")
+        tables["score_item_category"] = build_item_category_scores(pl.read_parquet(prediction_path(category_dir, "items")), ds, version)
     return tables, skipped
 
 
@@ -184,14 +196,14 @@ def publish_scores(
     run_id: str,
     objectives: list[str],
     features_dir: Path,
-    scoring: Mapping[str, Mapping[str, object]],
+    scoring: Mapping[str, Mapping[str, Mapping[str, object]]],
     evaluations: list[Mapping[str, object]],
 ) -> PublishSummary:
     """Replace day ``ds`` in every score table ``objectives`` allow and in model_runs, one transaction each.
 
-    ``scoring`` maps each model name to the model whose predictions are published (the gate's
-    choice: its ``model_version`` and ``output_dir``); ``evaluations`` are the training summaries of
-    the night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
+    ``scoring`` maps each model name and objective to the model whose predictions are published (the
+    gate's choice: its ``model_version`` and ``output_dir``); ``evaluations`` are the training
+    summaries of the night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
     """
     tables, skipped = build_score_tables(ds, objectives, features_dir, scoring)
     tables["model_runs"] = collect_model_runs(run_id, ds, list(evaluations))

@@ -121,6 +121,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "model_registry": {
         "model_name": pl.String,
         "model_version": pl.String,
+        "objective": pl.String,
         "trained_ds": pl.Date,
         "artifact_path": pl.String,
         "status": pl.String,
@@ -129,6 +130,7 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "reasons_json": pl.String,
         "compared_with": pl.String,
         "compared_metrics_json": pl.String,
+        "evidence_json": pl.String,
     },
     "data_quality_results": {
         "run_id": pl.String,

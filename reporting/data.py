@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from etl.contract import FRAUD_LGBM, MULTITASK, SCORE_TABLES
+from etl.contract import ALL_SCENARIOS, FRAUD_LGBM, MULTITASK, SCORE_TABLES
 from etl.layout import METRICS_FILE, RunLayout
 from etl.warehouse import bind_date, create_warehouse_engine, read_frame
 
@@ -31,7 +31,8 @@ SCORE_COLUMNS = {
 
 MODEL_RUNS_SCHEMA = {"ds": pl.Date, "model_name": pl.String, "model_version": pl.String, "task": pl.String,
                      "metric": pl.String, "value": pl.Float64, "n_rows": pl.Int64}
-REGISTRY_SCHEMA = {"model_name": pl.String, "model_version": pl.String, "trained_ds": pl.Date, "status": pl.String,
+REGISTRY_SCHEMA = {"model_name": pl.String, "model_version": pl.String, "objective": pl.String, "trained_ds": pl.Date,
+                   "status": pl.String,
                    "created_at": pl.Datetime("us"), "reasons_json": pl.String, "compared_with": pl.String,
                    "compared_metrics_json": pl.String, "metrics_json": pl.String}
 QUALITY_COLUMNS = ("run_id, table_name, column_name, expectation, critical, success, element_count, "
@@ -100,8 +101,8 @@ def read_model_runs(conn: sa.Connection, start: date, end: date) -> pl.DataFrame
     return read_frame(
         conn,
         "SELECT ds, model_name, model_version, task, metric, value, n_rows FROM model_runs "
-        "WHERE ds >= :start AND ds <= :end ORDER BY ds, model_name, task, metric",
-        _date_range_params(conn, start, end),
+        "WHERE ds >= :start AND ds <= :end AND scenario = :all ORDER BY ds, model_name, task, metric",
+        {**_date_range_params(conn, start, end), "all": ALL_SCENARIOS},
         table="model_runs",
     )
 
@@ -111,9 +112,9 @@ def read_registry(conn: sa.Connection) -> pl.DataFrame:
         return pl.DataFrame(schema=REGISTRY_SCHEMA)
     frame = read_frame(
         conn,
-        "SELECT model_name, model_version, trained_ds, status, created_at, reasons_json, compared_with, "
+        "SELECT model_name, model_version, objective, trained_ds, status, created_at, reasons_json, compared_with, "
         "compared_metrics_json, metrics_json FROM model_registry WHERE model_name IN (:mtl, :lgbm) "
-        "ORDER BY model_name, trained_ds, created_at",
+        "ORDER BY model_name, trained_ds, created_at, objective",
         {"mtl": MULTITASK, "lgbm": FRAUD_LGBM},
         table="model_registry",
     )
@@ -200,19 +201,21 @@ def latest_run_id(warehouse_url: str, ds: date) -> str | None:
 
 
 def decisions_from_registry(registry: pl.DataFrame, ds: date) -> list[dict[str, Any]]:
-    """The gate decision of the newest model of each name trained on ``ds``."""
+    """The gate decisions, one per objective, of the newest model of each name trained on ``ds``."""
     decisions = []
     for name in (MULTITASK, FRAUD_LGBM):
         rows = registry.filter((pl.col("model_name") == name) & (pl.col("trained_ds") == ds)).sort("created_at")
         if rows.height:
-            row = rows.row(-1, named=True)
-            decisions.append({
-                "model_name": name,
-                "model_version": row["model_version"],
-                "status": row["status"],
-                "champion_version": row["compared_with"],
-                "reasons": _json_list(row["reasons_json"]),
-            })
+            newest = rows.row(-1, named=True)["model_version"]
+            for row in rows.filter(pl.col("model_version") == newest).iter_rows(named=True):
+                decisions.append({
+                    "model_name": name,
+                    "model_version": row["model_version"],
+                    "objective": row["objective"],
+                    "status": row["status"],
+                    "champion_version": row["model_version"] if row["status"] == "champion" else row["compared_with"],
+                    "reasons": _json_list(row["reasons_json"]),
+                })
     return decisions
 
 
@@ -240,12 +243,12 @@ def published_versions(scores: Mapping[str, pl.DataFrame]) -> dict[str, str]:
 def find_scoring_dirs(layout: RunLayout, versions: Mapping[str, str]) -> dict[str, Path]:
     """Model name -> its directory in the run whose metrics.json names the version that scored.
 
-    A model that scored is the night's own (``models/<name>``) or, when the gate rejected it, the
-    champion scoring the day (``models/<name>_champion``).
+    A model that scored is the night's own (``models/<name>``) or, where the gate kept a champion,
+    that champion scoring the day (``models/<name>_champion/<version>``).
     """
     found: dict[str, Path] = {}
     for name, version in versions.items():
-        for model_dir in (layout.model_dir(name), layout.champion_dir(name)):
+        for model_dir in (layout.model_dir(name), layout.champion_dir(name) / version):
             try:
                 payload = json.loads((model_dir / METRICS_FILE).read_text())
             except (OSError, ValueError):
@@ -261,15 +264,21 @@ def resolve_scoring(
 ) -> tuple[dict[str, str], dict[str, Path]]:
     """(model name -> version that scored, model name -> its output dir with predictions/).
 
-    ``scoring`` maps a model name to the gate's ``scoring`` summary ({model_version, output_dir}) or
-    directly to an output directory; without it the score tables name the versions and the run
-    directory's model directories (``find_scoring_dirs``) locate them.
+    ``scoring`` maps a model name to the gate's ``scoring`` summary ({model_version, output_dir}), to
+    its per-objective summaries (objective -> summary: the one serving the most objectives, ties in
+    objective order, stands for the model) or directly to an output directory; without it the score
+    tables name the versions and the run directory's model directories (``find_scoring_dirs``)
+    locate them.
     """
     versions = published_versions(scores)
     dirs: dict[str, Path] = {}
     for name, value in (scoring or {}).items():
         if not value:
             continue
+        if isinstance(value, Mapping) and all(isinstance(summary, Mapping) for summary in value.values()):
+            served = [str(summary.get("model_version")) for summary in value.values()]
+            most = max(served, key=served.count)
+            value = next(summary for summary in value.values() if str(summary.get("model_version")) == most)
         if isinstance(value, Mapping):
             if value.get("model_version"):
                 versions[name] = str(value["model_version"])

@@ -127,9 +127,10 @@ def header_html(data: ReportData, versions: Mapping[str, str], warehouse: str) -
         rows = []
         for decision in data.decisions:
             reasons = decision.get("reasons") or []
-            rows.append((decision.get("model_name"), decision.get("model_version"), decision.get("status"),
-                         decision.get("champion_version"), "; ".join(map(str, reasons))))
-        parts.append(_table(["model", "night's version", "decision", "champion after the gate", "reasons"], rows))
+            rows.append((decision.get("model_name"), decision.get("model_version"), decision.get("objective"),
+                         decision.get("status"), decision.get("champion_version"), "; ".join(map(str, reasons))))
+        parts.append(_table(["model", "night's version", "objective", "decision", "serves the objective after the gate",
+                             "reasons (with the paired interval)"], rows))
     else:
         parts.append(_note(f"no gate decision recorded for models trained on {data.ds}"))
     return "".join(parts)

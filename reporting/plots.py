@@ -50,7 +50,7 @@ def _save(figure, path: Path) -> Path:
 
 def _champion_same_rows(registry: pl.DataFrame, name: str, version: str, objective: str, metric: str) -> tuple[float | None, str | None]:
     """The champion's metric on the gate's same rows when ``version`` was gated, and the champion's version."""
-    rows = registry.filter((pl.col("model_name") == name) & (pl.col("model_version") == version))
+    rows = registry.filter((pl.col("model_name") == name) & (pl.col("model_version") == version) & (pl.col("objective") == objective))
     if not rows.height:
         return None, None
     row = rows.row(0, named=True)

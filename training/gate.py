@@ -1,11 +1,14 @@
-"""The champion/challenger gate: evaluate on the same rows, register, and choose who scores the day.
+"""The champion/challenger gate: compare on the same rows, register, and choose who serves each objective.
 
-Every night's model is a challenger. The gate re-evaluates the champion's saved artifacts and the
-challenger on today's evaluation rows, leaving out fraud holdout orders the champion may have
-trained on (``unseen_rows_view``), and registers the challenger (``training/registry.py``, which
-applies ``training/promotion.py``'s rule). Then it says whose predictions day D publishes
-(``select_scoring_model``): the challenger's when promoted, otherwise the champion's, scored on
-today's features into ``runs/<D>/models/<model name>_champion``.
+Every night's model is a challenger, objective by objective. For each objective the gate scores that
+objective's champion (its saved artifacts) on today's evaluation rows, leaving out fraud holdout
+orders the champion may have trained on (``unseen_rows_view``), pairs its predictions with the
+challenger's on the same rows, and measures the difference with a confidence interval
+(``training/comparison.py``). The registry (``training/registry.py``, applying
+``training/promotion.py``'s rule) records a decision per objective. Then the gate says whose
+predictions day D publishes for each objective (``select_scoring_model``): the challenger's where
+promoted, otherwise that objective's champion's, scored on today's features into
+``runs/<D>/models/<model name>_champion/<version>``.
 
 The nightly flow (one DAG task per model)::
 
@@ -25,15 +28,32 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from etl.contract import FRAUD_LGBM, MULTITASK
 from etl.config import FeatureConfig
 from etl.io import write_json_atomically
-from etl.layout import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILES, feature_path, manifest_path, saved_model_name
+from etl.layout import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILES,
+    feature_path,
+    manifest_path,
+    prediction_path,
+    saved_model_name,
+)
+from training.comparison import Evidence, compare_accuracy, compare_auc
 from training.config import GateConfig
-from training.evaluation import format_metric_rows
-from training.registry import ChampionChangedError, Registration, read_champion, register_model
+from training.evaluation import LABEL_JOINS, format_metric_rows, read_labelled_predictions
+from training.registry import (
+    ChampionChangedError,
+    Registration,
+    read_champion,
+    read_champions,
+    register_model,
+    trained_objectives,
+)
 from training.summary import TrainingSummary
 
 log = logging.getLogger(__name__)
@@ -43,44 +63,35 @@ GATE_ATTEMPTS = 3  # evaluations per gate when concurrent nights keep promoting 
 
 @dataclass(frozen=True)
 class GateResult:
-    """The gate's answer for one model of the night: the registration, the night's model, and the
-    model whose predictions day D publishes (the night's own, or the champion's)."""
+    """The gate's answer for one model of the night: the registration (a decision per objective), the
+    night's model, and per objective the model whose predictions day D publishes (the night's own,
+    or that objective's champion's)."""
 
     decision: Registration
     trained: TrainingSummary
-    scoring: TrainingSummary
+    scoring: dict[str, TrainingSummary]  # objective -> the scoring model's summary
 
     @property
     def model_name(self) -> str:
         return self.trained.model_name
 
+    def scoring_dicts(self) -> dict[str, dict[str, Any]]:
+        """objective -> the scoring summary as plain JSON (what ``etl.publish.publish_scores`` takes)."""
+        return {objective: summary.to_dict() for objective, summary in self.scoring.items()}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"decision": self.decision.to_dict(), "trained": self.trained.to_dict(), "scoring": self.scoring.to_dict()}
+        return {"decision": self.decision.to_dict(), "trained": self.trained.to_dict(), "scoring": self.scoring_dicts()}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GateResult:
         return cls(
             decision=Registration.from_dict(values["decision"]),
             trained=TrainingSummary.from_dict(values["trained"]),
-            scoring=TrainingSummary.from_dict(values["scoring"]),
+            scoring={objective: TrainingSummary.from_dict(summary) for objective, summary in values["scoring"].items()},
         )
 
 
 # --- evaluating saved artifacts ----------------------------------------------------------------------
-
-
-def evaluate_saved_model(model_dir: Path, features_dir: Path) -> list[dict[str, Any]]:
-    """Metric rows of the saved model in ``model_dir`` (network or LightGBM) on ``features_dir``'s eval rows."""
-    model_name = saved_model_name(model_dir)
-    if model_name == FRAUD_LGBM:
-        from training.fraud_lgbm import evaluate_fraud_lgbm
-
-        return evaluate_fraud_lgbm(Path(model_dir), Path(features_dir))
-    if model_name == MULTITASK:
-        from training.predict import evaluate_multitask  # torch: imported only when needed
-
-        return evaluate_multitask(Path(model_dir), Path(features_dir))
-    raise FileNotFoundError(f"{model_dir} holds no saved model (one of {list(WEIGHTS_FILES.values())} with {CONFIG_FILE})")
 
 
 def load_saved_model(model_dir: Path, model_name: str) -> object:
@@ -92,11 +103,6 @@ def load_saved_model(model_dir: Path, model_name: str) -> object:
     from training.predict import load_multitask
 
     return load_multitask(model_dir)
-
-
-def read_usable_champion(warehouse_url: str, model_name: str) -> dict[str, Any] | None:
-    """``read_champion``, or None with a warning when its artifacts are missing or this code cannot load them."""
-    return usable_champion(model_name, read_champion(warehouse_url, model_name))
 
 
 def usable_champion(model_name: str, champion: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -169,26 +175,65 @@ def unseen_rows_view(features_dir: Path, champion_trained_ds: date) -> Iterator[
         yield view_dir
 
 
-def _tag(rows: list[dict[str, Any]], model_version: str) -> list[dict[str, Any]]:
-    return [{**row, "model_version": model_version} for row in rows]
+def paired_evidence(objective: str, challenger_dir: Path, champion_dir: Path, features_dir: Path, confidence: float) -> Evidence:
+    """Challenger minus champion on ``objective``'s main metric, over the evaluation rows both scored
+    (their prediction files joined on the row key; ``features_dir`` gives the labels)."""
+    if objective == "category":
+        columns = ["item_id", "split", "listed_category", "predicted_category"]
+        scored = [
+            pl.read_parquet(prediction_path(model_dir, "items"), columns=columns).filter(
+                (pl.col("split") == "eval") & pl.col("listed_category").is_not_null()
+            ).select("item_id", (pl.col("predicted_category") == pl.col("listed_category")).fill_null(False).alias("correct"))
+            for model_dir in (challenger_dir, champion_dir)
+        ]
+        paired = scored[0].join(scored[1], on="item_id", suffix="_champion")
+        return compare_accuracy(objective, paired["correct"].to_numpy(), paired["correct_champion"].to_numpy(), confidence)
+    join = LABEL_JOINS[objective]
+    new, old = (read_labelled_predictions(objective, model_dir, features_dir) for model_dir in (challenger_dir, champion_dir))
+    if new is None or old is None:
+        return compare_auc(objective, np.zeros(0), np.zeros(0), np.zeros(0), confidence)
+    paired = new.join(old.select(join.key, pl.col(join.probability).alias("champion")), on=join.key)
+    return compare_auc(
+        objective, paired[join.label].to_numpy(), paired[join.probability].to_numpy(), paired["champion"].to_numpy(), confidence
+    )
 
 
-def evaluate_champion(warehouse_url: str, model_name: str, features_dir: Path) -> list[dict[str, Any]] | None:
-    """The champion's metric rows on ``features_dir``'s eval rows it has not trained on (tagged with its version).
+def predict_eval_rows(model_dir: Path, features_dir: Path, output_dir: Path) -> None:
+    """A saved model's prediction files of ``features_dir``'s evaluation rows (no candidates), as its trainer writes them."""
+    model_name = saved_model_name(model_dir)
+    if model_name == FRAUD_LGBM:
+        from training.fraud_lgbm import score_fraud_lgbm
 
-    None when there is no champion, or its artifacts are missing or cannot be loaded by this code
-    (a warning says which); the registry then promotes the challenger without comparison. The fraud
-    rows cover fewer orders than the challenger's own metrics (see ``unseen_rows_view``), so
-    ``register_model`` skips them unless it also gets the challenger on the same rows: ``gate_model``
-    does both.
-    """
-    champion = read_usable_champion(warehouse_url, model_name)
-    if champion is None:
-        return None
-    with unseen_rows_view(features_dir, date.fromisoformat(champion["trained_ds"])) as view:
-        rows = evaluate_saved_model(Path(champion["artifact_path"]), view)
-    log.info("champion %s %s on today's rows: %s", model_name, champion["model_version"], format_metric_rows(rows))
-    return _tag(rows, champion["model_version"])
+        score_fraud_lgbm(Path(model_dir), Path(features_dir), Path(output_dir))
+    elif model_name == MULTITASK:
+        from training.predict import predict_multitask_eval  # torch: imported only when needed
+
+        predict_multitask_eval(Path(model_dir), Path(features_dir), Path(output_dir))
+    else:
+        raise FileNotFoundError(f"{model_dir} holds no saved model (one of {list(WEIGHTS_FILES.values())} with {CONFIG_FILE})")
+
+
+def gather_evidence(
+    objectives: list[str],
+    champions: Mapping[str, Mapping[str, Any]],
+    challenger_dir: Path,
+    features_dir: Path,
+    confidence: float,
+) -> dict[str, Evidence]:
+    """Per objective with a usable champion, the paired comparison on the rows that champion has not
+    trained on; each distinct champion is scored once."""
+    evidence: dict[str, Evidence] = {}
+    versions = {champions[objective]["model_version"]: champions[objective] for objective in objectives if objective in champions}
+    for version, champion in versions.items():
+        served = [objective for objective in objectives if champions.get(objective, {}).get("model_version") == version]
+        with (
+            unseen_rows_view(features_dir, date.fromisoformat(champion["trained_ds"])) as view,
+            tempfile.TemporaryDirectory(prefix="shopmtl_champion_") as scored,
+        ):
+            predict_eval_rows(Path(champion["artifact_path"]), view, Path(scored))
+            for objective in served:
+                evidence[objective] = paired_evidence(objective, challenger_dir, Path(scored), view, confidence)
+    return evidence
 
 
 def gate_model(
@@ -198,10 +243,10 @@ def gate_model(
     features_dir: Path,
     config: GateConfig = GateConfig(),
 ) -> Registration:
-    """Evaluate champion and challenger on the same unseen rows, then ``register_model``.
+    """Compare the challenger with each objective's champion on the same unseen rows, then ``register_model``.
 
-    When a concurrent night promotes a champion between the evaluation and the registration, the
-    gate evaluates again against the new one at once (up to ``GATE_ATTEMPTS`` times) rather than
+    When a concurrent night promotes a champion between the comparison and the registration, the
+    gate compares again against the new one at once (up to ``GATE_ATTEMPTS`` times) rather than
     failing the task into Airflow's retry delay.
     """
     for attempt in range(1, GATE_ATTEMPTS):
@@ -216,35 +261,25 @@ def _gate_once(
     warehouse_url: str, ds: date, summary: Mapping[str, Any], features_dir: Path, config: GateConfig
 ) -> Registration:
     model_name = str(summary["model_name"])
-    # One read: register_model compares the champion it finds under its lock with this one.
-    seen = read_champion(warehouse_url, model_name)
-    champion = usable_champion(model_name, seen)
-    if champion is None:
-        return register_model(
-            warehouse_url, ds, summary, None, config, champion_seen=seen["model_version"] if seen else None
-        )
-    with unseen_rows_view(features_dir, date.fromisoformat(champion["trained_ds"])) as view:
-        champion_rows = _tag(evaluate_saved_model(Path(champion["artifact_path"]), view), champion["model_version"])
-        challenger_rows = evaluate_saved_model(Path(str(summary["output_dir"])), view)
-    log.info(
-        "on the same rows: champion %s %s | challenger %s %s",
-        champion["model_version"],
-        format_metric_rows(champion_rows),
-        summary["model_version"],
-        format_metric_rows(challenger_rows),
-    )
+    objectives = trained_objectives(summary["metrics"])  # type: ignore[arg-type]
+    # One read: register_model compares the champions it finds under its lock with these.
+    seen = read_champions(warehouse_url, model_name)
+    usable = {
+        objective: champion
+        for objective, champion in seen.items()
+        if objective in objectives and usable_champion(model_name, champion) is not None
+    }
+    evidence = gather_evidence(objectives, usable, Path(str(summary["output_dir"])), Path(features_dir), config.confidence)
+    for objective, found in evidence.items():
+        log.info("%s %s vs champion %s: %s", model_name, objective, usable[objective]["model_version"], found.describe())
     return register_model(
-        warehouse_url, ds, summary, champion_rows, config, challenger_metrics_same_rows=challenger_rows
+        warehouse_url,
+        ds,
+        summary,
+        {objective: evidence.get(objective) for objective in objectives},
+        {objective: seen[objective]["model_version"] if objective in seen else None for objective in objectives},
+        config,
     )
-
-
-def choose_scoring_model(decision: Registration, challenger_dir: str) -> str:
-    """The artifact directory whose predictions are published: the challenger's if promoted, else the champion's."""
-    if decision.status == "champion":
-        return str(challenger_dir)
-    if not decision.champion_artifact_path:
-        raise ValueError(f"{decision.model_version} is {decision.status} but no champion is registered")
-    return str(decision.champion_artifact_path)
 
 
 def score_with_model(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
@@ -287,36 +322,44 @@ def select_scoring_model(
     champion_output_dir: Path,
     config: GateConfig = GateConfig(),
 ) -> GateResult:
-    """Gate the night's model and say which model's predictions day ``ds`` publishes.
+    """Gate the night's model and say, per objective, which model's predictions day ``ds`` publishes.
 
-    - promoted (or first) model: its own predictions;
-    - rejected by the gate: the champion keeps scoring, on today's features, into ``champion_output_dir``;
-    - a backfill (the champion was trained on a later day): the night's own model scores, because a
-      model trained on later data would put the future into an old day's scores; the registry still
-      records it as not promoted, so the newer champion stays in place;
-    - a re-run of a day whose model is already registered: that night's decision again, against that
-      night's champion (so reprocessing a day reproduces its scores).
+    - promoted (or first) for the objective: the night's own predictions;
+    - rejected for it: that objective's champion serves, scored on today's features into
+      ``champion_output_dir/<champion version>`` (each champion scored once);
+    - a backfill (the objective's champion was trained on a later day): the night's own model serves,
+      because a model trained on later data would put the future into an old day's scores; the
+      registry still records it as not promoted, so the newer champion stays in place;
+    - a re-run of a day whose model is already registered: that night's decisions again, against that
+      night's champions (so reprocessing a day reproduces its scores).
     """
     decision = gate_model(warehouse_url, ds, trained.to_dict(), features_dir, config)
-    # The champion the decision was made against, read under the registry lock (a champion read
-    # before the gate may be stale when nights run concurrently, e.g. a backfill); for a re-run of the
-    # day (retry, reprocessed backfill) that night's champion, so the day's scores come out the same
-    # whatever was promoted since.
-    champion_trained_ds = decision.champion_trained_ds
-    is_backfill = champion_trained_ds is not None and ds < date.fromisoformat(champion_trained_ds)
-    if decision.status != "rejected" or is_backfill:
-        scoring = trained
-    else:
-        champion_dir = choose_scoring_model(decision, str(trained.output_dir))
-        scoring = score_with_model(Path(champion_dir), features_dir, champion_output_dir)
+    scoring: dict[str, TrainingSummary] = {}
+    scored_champions: dict[str, TrainingSummary] = {}
+    for objective, status in decision.objectives.items():
+        is_backfill = status.champion_trained_ds is not None and ds < date.fromisoformat(status.champion_trained_ds)
+        if status.status != "rejected" or is_backfill:
+            scoring[objective] = trained
+            continue
+        if not status.champion_artifact_path or not status.champion_version:
+            raise ValueError(f"{trained.model_version} is rejected for {objective} but no champion serves it")
+        if status.champion_version not in scored_champions:
+            scored_champions[status.champion_version] = score_with_model(
+                Path(status.champion_artifact_path), features_dir, Path(champion_output_dir) / status.champion_version
+            )
+        scoring[objective] = scored_champions[status.champion_version]
     log.info(
-        "%s %s is %s; day %s publishes the predictions of %s",
-        trained.model_name, trained.model_version, decision.status, ds, scoring.model_version,
+        "%s %s: day %s publishes %s",
+        trained.model_name,
+        trained.model_version,
+        ds,
+        ", ".join(f"{objective} from {summary.model_version}" for objective, summary in scoring.items()),
     )
     return GateResult(decision=decision, trained=trained, scoring=scoring)
 
 
 def read_champion_dir(warehouse_url: str, model_name: str) -> Path | None:
-    """The champion's artifact directory for a warm start, or None (first run, or its files are gone)."""
-    champion = read_usable_champion(warehouse_url, model_name)
+    """The artifact directory a warm start begins from: the champion of the model's first objective
+    (click for the network), or None (first run, or its files are gone)."""
+    champion = usable_champion(model_name, read_champion(warehouse_url, model_name))
     return Path(champion["artifact_path"]) if champion else None

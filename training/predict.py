@@ -448,6 +448,13 @@ def evaluate_multitask(model_dir: Path, features_dir: Path) -> list[dict[str, An
     return _predict_with_saved_model(model_dir, features_dir, include_candidates=False)[2]
 
 
+def predict_multitask_eval(model_dir: Path, features_dir: Path, output_dir: Path) -> None:
+    """The prediction files of a saved model on ``features_dir``'s evaluation rows only (no candidates):
+    what the gate compares."""
+    _, predictions, _, _ = _predict_with_saved_model(model_dir, features_dir, include_candidates=False)
+    write_predictions(predictions, Path(output_dir))
+
+
 def score_multitask(model_dir: Path, features_dir: Path, output_dir: Path) -> TrainingSummary:
     """Score ``features_dir`` with a saved model into ``output_dir/predictions``, as training would."""
     bundle, predictions, metrics, scenario_metrics = _predict_with_saved_model(model_dir, features_dir, include_candidates=True)

@@ -1,124 +1,132 @@
-"""The promotion rule: when a night's model may replace the champion (pure functions, no I/O).
+"""The promotion rule: per objective, whether a night's model replaces that objective's champion
+(pure functions, no I/O).
 
-A challenger is promoted unless some objective's day-D metric is worse than the champion's ON THE
-SAME ROWS by more than ``GateConfig.tolerance``. A model trained on an earlier day than the champion
-is never promoted (a backfill of an old day must not displace a newer model); the first model of a
-name is. ``training/registry.py`` applies the rule inside its registration transaction.
+For each objective the gate has ``Evidence`` (``training/comparison.py``): challenger minus champion
+on the objective's main metric, on the same rows, with a confidence interval. The rule, in order:
+
+1. no champion serves the objective yet: the challenger does (the first model);
+2. the challenger was trained on an earlier day than the champion: it never replaces it (a backfill
+   of an old day must not displace a newer model);
+3. the champion could not be evaluated (artifacts missing or unloadable): the challenger serves;
+4. too few positives or negatives (``GateConfig.min_positives``; rows for the category,
+   ``min_rows``): **not enough evidence**, the safer choice is kept: the champion, unless it is older
+   than ``max_champion_age_days``, when its data is the bigger risk and the challenger serves;
+5. otherwise the challenger is **rejected** only when the whole interval lies below ``-tolerance``
+   (worse by more than the tolerance, with the interval's confidence), and serves otherwise.
+
+Objectives that share one network output are decided together (``decide_units``): click and purchase
+(p_purchase = p_click * p_cvr) serve from one model, so either being rejected keeps both with the
+champion. ``training/registry.py`` applies the rule inside its registration transaction.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from training.comparison import Evidence
 from training.config import GateConfig
-from training.evaluation import is_usable
 
-log = logging.getLogger(__name__)
-
-# Comparisons treat differences this small as equal, so 0.80 vs 0.79 with tolerance 0.01 is "within".
-FLOAT_SLACK = 1e-12
+# Objectives served from one model output, decided together.
+SERVING_UNITS = (("click", "purchase"), ("review",), ("category",), ("fraud",))
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The gate's verdict: promote or not, and why (task, metric, both values, tolerance)."""
+    """The gate's verdict on one objective: promote or not, and why (the evidence in words)."""
 
+    objective: str
     promote: bool
     reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] | None = None  # Evidence.to_dict(), when there was a comparison
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
         return asdict(self)
 
 
-def index_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """Metric rows keyed by (task, metric); a key given twice is an error (which one would count?)."""
-    indexed: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for row in rows:
-        key = (str(row["task"]), str(row["metric"]))
-        if key in indexed:
-            raise ValueError(f"metric rows hold {key[0]}.{key[1]} twice")
-        indexed[key] = row
-    return indexed
+def enough_evidence(evidence: Evidence, config: GateConfig) -> str | None:
+    """None when the interval can be trusted, else why not."""
+    if evidence.difference is None:
+        return f"{evidence.describe()}: no interval"
+    if evidence.n_positives is None:  # the category
+        if evidence.n_rows < config.min_rows:
+            return f"{evidence.n_rows} rows < min_rows {config.min_rows}"
+        return None
+    negatives = evidence.n_rows - evidence.n_positives
+    if min(evidence.n_positives, negatives) < config.min_positives:
+        return f"{evidence.n_positives} positives and {negatives} negatives; min_positives is {config.min_positives}"
+    return None
 
 
-def decide_promotion(
-    challenger_metrics: list[dict[str, Any]],
-    champion_metrics: list[dict[str, Any]] | None,
+def decide_objective(
+    objective: str,
+    ds: date,
+    evidence: Evidence | None,
+    champion: Mapping[str, Any] | None,
     config: GateConfig = GateConfig(),
 ) -> Decision:
-    """Promote unless some task's metric is worse than the champion's (same rows) by more than the tolerance.
-
-    ``champion_metrics`` None means there is no champion: the first model is promoted. Only metrics
-    present in both lists, with a direction in ``config`` and non-null values, are compared; a pair
-    whose ``n_rows`` differ was not measured on the same rows and is skipped with a note.
-    """
-    if champion_metrics is None:
-        return Decision(True, ["no champion to compare with: the first model becomes champion"])
-    challenger, champion = index_metrics(challenger_metrics), index_metrics(champion_metrics)
-    rejections: list[str] = []
-    notes: list[str] = []
-    compared = 0
-    for task, metric in sorted(challenger.keys() & champion.keys()):
-        if metric in config.higher_is_better:
-            higher = True
-        elif metric in config.lower_is_better:
-            higher = False
-        else:
-            continue
-        new_row, old_row = challenger[task, metric], champion[task, metric]
-        new, old = new_row["value"], old_row["value"]
-        if not (is_usable(new) and is_usable(old)):
-            continue
-        n_new, n_old = new_row.get("n_rows"), old_row.get("n_rows")
-        if n_new is not None and n_old is not None and n_new != n_old:
-            notes.append(f"{task} {metric} not compared: {n_new} challenger rows vs {n_old} champion rows")
-            continue
-        compared += 1
-        worse_by = (old - new) if higher else (new - old)
-        if worse_by > config.tolerance + FLOAT_SLACK:
-            rejections.append(
-                f"{task} {metric}: challenger {new:.4f} vs champion {old:.4f} "
-                f"({'higher' if higher else 'lower'} is better), worse by {worse_by:.4f} > tolerance {config.tolerance}"
-            )
-    if rejections:
-        return Decision(False, rejections + notes)
-    return Decision(
-        True, [f"{compared} metrics compared: none worse than the champion's by more than {config.tolerance}", *notes]
-    )
-
-
-def decide_against_champion(
-    ds: date,
-    metrics: list[dict[str, Any]],
-    champion: dict[str, Any] | None,
-    champion_metrics: list[dict[str, Any]] | None,
-    config: GateConfig,
-) -> Decision:
-    """decide_promotion, plus what only the registry knows: the champion's day and whether it was evaluated."""
+    """The rule of the module docstring for one objective. ``champion``: {model_version, trained_ds
+    (a date)} of the objective's champion, or None; ``evidence`` None: the champion was not evaluated."""
     if champion is None:
-        return decide_promotion(metrics, None, config)
-    if ds < champion["trained_ds"]:
+        return Decision(objective, True, [f"{objective}: no champion yet, the first model serves it"])
+    version, trained_ds = champion["model_version"], champion["trained_ds"]
+    if ds < trained_ds:
         return Decision(
-            False,
-            [
-                f"trained on {ds}, before champion {champion['model_version']} "
-                f"(trained on {champion['trained_ds']}): a backfill never replaces a newer champion"
-            ],
-        )
-    if champion_metrics is None:
-        log.warning(
-            "champion %s was not evaluated on today's rows: promoting without comparison", champion["model_version"]
-        )
+            objective, False,
+            [f"{objective}: trained on {ds}, before champion {version} (trained on {trained_ds}): "
+             "a backfill never replaces a newer champion"],
+        )  # fmt: skip
+    if evidence is None:
         return Decision(
-            True,
-            [
-                f"champion {champion['model_version']} could not be evaluated on today's rows "
-                "(artifacts missing or unloadable): promoted without comparison"
-            ],
-        )
-    return decide_promotion(metrics, champion_metrics, config)
+            objective, True,
+            [f"{objective}: champion {version} could not be evaluated on today's rows (artifacts missing or "
+             "unloadable): promoted without comparison"],
+        )  # fmt: skip
+    shown = evidence.to_dict()
+    lacking = enough_evidence(evidence, config)
+    if lacking is not None:
+        age = (ds - trained_ds).days
+        if age > config.max_champion_age_days:
+            return Decision(
+                objective, True,
+                [f"{objective}: not enough evidence ({lacking}); champion {version} is {age} days old "
+                 f"(> max_champion_age_days {config.max_champion_age_days}): the newer model serves. {evidence.describe()}"],
+                shown,
+            )  # fmt: skip
+        return Decision(
+            objective, False,
+            [f"{objective}: not enough evidence ({lacking}); champion {version} ({age} days old) keeps serving. "
+             f"{evidence.describe()}"],
+            shown,
+        )  # fmt: skip
+    assert evidence.high is not None  # enough evidence means an interval
+    if evidence.high < -config.tolerance:
+        return Decision(
+            objective, False,
+            [f"{objective}: worse than champion {version} beyond the tolerance {config.tolerance}: {evidence.describe()}"],
+            shown,
+        )  # fmt: skip
+    return Decision(
+        objective, True,
+        [f"{objective}: not worse than champion {version} by more than {config.tolerance}: {evidence.describe()}"],
+        shown,
+    )  # fmt: skip
+
+
+def decide_units(decisions: Mapping[str, Decision]) -> dict[str, Decision]:
+    """Objectives of one serving unit promote together: a unit with a rejected objective keeps all of
+    its objectives with their champions (the reason says why)."""
+    decided = dict(decisions)
+    for unit in SERVING_UNITS:
+        present = [objective for objective in unit if objective in decided]
+        held = [objective for objective in present if not decided[objective].promote]
+        if not held or len(held) == len(present):
+            continue
+        for objective in present:
+            if decided[objective].promote:
+                note = f"{objective}: kept with the champion because {', '.join(held)} was not promoted and {' and '.join(present)} are served by one model"
+                decided[objective] = replace(decided[objective], promote=False, reasons=[note, *decided[objective].reasons])
+    return decided

@@ -1,9 +1,10 @@
-"""The ``model_registry`` table: every model version, its status and the decision that set it.
+"""The ``model_registry`` table: every model version, per objective its status and the decision that set it.
 
-Statuses: ``champion`` (one per model name: it scores the day), ``challenger`` (a former champion,
-kept as history) and ``rejected`` (lost the gate; the reasons are recorded). Registration is one
-transaction under a table lock, so two nights running concurrently cannot both promote; the
-promotion rule itself is ``training/promotion.py``, the evaluation that feeds it ``training/gate.py``.
+Statuses, per (model version, objective): ``champion`` (one per model name and objective: it serves
+that objective), ``challenger`` (served it before a newer champion) and ``rejected`` (not promoted for
+it; the reasons and the evidence are recorded). Registration is one transaction under a table lock,
+so two nights running concurrently cannot both promote; the promotion rule itself is
+``training/promotion.py``, the evaluation that feeds it ``training/gate.py``.
 """
 
 from __future__ import annotations
@@ -19,47 +20,86 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.contract import OBJECTIVES
 from etl.warehouse import bind_date, bind_timestamp, create_tables, create_warehouse_engine, mask_url, read_frame
+from training.comparison import Evidence
 from training.config import GateConfig
-from training.promotion import decide_against_champion
+from training.promotion import decide_objective, decide_units
 
 log = logging.getLogger(__name__)
 
 TABLE = "model_registry"
-_NOT_GIVEN = object()  # register_model's champion_seen when the caller does not say
 
 
 class ChampionChangedError(RuntimeError):
-    """The champion changed between its evaluation on today's rows and the registration (evaluate again)."""
+    """A champion changed between its evaluation on today's rows and the registration (evaluate again)."""
+
+
+@dataclass(frozen=True)
+class ObjectiveStatus:
+    """What the registry says of one model version for one objective."""
+
+    status: str  # champion, challenger or rejected
+    champion_version: str | None  # the objective's champion after the decision (rejected: the one it lost to)
+    champion_artifact_path: str | None
+    champion_trained_ds: str | None  # ISO date
+    reasons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Registration:
-    """What ``register_model`` decided for one model version (small and JSON-able, fit for an XCom)."""
+    """What ``register_model`` decided for one model version, per objective (small and JSON-able, fit
+    for an XCom)."""
 
     model_name: str
     model_version: str
-    status: str  # champion, challenger or rejected
-    champion_version: str | None  # the champion after the decision (a rejected model: the one it lost to)
-    champion_artifact_path: str | None
-    champion_trained_ds: str | None  # ISO date
-    reasons: list[str] = field(default_factory=list)
-    # True when this version was registered before (a re-run): champion_* then say what they said
+    objectives: dict[str, ObjectiveStatus]
+    # True when this version was registered before (a re-run): the champion_* then say what they said
     # that night (the model itself if promoted, the champion it lost to if rejected), not today's.
     recorded: bool = False
+
+    @property
+    def status(self) -> str:
+        """``champion`` when promoted for every objective, ``rejected`` for none, else ``partial``."""
+        statuses = {objective.status for objective in self.objectives.values()}
+        if statuses <= {"champion"}:
+            return "champion"
+        return "rejected" if "champion" not in statuses else "partial"
+
+    @property
+    def reasons(self) -> list[str]:
+        return [reason for objective in self.objectives.values() for reason in objective.reasons]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per objective (the run report's table)."""
+        return [
+            {"model_name": self.model_name, "model_version": self.model_version, "objective": objective, **asdict(status)}
+            for objective, status in self.objectives.items()
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Registration:
-        return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
+        return cls(
+            model_name=str(values["model_name"]),
+            model_version=str(values["model_version"]),
+            objectives={objective: ObjectiveStatus(**status) for objective, status in values["objectives"].items()},
+            recorded=bool(values.get("recorded", False)),
+        )
+
+
+def trained_objectives(metrics: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The objectives a model has metric rows for, in the canonical order."""
+    tasks = {str(row["task"]) for row in metrics}
+    return [objective for objective in OBJECTIVES if objective in tasks]
 
 
 def _lock_registry(conn: Connection) -> None:
     """Serialise registrations, so two nightly runs cannot both read the old champion and both promote."""
     if conn.dialect.name == "postgresql":
-        # Conflicts with itself and with writers, not with plain reads (analysts, read_champion).
+        # Conflicts with itself and with writers, not with plain reads (analysts, read_champions).
         conn.execute(sa.text(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE"))
     # SQLite: the INSERT that follows takes the database's write lock before anything is read.
 
@@ -68,25 +108,17 @@ def _read_rows(conn: Connection, where: str, params: Mapping[str, Any]) -> pl.Da
     return read_frame(conn, f"SELECT * FROM {TABLE} WHERE {where}", params, table=TABLE)
 
 
-def _champion_row(conn: Connection, model_name: str) -> dict[str, Any] | None:
+def _champion_rows(conn: Connection, model_name: str) -> dict[str, dict[str, Any]]:
+    """Objective -> its champion row."""
     rows = _read_rows(conn, "model_name = :name AND status = 'champion'", {"name": model_name})
-    return rows.row(0, named=True) if rows.height else None
+    return {row["objective"]: row for row in rows.iter_rows(named=True)}
 
 
 def _table_exists(conn: Connection) -> bool:
     return sa.inspect(conn).has_table(TABLE)
 
 
-def read_champion(warehouse_url: str, model_name: str) -> dict[str, Any] | None:
-    """The current champion of ``model_name``: {model_version, artifact_path, trained_ds (ISO), metrics}; None if none."""
-    engine = create_warehouse_engine(warehouse_url)
-    try:
-        with engine.connect() as conn:
-            row = _champion_row(conn, model_name) if _table_exists(conn) else None
-    finally:
-        engine.dispose()
-    if row is None:
-        return None
+def _champion_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "model_version": row["model_version"],
         "artifact_path": row["artifact_path"],
@@ -95,33 +127,52 @@ def read_champion(warehouse_url: str, model_name: str) -> dict[str, Any] | None:
     }
 
 
-def _version_row(conn: Connection, model_name: str, model_version: str) -> dict[str, Any] | None:
+def read_champions(warehouse_url: str, model_name: str) -> dict[str, dict[str, Any]]:
+    """Objective -> its champion {model_version, artifact_path, trained_ds (ISO), metrics}; empty when none."""
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            rows = _champion_rows(conn, model_name) if _table_exists(conn) else {}
+    finally:
+        engine.dispose()
+    return {objective: _champion_dict(row) for objective, row in rows.items()}
+
+
+def read_champion(warehouse_url: str, model_name: str) -> dict[str, Any] | None:
+    """The champion of the model's first objective with one (canonical order: click first), or None:
+    the model a warm start begins from."""
+    champions = read_champions(warehouse_url, model_name)
+    return next((champions[objective] for objective in OBJECTIVES if objective in champions), None)
+
+
+def _version_rows(conn: Connection, model_name: str, model_version: str) -> dict[str, dict[str, Any]]:
     rows = _read_rows(conn, "model_name = :name AND model_version = :version", {"name": model_name, "version": model_version})
-    return rows.row(0, named=True) if rows.height else None
+    return {row["objective"]: row for row in rows.iter_rows(named=True)}
 
 
 def register_model(
     warehouse_url: str,
     ds: date,
     summary: Mapping[str, Any],
-    champion_metrics_same_rows: list[dict[str, Any]] | None,
+    evidence: Mapping[str, Evidence | None],
+    champions_seen: Mapping[str, str | None],
     config: GateConfig = GateConfig(),
-    challenger_metrics_same_rows: list[dict[str, Any]] | None = None,
-    champion_seen: str | None | object = _NOT_GIVEN,
 ) -> Registration:
-    """Record a trained model, apply the gate, and promote it or reject it, in one transaction.
+    """Record a trained model, decide per objective and promote or reject it, in one transaction.
 
-    ``summary`` is ``TrainingSummary.to_dict()``; ``champion_metrics_same_rows`` the current
-    champion's metrics on the same evaluation rows (``evaluate_champion``), None when there is no
-    champion or it cannot be evaluated. The gate compares them with ``challenger_metrics_same_rows``
-    when given (``gate_model``), else with the summary's metrics. Registering a version that is
-    already registered changes nothing and returns its recorded decision (re-running a day).
-    ``champion_seen`` (``gate_model``): the champion version, or None, the caller saw when it found
-    nothing to evaluate; another champion by now (a concurrent night promoted one) is a
-    ``ChampionChangedError``, not a promotion without comparison.
+    ``summary`` is ``TrainingSummary.to_dict()``; its metric rows say which objectives it serves.
+    ``evidence``: per objective, the paired comparison with that objective's champion on the same rows
+    (None: the champion could not be evaluated). ``champions_seen``: per objective, the champion
+    version the gate evaluated (None: none); another champion by now (a concurrent night promoted one)
+    is a ``ChampionChangedError``, never a decision against a model nobody evaluated. Registering a
+    version that is already registered changes nothing and returns its recorded decisions (re-running
+    a day).
     """
     model_name, model_version = str(summary["model_name"]), str(summary["model_version"])
     metrics = list(summary["metrics"])  # type: ignore[arg-type]
+    objectives = trained_objectives(metrics)
+    if not objectives:
+        raise ValueError(f"{model_name} {model_version} has no metric rows: nothing to register")
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
@@ -130,132 +181,141 @@ def register_model(
             create_tables(engine, areas=["ops"])
         with engine.begin() as conn:
             _lock_registry(conn)
-            # The row goes in first as a placeholder 'challenger' (invisible until commit): its insert
+            # The rows go in first as placeholder 'challenger's (invisible until commit): the insert
             # takes SQLite's write lock, and its conflict tells a re-run apart from a new model.
-            inserted = conn.execute(
-                sa.text(
-                    f"INSERT INTO {TABLE} (model_name, model_version, trained_ds, artifact_path, status, "
-                    "metrics_json, created_at) VALUES (:name, :version, :ds, :path, 'challenger', :metrics, :now) "
-                    "ON CONFLICT (model_name, model_version) DO NOTHING"
-                ),
-                {
-                    "name": model_name,
-                    "version": model_version,
-                    "ds": bind_date(conn, ds),
-                    "path": str(summary["output_dir"]),
-                    "metrics": json.dumps(metrics, sort_keys=True),
-                    "now": bind_timestamp(conn, datetime.now(UTC)),
-                },
-            ).rowcount
-            champion = _champion_row(conn, model_name)
-            if not inserted:
-                existing = _version_row(conn, model_name, model_version)
-                reasons = json.loads(existing["reasons_json"] or "[]")
-                # As that night said: a promoted model named itself, a rejected one the champion it lost to.
-                if existing["status"] != "rejected":
-                    judged_against = existing
-                elif existing["compared_with"]:
-                    judged_against = _version_row(conn, model_name, existing["compared_with"])
-                else:
-                    judged_against = None
-                log.info(
-                    "%s %s is already registered as %s (judged against %s): nothing changed",
-                    model_name, model_version, existing["status"], existing["compared_with"],
-                )
-                return _registration(model_name, model_version, existing["status"], judged_against, reasons, recorded=True)
-
-            _check_champion_unchanged(champion, champion_metrics_same_rows)
-            if champion_seen is not _NOT_GIVEN and (champion["model_version"] if champion else None) != champion_seen:
-                raise ChampionChangedError(
-                    f"no champion was evaluated ({champion_seen} seen) but the champion is now "
-                    f"{champion['model_version'] if champion else None}: evaluate again"
-                )
-            compared_metrics = metrics if challenger_metrics_same_rows is None else challenger_metrics_same_rows
-            decision = decide_against_champion(ds, compared_metrics, champion, champion_metrics_same_rows, config)
-            params = {
-                "name": model_name,
-                "version": model_version,
-                "reasons": json.dumps(decision.reasons),
-                "compared_with": champion["model_version"] if champion else None,
-                "compared": None
-                if champion_metrics_same_rows is None
-                else json.dumps(
-                    {"champion": _plain(champion_metrics_same_rows), "challenger": _plain(compared_metrics)},
-                    sort_keys=True,
-                ),
-                "status": "champion" if decision.promote else "rejected",
-            }
-            if decision.promote:
-                # Demote first: the partial unique index allows one champion per name at any moment.
+            inserted = sum(
                 conn.execute(
                     sa.text(
-                        f"UPDATE {TABLE} SET status = 'challenger' WHERE model_name = :name "
-                        "AND status = 'champion' AND model_version <> :version"
+                        f"INSERT INTO {TABLE} (model_name, model_version, objective, trained_ds, artifact_path, status, "
+                        "metrics_json, created_at) VALUES (:name, :version, :objective, :ds, :path, 'challenger', :metrics, :now) "
+                        "ON CONFLICT (model_name, model_version, objective) DO NOTHING"
+                    ),
+                    {
+                        "name": model_name,
+                        "version": model_version,
+                        "objective": objective,
+                        "ds": bind_date(conn, ds),
+                        "path": str(summary["output_dir"]),
+                        "metrics": json.dumps([row for row in metrics if row["task"] == objective], sort_keys=True),
+                        "now": bind_timestamp(conn, datetime.now(UTC)),
+                    },
+                ).rowcount
+                for objective in objectives
+            )
+            if inserted < len(objectives):
+                return _recorded(conn, model_name, model_version)
+            champions = _champion_rows(conn, model_name)
+            for objective in objectives:
+                current = champions[objective]["model_version"] if objective in champions else None
+                if current != champions_seen.get(objective):
+                    raise ChampionChangedError(
+                        f"{objective}: champion {champions_seen.get(objective)} was evaluated but the champion is now "
+                        f"{current}: evaluate again"
+                    )
+            decisions = decide_units(
+                {
+                    objective: decide_objective(
+                        objective,
+                        ds,
+                        evidence.get(objective),
+                        None if objective not in champions else {
+                            "model_version": champions[objective]["model_version"],
+                            "trained_ds": champions[objective]["trained_ds"],
+                        },
+                        config,
+                    )
+                    for objective in objectives
+                }
+            )  # fmt: skip
+            for objective, decision in decisions.items():
+                params = {
+                    "name": model_name,
+                    "version": model_version,
+                    "objective": objective,
+                    "status": "champion" if decision.promote else "rejected",
+                    "reasons": json.dumps(decision.reasons),
+                    "compared_with": champions[objective]["model_version"] if objective in champions else None,
+                    "evidence": None if decision.evidence is None else json.dumps(decision.evidence, sort_keys=True),
+                    "compared": _compared_metrics(decision.evidence),
+                }
+                if decision.promote:
+                    # Demote first: the partial unique index allows one champion per objective at any moment.
+                    conn.execute(
+                        sa.text(
+                            f"UPDATE {TABLE} SET status = 'challenger' WHERE model_name = :name AND objective = :objective "
+                            "AND status = 'champion' AND model_version <> :version"
+                        ),
+                        params,
+                    )
+                conn.execute(
+                    sa.text(
+                        f"UPDATE {TABLE} SET status = :status, reasons_json = :reasons, compared_with = :compared_with, "
+                        "evidence_json = :evidence, compared_metrics_json = :compared "
+                        "WHERE model_name = :name AND model_version = :version AND objective = :objective"
                     ),
                     params,
                 )
-            conn.execute(
-                sa.text(
-                    f"UPDATE {TABLE} SET status = :status, reasons_json = :reasons, "
-                    "compared_with = :compared_with, compared_metrics_json = :compared "
-                    "WHERE model_name = :name AND model_version = :version"
-                ),
-                params,
-            )
-            new_champion = _champion_row(conn, model_name)
+            after = _champion_rows(conn, model_name)
     finally:
         engine.dispose()
 
-    result = _registration(model_name, model_version, params["status"], new_champion, decision.reasons)
-    if decision.promote:
-        log.info(
-            "%s %s is the new champion (was %s) in %s: %s",
-            model_name,
-            model_version,
-            params["compared_with"],
-            mask_url(warehouse_url),
-            "; ".join(decision.reasons),
-        )
-    else:
-        log.warning(
-            "%s %s REJECTED, champion %s keeps scoring: %s",
-            model_name,
-            model_version,
-            params["compared_with"],
-            "; ".join(decision.reasons),
-        )
-    return result
+    registration = Registration(
+        model_name,
+        model_version,
+        {
+            objective: _status("champion" if decision.promote else "rejected", after.get(objective), decision.reasons)
+            for objective, decision in decisions.items()
+        },
+    )
+    promoted = [objective for objective, decision in decisions.items() if decision.promote]
+    held = [objective for objective in objectives if objective not in promoted]
+    log.info(
+        "%s %s in %s: serves %s; champions keep %s. %s",
+        model_name,
+        model_version,
+        mask_url(warehouse_url),
+        promoted or "nothing",
+        held or "nothing",
+        " | ".join(registration.reasons),
+    )
+    return registration
 
 
-def _registration(
-    model_name: str,
-    model_version: str,
-    status: str,
-    champion: dict[str, Any] | None,
-    reasons: list[str],
-    recorded: bool = False,
-) -> Registration:
-    return Registration(
-        model_name=model_name,
-        model_version=model_version,
+def _compared_metrics(evidence: Mapping[str, Any] | None) -> str | None:
+    """Both models' main metric on the same rows, as metric rows {task, metric, value, n_rows} (the
+    report's "champion on the same rows" line)."""
+    if evidence is None or evidence.get("difference") is None:
+        return None
+    row = lambda value: [{"task": evidence["objective"], "metric": evidence["metric"], "value": value, "n_rows": evidence["n_rows"]}]  # noqa: E731
+    return json.dumps({"champion": row(evidence["champion"]), "challenger": row(evidence["challenger"])}, sort_keys=True)
+
+
+def _recorded(conn: Connection, model_name: str, model_version: str) -> Registration:
+    """The decisions recorded for a registered version, as that night made them."""
+    rows = _version_rows(conn, model_name, model_version)
+    objectives: dict[str, ObjectiveStatus] = {}
+    for objective in (objective for objective in OBJECTIVES if objective in rows):
+        row = rows[objective]
+        # As that night said: a promoted model named itself, a rejected one the champion it lost to.
+        if row["status"] != "rejected":
+            judged_against = row
+        elif row["compared_with"]:
+            judged_against = _version_rows(conn, model_name, row["compared_with"]).get(objective)
+        else:
+            judged_against = None
+        objectives[objective] = _status(row["status"], judged_against, json.loads(row["reasons_json"] or "[]"))
+    log.info(
+        "%s %s is already registered (%s): nothing changed",
+        model_name, model_version, ", ".join(f"{objective} {status.status}" for objective, status in objectives.items()),
+    )  # fmt: skip
+    return Registration(model_name, model_version, objectives, recorded=True)
+
+
+def _status(status: str, champion: Mapping[str, Any] | None, reasons: list[str]) -> ObjectiveStatus:
+    return ObjectiveStatus(
         status=status,
         champion_version=champion["model_version"] if champion else None,
         champion_artifact_path=champion["artifact_path"] if champion else None,
         champion_trained_ds=champion["trained_ds"].isoformat() if champion else None,
         reasons=reasons,
-        recorded=recorded,
     )
-
-
-def _plain(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{key: row[key] for key in ("task", "metric", "value", "n_rows") if key in row} for row in rows]
-
-
-def _check_champion_unchanged(champion: dict[str, Any] | None, champion_metrics: list[dict[str, Any]] | None) -> None:
-    """Refuse to decide on metrics of a champion that is no longer the champion (a concurrent promotion)."""
-    evaluated = {row["model_version"] for row in champion_metrics or [] if row.get("model_version")}
-    current = champion["model_version"] if champion else None
-    if evaluated and evaluated != {current}:
-        raise ChampionChangedError(
-            f"champion metrics are of {sorted(evaluated)} but the champion is now {current}: evaluate again"
-        )

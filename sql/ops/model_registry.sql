@@ -1,9 +1,13 @@
--- One row per trained model version and what the champion/challenger gate decided about it.
--- status: 'champion' (scores tonight; at most one per model_name), 'challenger' (a former champion,
--- kept as history) or 'rejected' (worse than the champion on the same rows; reasons_json says why).
+-- One row per trained model version and objective, and what the champion/challenger gate decided
+-- for that objective. status: 'champion' (serves the objective now; at most one per model_name and
+-- objective), 'challenger' (served it before a newer champion) or 'rejected' (not promoted for it;
+-- reasons_json says why, evidence_json holds the paired comparison: both metric values on the same
+-- rows, their difference and its confidence interval). The network's objectives are decided one by
+-- one, so a night's network can serve click while an older one keeps serving category.
 CREATE TABLE IF NOT EXISTS model_registry (
     model_name            TEXT NOT NULL,
     model_version         TEXT NOT NULL,
+    objective             TEXT NOT NULL,
     trained_ds            DATE NOT NULL,
     artifact_path         TEXT NOT NULL,
     status                TEXT NOT NULL CHECK (status IN ('champion', 'challenger', 'rejected')),
@@ -12,7 +16,8 @@ CREATE TABLE IF NOT EXISTS model_registry (
     reasons_json          TEXT NULL,
     compared_with         TEXT NULL,
     compared_metrics_json TEXT NULL,
-    PRIMARY KEY (model_name, model_version)
+    evidence_json         TEXT NULL,
+    PRIMARY KEY (model_name, model_version, objective)
 );
 -- The gate's invariant, enforced by the database too: two concurrent promotions cannot both win.
-CREATE UNIQUE INDEX IF NOT EXISTS ux_model_registry_champion ON model_registry (model_name) WHERE status = 'champion';
+CREATE UNIQUE INDEX IF NOT EXISTS ux_model_registry_champion ON model_registry (model_name, objective) WHERE status = 'champion';

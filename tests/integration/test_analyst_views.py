@@ -78,11 +78,12 @@ MODEL_RUNS = [  # (run_id, ds, model_name, model_version, task, metric, value, c
     ("run-2", D2, "fraud_lgbm", "lgbm-2", "fraud", "auc", 0.78, T, 55, "all"),
     ("run-2", D2, "fraud_lgbm", "lgbm-x", "fraud", "pr_auc", None, T, 55, "all"),  # not in the registry
 ]
-MODEL_REGISTRY = [  # (model_name, model_version, trained_ds, artifact_path, status, metrics_json, created_at, ...)
-    ("multitask", "mtl-1", D1, "/m/1", "challenger", "[]", T, None, None, None),
-    ("multitask", "mtl-2", D2, "/m/2", "champion", "[]", T, None, "mtl-1", None),
-    ("fraud_lgbm", "lgbm-1", D1, "/l/1", "champion", "[]", T, None, None, None),
-    ("fraud_lgbm", "lgbm-2", D2, "/l/2", "rejected", "[]", T, '["fraud auc worse"]', "lgbm-1", None),
+MODEL_REGISTRY = [  # (model_name, model_version, objective, trained_ds, artifact_path, status, metrics_json, created_at, ...)
+    ("multitask", "mtl-1", "click", D1, "/m/1", "challenger", "[]", T, None, None, None, None),
+    ("multitask", "mtl-1", "fraud", D1, "/m/1", "challenger", "[]", T, None, None, None, None),
+    ("multitask", "mtl-2", "click", D2, "/m/2", "champion", "[]", T, None, "mtl-1", None, None),
+    ("fraud_lgbm", "lgbm-1", "fraud", D1, "/l/1", "champion", "[]", T, None, None, None, None),
+    ("fraud_lgbm", "lgbm-2", "fraud", D2, "/l/2", "rejected", "[]", T, '["fraud auc worse"]', "lgbm-1", None, None),
 ]
 
 
@@ -191,7 +192,7 @@ def test_publishing_creates_the_views(tmp_path, warehouse_url):
     multitask = {"model_name": "multitask", "model_version": "mtl-1", "output_dir": str(tmp_path / "mtl"),
                  "metrics": [{"task": "category", "metric": "accuracy", "value": 0.8, "n_rows": 2}]}
     for _ in range(2):  # a re-run of the day
-        publish_scores(warehouse_url, D2, "run-1", ["category"], tmp_path / "features", {"multitask": multitask}, [multitask])
+        publish_scores(warehouse_url, D2, "run-1", ["category"], tmp_path / "features", {"multitask": {"category": multitask}}, [multitask])
     engine = create_warehouse_engine(warehouse_url)
     with engine.connect() as conn:
         assert set(sa.inspect(conn).get_view_names()) == set(VIEWS)

@@ -59,7 +59,7 @@ def write_candidates(model_dir: Path, n_users: int, seed: int) -> None:
 
 def publish(url: str, model_dir: Path, version: str) -> None:
     publish_scores(url, DS, f"run-{version}", ["click", "purchase"], model_dir,
-                   {"multitask": {"output_dir": str(model_dir), "model_version": version}}, [])
+                   {"multitask": dict.fromkeys(("click", "purchase"), {"output_dir": str(model_dir), "model_version": version})}, [])
 
 
 def day_summary(url: str) -> tuple[int, set[str], float]:

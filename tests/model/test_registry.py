@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from etl.warehouse import create_warehouse_engine, read_frame
 from training.config import FraudLgbmConfig, GateConfig, MultiTaskConfig, NetworkConfig
 from training.fraud_lgbm import evaluate_fraud_lgbm, train_fraud_lgbm
-from training.gate import choose_scoring_model, evaluate_champion, gate_model, score_with_model, unseen_rows_view
-from training.promotion import decide_promotion
-from training.registry import ChampionChangedError, read_champion, register_model
+from training.comparison import Evidence, compare_accuracy, compare_auc
+from training.gate import gate_model, score_with_model, select_scoring_model, unseen_rows_view
+from training.promotion import decide_objective, decide_units
+from training.registry import ChampionChangedError, read_champion, read_champions, register_model
 
 DS = date(2026, 2, 4)
 
@@ -38,140 +39,155 @@ def summary(version: str, output_dir: str = "/models/x", name: str = "multitask"
     return {"model_name": name, "model_version": version, "output_dir": output_dir, "metrics": rows(**values)}
 
 
-# --- the gate ----------------------------------------------------------------------------------------
-
-
-def test_first_model_is_promoted() -> None:
-    decision = decide_promotion(rows(click_auc=0.5), None, GateConfig())
-    assert decision.promote and "first model" in decision.reasons[0]
-
-
-def test_worse_beyond_tolerance_is_rejected_naming_task_metric_values_and_tolerance() -> None:
-    champion = rows(click_auc=0.78, purchase_auc=0.84, fraud_auc=0.93)
-    challenger = rows(click_auc=0.76, purchase_auc=0.85, fraud_auc=0.95)
-    decision = decide_promotion(challenger, champion, GateConfig(tolerance=0.01))
-    assert not decision.promote
-    assert len(decision.reasons) == 1
-    reason = decision.reasons[0]
-    assert reason.startswith("click auc") and "0.7600" in reason and "0.7800" in reason and "0.01" in reason
-
-
-def test_within_tolerance_is_promoted_and_the_boundary_counts_as_within() -> None:
-    champion = rows(click_auc=0.80, fraud_pr_auc=0.50)
-    assert decide_promotion(rows(click_auc=0.79, fraud_pr_auc=0.495), champion, GateConfig(tolerance=0.01)).promote
-    assert not decide_promotion(
-        rows(click_auc=0.789, fraud_pr_auc=0.5), champion, GateConfig(tolerance=0.01)
-    ).promote
-    assert decide_promotion(rows(click_auc=0.70), champion, GateConfig(tolerance=0.2)).promote
-
-
-def test_log_loss_is_lower_is_better_and_accuracy_higher_is_better() -> None:
-    champion = rows(click_log_loss=0.30, category_accuracy=0.90)
-    assert decide_promotion(rows(click_log_loss=0.25, category_accuracy=0.95), champion).promote  # both better
-    worse_loss = decide_promotion(rows(click_log_loss=0.35, category_accuracy=0.95), champion)
-    assert (
-        not worse_loss.promote
-        and worse_loss.reasons[0].startswith("click log_loss")
-        and "lower" in worse_loss.reasons[0]
+def evidence(objective: str, difference: float, half_width: float = 0.01, positives: int | None = 500) -> Evidence:
+    """A comparison with the given difference and interval (champion at 0.80)."""
+    metric = "accuracy" if objective == "category" else "auc"
+    return Evidence(
+        objective, metric, 0.80 + difference, 0.80, difference, difference - half_width, difference + half_width, 0.95, 5000, positives
     )
-    worse_accuracy = decide_promotion(rows(click_log_loss=0.30, category_accuracy=0.85), champion)
-    assert not worse_accuracy.promote and worse_accuracy.reasons[0].startswith("category accuracy")
 
 
-def test_only_metrics_in_both_with_values_and_the_same_rows_are_compared() -> None:
-    champion = rows(click_auc=0.90, review_auc=0.90, fraud_auc=None) + [
-        {"task": "purchase", "metric": "auc", "value": 0.9, "n_rows": 50}
-    ]
-    challenger = rows(click_auc=None, fraud_auc=0.5, purchase_auc=0.5, category_accuracy=0.1)
-    decision = decide_promotion(challenger, champion)
-    assert decision.promote  # every pair lacks a value, a partner, or the same rows
-    assert any("purchase auc not compared" in reason for reason in decision.reasons)
+# --- paired comparisons ------------------------------------------------------------------------------
 
 
-def test_duplicate_metric_rows_are_an_error() -> None:
-    with pytest.raises(ValueError, match="click.auc twice"):
-        decide_promotion(rows(click_auc=0.5) * 2, rows(click_auc=0.5))
+def test_delong_gives_sklearns_aucs_and_an_interval_as_wide_as_the_bootstrap() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(3000) < 0.2).astype(float)
+    signal = rng.normal(size=3000) + labels
+    new, old = signal + rng.normal(0, 0.5, 3000), signal + rng.normal(0, 0.7, 3000)
+    compared = compare_auc("click", labels, new, old)
+    assert compared.challenger == pytest.approx(roc_auc_score(labels, new))
+    assert compared.champion == pytest.approx(roc_auc_score(labels, old))
+    assert compared.n_positives == int(labels.sum()) and compared.low < compared.difference < compared.high
+    draws = [rng.integers(0, 3000, 3000) for _ in range(200)]
+    boot = [roc_auc_score(labels[i], new[i]) - roc_auc_score(labels[i], old[i]) for i in draws]
+    assert (compared.high - compared.low) / 2 / 1.96 == pytest.approx(np.std(boot), rel=0.25)
+    same = compare_auc("click", labels, new, new)  # one model against itself: exactly no difference
+    assert (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert compare_auc("fraud", np.ones(10), new[:10], old[:10]).difference is None  # one class: no AUC
 
 
-# --- the registry table ------------------------------------------------------------------------------
+def test_accuracy_difference_is_paired_over_the_same_items() -> None:
+    new = np.array([1, 1, 1, 0] * 50, dtype=bool)
+    old = np.array([1, 1, 0, 0] * 50, dtype=bool)
+    compared = compare_accuracy("category", new, old)
+    assert compared.difference == pytest.approx(0.25) and compared.low > 0 and compared.n_rows == 200
 
 
-def registry_rows(warehouse_url: str) -> dict[str, str]:
+# --- the promotion rule --------------------------------------------------------------------------------
+
+CHAMPION = {"model_version": "v1", "trained_ds": DS}
+
+
+def test_the_rule_first_backfill_unevaluated() -> None:
+    assert decide_objective("click", DS, None, None).promote  # no champion: the first model serves
+    backfill = decide_objective("click", date(2026, 1, 20), evidence("click", 0.05), CHAMPION)
+    assert not backfill.promote and "backfill" in backfill.reasons[0]
+    unevaluated = decide_objective("click", DS, None, CHAMPION)
+    assert unevaluated.promote and "could not be evaluated" in unevaluated.reasons[0]
+
+
+def test_only_an_interval_wholly_below_the_tolerance_rejects() -> None:
+    config = GateConfig(tolerance=0.01)
+    worse = decide_objective("click", DS, evidence("click", -0.03, 0.01), CHAMPION, config)  # CI -0.04..-0.02
+    assert not worse.promote and "worse than champion v1 beyond the tolerance 0.01" in worse.reasons[0]
+    assert "-0.0300" in worse.reasons[0] and "95% CI -0.0400..-0.0200" in worse.reasons[0]
+    assert worse.evidence["difference"] == pytest.approx(-0.03)
+    # Worse on the point estimate, but the interval reaches above -tolerance: noise, promoted.
+    assert decide_objective("click", DS, evidence("click", -0.015, 0.01), CHAMPION, config).promote
+    assert decide_objective("category", DS, evidence("category", 0.02, 0.01, positives=None), CHAMPION, config).promote
+
+
+def test_without_enough_evidence_the_champion_stays_until_it_is_old() -> None:
+    config = GateConfig(min_positives=30, max_champion_age_days=7)
+    thin = evidence("fraud", -0.2, 0.01, positives=11)
+    kept = decide_objective("fraud", DS, thin, CHAMPION, config)
+    assert not kept.promote and "not enough evidence (11 positives" in kept.reasons[0] and "keeps serving" in kept.reasons[0]
+    old = {"model_version": "v1", "trained_ds": date(2026, 1, 20)}
+    replaced = decide_objective("fraud", DS, thin, old, config)
+    assert replaced.promote and "15 days old" in replaced.reasons[0]
+    few_items = dataclasses.replace(evidence("category", 0.1, positives=None), n_rows=40)
+    assert not decide_objective("category", DS, few_items, CHAMPION, GateConfig(min_rows=100)).promote
+
+
+def test_click_and_purchase_are_served_by_one_model_so_they_are_decided_together() -> None:
+    decisions = {
+        "click": decide_objective("click", DS, evidence("click", 0.01), CHAMPION),
+        "purchase": decide_objective("purchase", DS, evidence("purchase", -0.05), CHAMPION),
+        "category": decide_objective("category", DS, evidence("category", 0.0, positives=None), CHAMPION),
+    }
+    decided = decide_units(decisions)
+    assert [decided[o].promote for o in ("click", "purchase", "category")] == [False, False, True]
+    assert "kept with the champion because purchase was not promoted" in decided["click"].reasons[0]
+
+
+# --- the registry ------------------------------------------------------------------------------------
+
+
+def registry_rows(warehouse_url: str) -> dict[tuple[str, str], str]:
     engine = create_warehouse_engine(warehouse_url)
     with engine.connect() as conn:
-        frame = read_frame(conn, "SELECT model_version, status FROM model_registry", table="model_registry")
+        frame = read_frame(conn, "SELECT model_version, objective, status FROM model_registry", table="model_registry")
     engine.dispose()
-    return dict(frame.iter_rows())
+    return {(version, objective): status for version, objective, status in frame.iter_rows()}
 
 
-def test_register_promotes_the_first_rejects_worse_promotes_better_and_is_idempotent(warehouse_url: str) -> None:
-    assert read_champion(warehouse_url, "multitask") is None  # no table yet
+def test_register_decides_per_objective_records_the_evidence_and_is_idempotent(warehouse_url: str) -> None:
+    assert read_champions(warehouse_url, "multitask") == {}  # no table yet
 
-    first = register_model(warehouse_url, DS, summary("v1", "/m/v1", click_auc=0.78, click_log_loss=0.30), None)
-    assert first.status == "champion" and first.champion_version == "v1"
-    champion = read_champion(warehouse_url, "multitask")
-    assert champion == {
-        "model_version": "v1",
-        "artifact_path": "/m/v1",
-        "trained_ds": DS.isoformat(),
-        "metrics": rows(click_auc=0.78, click_log_loss=0.30),
+    first = register_model(
+        warehouse_url, DS, summary("v1", "/m/v1", click_auc=0.78, category_accuracy=0.9), {}, {"click": None, "category": None}
+    )
+    assert first.status == "champion" and first.objectives["click"].champion_version == "v1"
+    assert read_champion(warehouse_url, "multitask") == {
+        "model_version": "v1", "artifact_path": "/m/v1", "trained_ds": DS.isoformat(), "metrics": rows(click_auc=0.78),
     }
 
-    # The champion re-evaluated on the next day's rows scores 0.77; a challenger at 0.74 is worse.
+    # The next night's model is better on click and clearly worse on category: it serves click only.
     day2 = date(2026, 2, 5)
-    worse = register_model(warehouse_url, day2, summary("v2", "/m/v2", click_auc=0.74), rows(click_auc=0.77))
-    assert worse.status == "rejected" and worse.champion_version == "v1"
-    assert worse.champion_artifact_path == "/m/v1" and "click auc" in worse.reasons[0]
-    assert choose_scoring_model(worse, "/m/v2") == "/m/v1"  # the champion keeps scoring
-
-    better = register_model(warehouse_url, day2, summary("v3", "/m/v3", click_auc=0.80), rows(click_auc=0.77))
-    assert better.status == "champion" and better.champion_version == "v3"
-    assert choose_scoring_model(better, "/m/v3") == "/m/v3"
-    assert registry_rows(warehouse_url) == {"v1": "challenger", "v2": "rejected", "v3": "champion"}
-
-    # Re-running a day registers nothing new and returns that night's decision, although v3 has
-    # replaced the champion v2 lost to since.
-    rerun = register_model(warehouse_url, day2, summary("v2", "/m/v2", click_auc=0.74), rows(click_auc=0.77))
-    assert rerun == dataclasses.replace(worse, recorded=True)
-    assert choose_scoring_model(rerun, "/m/v2") == "/m/v1"
-    assert register_model(
-        warehouse_url, day2, summary("v3", "/m/v3", click_auc=0.80), rows(click_auc=0.80)
-    ) == dataclasses.replace(better, recorded=True)
-    assert registry_rows(warehouse_url) == {"v1": "challenger", "v2": "rejected", "v3": "champion"}
-
+    seen = {"click": "v1", "category": "v1"}
+    night = summary("v2", "/m/v2", click_auc=0.80, category_accuracy=0.7)
+    compared = {"click": evidence("click", 0.02), "category": evidence("category", -0.2, positives=None)}
+    partial = register_model(warehouse_url, day2, night, compared, seen)
+    assert partial.status == "partial"
+    assert partial.objectives["click"].status == "champion" and partial.objectives["click"].champion_version == "v2"
+    assert partial.objectives["category"].status == "rejected"
+    assert partial.objectives["category"].champion_artifact_path == "/m/v1"
+    champions = read_champions(warehouse_url, "multitask")
+    assert {objective: champion["model_version"] for objective, champion in champions.items()} == {"click": "v2", "category": "v1"}
+    assert registry_rows(warehouse_url) == {
+        ("v1", "click"): "challenger", ("v1", "category"): "champion", ("v2", "click"): "champion", ("v2", "category"): "rejected",
+    }
     engine = create_warehouse_engine(warehouse_url)
     with engine.connect() as conn:
-        recorded = read_frame(conn, "SELECT * FROM model_registry WHERE model_version = 'v2'", table="model_registry")
+        recorded = read_frame(
+            conn, "SELECT * FROM model_registry WHERE model_version = 'v2' AND objective = 'category'", table="model_registry"
+        ).row(0, named=True)
     engine.dispose()
-    assert json.loads(recorded["reasons_json"][0]) == worse.reasons
-    assert recorded["compared_with"][0] == "v1"
-    assert json.loads(recorded["compared_metrics_json"][0]) == {
-        "champion": rows(click_auc=0.77),
-        "challenger": rows(click_auc=0.74),
-    }
-    assert recorded["trained_ds"][0] == day2
+    assert json.loads(recorded["reasons_json"]) == partial.objectives["category"].reasons
+    assert json.loads(recorded["evidence_json"])["difference"] == pytest.approx(-0.2)
+    assert recorded["compared_with"] == "v1" and recorded["trained_ds"] == day2
+
+    # Re-running the night registers nothing and returns that night's decisions, whatever came since.
+    rerun = register_model(warehouse_url, day2, night, compared, {"click": "v2", "category": "v1"})
+    assert rerun == dataclasses.replace(partial, recorded=True)
 
 
-def test_registry_refuses_stale_champion_metrics_and_backfills_and_allows_one_champion(warehouse_url: str) -> None:
-    register_model(warehouse_url, DS, summary("v1", click_auc=0.78), None)
-    register_model(
-        warehouse_url, DS, summary("v2", click_auc=0.79), [{**r, "model_version": "v1"} for r in rows(click_auc=0.78)]
-    )
+def test_registry_refuses_changed_champions_and_keeps_one_champion_per_objective(warehouse_url: str) -> None:
+    register_model(warehouse_url, DS, summary("v1", click_auc=0.78), {}, {"click": None})
+    register_model(warehouse_url, DS, summary("v2", click_auc=0.79), {"click": evidence("click", 0.01)}, {"click": "v1"})
     with pytest.raises(ChampionChangedError, match="champion is now v2"):
-        register_model(
-            warehouse_url,
-            DS,
-            summary("v3", click_auc=0.9),
-            [{**r, "model_version": "v1"} for r in rows(click_auc=0.78)],
-        )
-    assert "v3" not in registry_rows(warehouse_url)  # the failed registration left nothing behind
-
-    backfill = register_model(warehouse_url, date(2026, 1, 20), summary("v0", click_auc=0.99), rows(click_auc=0.5))
-    assert backfill.status == "rejected" and "backfill" in backfill.reasons[0]
-
-    lgbm = register_model(warehouse_url, DS, summary("l1", name="fraud_lgbm", fraud_auc=0.9), None)
-    assert lgbm.status == "champion"  # champions are per model name
-    assert read_champion(warehouse_url, "multitask")["model_version"] == "v2"
+        register_model(warehouse_url, DS, summary("v3", click_auc=0.9), {"click": evidence("click", 0.1)}, {"click": "v1"})
+    assert ("v3", "click") not in registry_rows(warehouse_url)  # the failed registration left nothing behind
+    # Two nights of a backfill gate at once: both found no champion of fraud_lgbm; the second must evaluate again.
+    register_model(warehouse_url, DS, summary("l1", name="fraud_lgbm", fraud_auc=0.9), {}, {"fraud": None})
+    with pytest.raises(ChampionChangedError, match="champion is now l1"):
+        register_model(warehouse_url, DS, summary("l2", name="fraud_lgbm", fraud_auc=0.5), {}, {"fraud": None})
+    # The champion seen but unusable (no evidence): promoted without comparison.
+    assert register_model(warehouse_url, DS, summary("l3", name="fraud_lgbm", fraud_auc=0.5), {}, {"fraud": "l1"}).status == "champion"
+    assert read_champion(warehouse_url, "multitask")["model_version"] == "v2"  # champions are per model name
 
     engine = create_warehouse_engine(warehouse_url)
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
@@ -223,25 +239,33 @@ def test_unseen_rows_view_leaves_out_holdout_orders_a_day_old_champion_may_have_
         assert pl.read_parquet(view / "orders.parquet").equals(orders)
 
 
+# The tiny features' holdouts (a few dozen frauds, ~50 items): evidence enough for these tests.
+TESTING_GATE = GateConfig(min_positives=5, min_rows=20)
+
+
 @pytest.mark.slow
 def test_gate_rejects_a_deliberately_worse_model_and_the_champion_keeps_scoring(
     lgbm_dir: Path, features_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
-    champion = train_fraud_lgbm(
-        features_dir, tmp_path / "champion", FraudLgbmConfig(num_boost_round=100)
-    ).to_dict()
-    assert gate_model(warehouse_url, DS, champion, features_dir).status == "champion"
+    champion = train_fraud_lgbm(features_dir, tmp_path / "champion", FraudLgbmConfig(num_boost_round=100)).to_dict()
+    assert gate_model(warehouse_url, DS, champion, features_dir, TESTING_GATE).status == "champion"
     # One stump on one feature: a real model, deliberately much worse.
     stump = FraudLgbmConfig(num_boost_round=1, early_stopping_rounds=1, num_leaves=2, feature_fraction=0.3, seed=11)
     worse = train_fraud_lgbm(features_dir, tmp_path / "worse", stump).to_dict()
-    decision = gate_model(warehouse_url, DS, worse, features_dir)
-    assert decision.status == "rejected" and decision.champion_version == champion["model_version"]
-    assert any(reason.startswith("fraud auc") for reason in decision.reasons), decision.reasons
-    assert choose_scoring_model(decision, worse["output_dir"]) == str(tmp_path / "champion")
+    decision = gate_model(warehouse_url, DS, worse, features_dir, TESTING_GATE)
+    fraud = decision.objectives["fraud"]
+    assert decision.status == "rejected" and fraud.champion_version == champion["model_version"]
+    assert fraud.champion_artifact_path == str(tmp_path / "champion")
+    assert "fraud: worse than champion" in fraud.reasons[0] and "CI" in fraud.reasons[0], fraud.reasons
     # The same model again (a re-run of the day) changes nothing and says it was recorded before.
-    rerun = gate_model(warehouse_url, DS, worse, features_dir)
+    rerun = gate_model(warehouse_url, DS, worse, features_dir, TESTING_GATE)
     assert rerun.recorded and dataclasses.replace(rerun, recorded=False) == decision
     assert read_champion(warehouse_url, "fraud_lgbm")["model_version"] == champion["model_version"]
+    # A model against a copy of itself: no difference at all, promoted.
+    shutil.copytree(tmp_path / "champion", tmp_path / "twin")
+    twin = {**champion, "model_version": "twin", "output_dir": str(tmp_path / "twin")}
+    again = gate_model(warehouse_url, DS, twin, features_dir, TESTING_GATE)
+    assert again.status == "champion" and "(+0.0000, 95% CI +0.0000..+0.0000" in again.reasons[0], again.reasons
 
 
 @pytest.mark.slow
@@ -259,17 +283,12 @@ def test_evaluate_fraud_lgbm_equals_the_metrics_training_wrote(lgbm_dir: Path, f
 
 
 @pytest.mark.slow
-def test_evaluate_champion_scores_the_saved_champion_or_says_it_cannot(
+def test_score_with_model_scores_the_saved_champion_and_an_unloadable_one_is_absent(
     lgbm_dir: Path, features_dir: Path, sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert evaluate_champion(sqlite_url, "fraud_lgbm", features_dir) is None  # nothing registered
     champion_dir = tmp_path / "champion"
     shutil.copytree(lgbm_dir, champion_dir)
     trained = json.loads((champion_dir / "metrics.json").read_text())
-    register_model(sqlite_url, DS, {**trained, "output_dir": str(champion_dir)}, None)
-    evaluated = evaluate_champion(sqlite_url, "fraud_lgbm", features_dir)
-    assert evaluated == [{**row, "model_version": trained["model_version"]} for row in trained["metrics"]]
-
     scored = score_with_model(champion_dir, features_dir, tmp_path / "scored")
     assert scored.metrics == trained["metrics"] and scored.model_version == trained["model_version"]
     assert pl.read_parquet(tmp_path / "scored" / "predictions" / "orders.parquet").equals(
@@ -278,10 +297,13 @@ def test_evaluate_champion_scores_the_saved_champion_or_says_it_cannot(
     with pytest.raises(ValueError, match="new directory"):
         score_with_model(champion_dir, features_dir, champion_dir)
 
+    register_model(sqlite_url, DS, {**trained, "output_dir": str(champion_dir)}, {}, {"fraud": None})
     (champion_dir / "model.txt").unlink()
+    challenger = {**trained, "model_version": "next", "output_dir": str(lgbm_dir)}
     with caplog.at_level(logging.WARNING, logger="training.gate"):
-        assert evaluate_champion(sqlite_url, "fraud_lgbm", features_dir) is None
+        decision = gate_model(sqlite_url, DS, challenger, features_dir)
     assert "treated as absent" in caplog.text
+    assert decision.status == "champion" and "could not be evaluated" in decision.reasons[0]
 
 
 @pytest.mark.slow
@@ -304,21 +326,35 @@ def test_score_with_model_reproduces_the_networks_own_predictions(features_dir: 
 
 
 @pytest.mark.slow
-def test_evaluate_champion_of_the_network_on_the_same_rows(features_dir: Path, tmp_path: Path, sqlite_url: str) -> None:
-    import training.train as train_module
+def test_the_network_is_gated_per_objective_and_each_objective_is_served_by_its_own_champion(
+    features_dir: Path, sqlite_url: str, tmp_path: Path
+) -> None:
+    from training.train import train_multitask
 
-    config = TINY_NETWORK
-    trained = train_module.train_multitask(features_dir, tmp_path / "model", config).to_dict()
-    register_model(sqlite_url, DS, trained, None)
-    evaluated = evaluate_champion(sqlite_url, "multitask", features_dir)
-    assert {(r["task"], r["metric"]) for r in evaluated} >= {(r["task"], r["metric"]) for r in trained["metrics"]}
-    by_key = {(r["task"], r["metric"]): r for r in evaluated}
-    for row in trained["metrics"]:
-        again = by_key[row["task"], row["metric"]]
-        assert again["model_version"] == trained["model_version"] and again["n_rows"] == row["n_rows"]
-        assert again["value"] == pytest.approx(row["value"], abs=1e-6)
-    # The same model against itself on the same rows passes the gate.
-    assert decide_promotion(trained["metrics"], evaluated).promote
+    champion = train_multitask(features_dir, tmp_path / "champion", TINY_NETWORK)
+    first = select_scoring_model(sqlite_url, DS, champion, features_dir, tmp_path / "unused", TESTING_GATE)
+    assert first.decision.status == "champion" and set(first.scoring) == {"click", "purchase", "review", "category", "fraud"}
+    # The same network retrained with another seed: no objective may be rejected on evidence.
+    reseeded = train_multitask(features_dir, tmp_path / "reseeded", dataclasses.replace(TINY_NETWORK, seed=8))
+    night = select_scoring_model(sqlite_url, DS, reseeded, features_dir, tmp_path / "kept", TESTING_GATE)
+    on_evidence = [o for o, status in night.decision.objectives.items() if "beyond the tolerance" in " ".join(status.reasons)]
+    assert on_evidence == [], night.decision.reasons
+    # A night whose image head saw almost no images is worse on category only: the night's network
+    # serves the rest and the champion keeps serving category, scored on today's features.
+    blind = train_multitask(features_dir, tmp_path / "blind", dataclasses.replace(TINY_NETWORK, seed=9, item_ratio=0.02))
+    assert blind.metric("category", "accuracy") < first.trained.metric("category", "accuracy") - 0.2
+    blind_summary = blind
+    mixed = select_scoring_model(sqlite_url, DS, blind_summary, features_dir, tmp_path / "champions", TESTING_GATE)
+    assert mixed.decision.objectives["category"].status == "rejected", mixed.decision.reasons
+    assert "category: worse than champion" in mixed.decision.objectives["category"].reasons[0]
+    assert mixed.decision.objectives["click"].status == "champion"
+    assert mixed.scoring["click"].model_version == blind.model_version
+    served = read_champions(sqlite_url, "multitask")
+    assert served["category"]["model_version"] != blind.model_version == served["click"]["model_version"]
+    category_version = served["category"]["model_version"]
+    assert mixed.scoring["category"].model_version == category_version
+    assert mixed.scoring["category"].output_dir == tmp_path / "champions" / category_version
+    assert (tmp_path / "champions" / category_version / "predictions" / "items.parquet").exists()
 
 
 @pytest.mark.slow
@@ -327,44 +363,33 @@ def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights
 ) -> None:
     from datetime import timedelta
 
-    from training.gate import select_scoring_model
-
     champion = train_fraud_lgbm(features_dir, tmp_path / "champion", FraudLgbmConfig(num_boost_round=100))
-    first = select_scoring_model(sqlite_url, DS, champion, features_dir, tmp_path / "unused")
-    assert first.decision.status == "champion" and first.scoring.model_version == champion.model_version
+    first = select_scoring_model(sqlite_url, DS, champion, features_dir, tmp_path / "unused", TESTING_GATE)
+    assert first.decision.status == "champion" and first.scoring["fraud"].model_version == champion.model_version
 
     stump = FraudLgbmConfig(num_boost_round=1, early_stopping_rounds=1, num_leaves=2, feature_fraction=0.3, seed=11)
     worse = train_fraud_lgbm(features_dir, tmp_path / "worse", stump)
-    kept = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores")
+    kept = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores", TESTING_GATE)
     assert kept.decision.status == "rejected" and kept.trained.model_version == worse.model_version
-    assert kept.scoring.model_version == champion.model_version
-    assert pl.read_parquet(tmp_path / "champion_scores" / "predictions" / "orders.parquet").equals(
+    assert kept.scoring["fraud"].model_version == champion.model_version
+    scored_dir = tmp_path / "champion_scores" / champion.model_version
+    assert pl.read_parquet(scored_dir / "predictions" / "orders.parquet").equals(
         pl.read_parquet(tmp_path / "champion" / "predictions" / "orders.parquet").select("order_id", "split", "p_fraud")
     )
 
     # A backfill of an earlier day publishes the scores of the model trained as of that day.
-    backfill = select_scoring_model(sqlite_url, DS - timedelta(days=5), worse, features_dir, tmp_path / "never")
-    assert backfill.scoring.model_version == worse.model_version
+    backfill = select_scoring_model(sqlite_url, DS - timedelta(days=5), worse, features_dir, tmp_path / "never", TESTING_GATE)
+    assert backfill.scoring["fraud"].model_version == worse.model_version
     assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == champion.model_version
     assert not (tmp_path / "never").exists()
 
     # Weeks later a newer model is champion; reprocessing DS repeats that night's decision: the
     # champion the rejected model lost to scores the day again, with the same scores.
-    register_model(sqlite_url, DS + timedelta(days=3), summary("newer", str(tmp_path / "newer"), "fraud_lgbm", fraud_auc=0.99), None)
+    newer = summary("newer", str(tmp_path / "newer"), "fraud_lgbm", fraud_auc=0.99)
+    register_model(sqlite_url, DS + timedelta(days=3), newer, {}, {"fraud": champion.model_version})
     assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == "newer"
-    again = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores_again")
-    assert again.decision.recorded and again.scoring.model_version == champion.model_version
-    assert pl.read_parquet(tmp_path / "champion_scores_again" / "predictions" / "orders.parquet").equals(
-        pl.read_parquet(tmp_path / "champion_scores" / "predictions" / "orders.parquet")
+    again = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores_again", TESTING_GATE)
+    assert again.decision.recorded and again.scoring["fraud"].model_version == champion.model_version
+    assert pl.read_parquet(tmp_path / "champion_scores_again" / champion.model_version / "predictions" / "orders.parquet").equals(
+        pl.read_parquet(scored_dir / "predictions" / "orders.parquet")
     )
-
-
-def test_a_champion_promoted_by_a_concurrent_night_after_the_gate_found_none_is_not_bypassed(warehouse_url: str) -> None:
-    # Two nights of a backfill gate at once: both find no champion, one registers first.
-    register_model(warehouse_url, DS, summary("v1", click_auc=0.78), None, champion_seen=None)
-    with pytest.raises(ChampionChangedError, match="champion is now v1"):
-        register_model(warehouse_url, DS, summary("v2", click_auc=0.5), None, champion_seen=None)
-    assert "v2" not in registry_rows(warehouse_url)  # the retried gate evaluates v1 and decides then
-    # The same champion as seen (present but unusable) still promotes without comparison, as before.
-    promoted = register_model(warehouse_url, DS, summary("v3", click_auc=0.5), None, champion_seen="v1")
-    assert promoted.status == "champion"

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from etl.contract import OBJECTIVES
+from etl.contract import MAIN_METRIC, OBJECTIVES
 from etl.layout import RunLayout
 from etl.publish import publish_scores
 from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
@@ -22,7 +22,8 @@ from reporting.calibration import calibration_inputs, equal_count_calibration
 from reporting.data import find_scoring_dirs
 from reporting.report import write_run_report
 from training.evaluation import metric_rows
-from training.registry import register_model
+from training.comparison import Evidence
+from training.registry import read_champions, register_model, trained_objectives
 
 DS = date(2026, 1, 22)
 CATEGORIES = ["books", "toys", "garden"]
@@ -111,11 +112,20 @@ def write_night(url: str, run_dir: Path, ds: date, objectives: list[str], seed: 
 
     decisions = {}
     for name, summary in summaries.items():
-        # The champion "on the same rows": slightly better on even seeds, so some nights are rejected.
-        champion = None if seed == 1 else [{**row, "value": None if row["value"] is None else row["value"] + (0.05 if seed % 2 == 0 else -0.05)}
-                                           for row in summary["metrics"]]
-        decisions[name] = register_model(url, ds, summary, champion).to_dict()  # the gate's XCom dict
-    publish_scores(url, ds, run_id, objectives, features, summaries, list(summaries.values()))
+        # The champion "on the same rows": clearly better on even seeds, so some nights are rejected.
+        objectives_trained = trained_objectives(summary["metrics"])
+        seen = read_champions(url, name)
+        shift = 0.05 if seed % 2 == 0 else -0.05
+        evidence = {}
+        for objective in objectives_trained if seen else []:
+            value = next(r["value"] for r in summary["metrics"] if r["task"] == objective and r["metric"] == MAIN_METRIC[objective])
+            evidence[objective] = Evidence(objective, MAIN_METRIC[objective], value, value + shift, -shift, -shift - 0.01,
+                                           -shift + 0.01, 0.95, 1000, None if objective == "category" else 500)
+        registration = register_model(url, ds, summary, evidence, {o: seen[o]["model_version"] if o in seen else None
+                                                                   for o in objectives_trained})
+        decisions[name] = registration.rows()  # what the DAG hands the report
+    publish_scores(url, ds, run_id, objectives, features, {name: {o: summary for o in trained_objectives(summary["metrics"])}
+                                                           for name, summary in summaries.items()}, list(summaries.values()))
     return {"summaries": summaries, "decisions": decisions}
 
 
@@ -171,7 +181,7 @@ def test_report_over_several_nights_shows_plots_gate_and_data_quality(tmp_path):
     report = write_run_report(
         url, DS, "run-<D>&1", run_dir, list(OBJECTIVES),
         scoring={name: summary for name, summary in result["summaries"].items()},
-        decisions=list(result["decisions"].values()),
+        decisions=[row for rows in result["decisions"].values() for row in rows],
     )
 
     assert report == run_dir / "report.html" and report.is_file()
@@ -183,7 +193,7 @@ def test_report_over_several_nights_shows_plots_gate_and_data_quality(tmp_path):
     assert DS.isoformat() in text and "run-&lt;D&gt;&amp;1" in text and "run-<D>&1" not in text
     assert result["summaries"]["multitask"]["model_version"] in text
     assert result["summaries"]["fraud_lgbm"]["model_version"] in text
-    assert result["decisions"]["multitask"]["status"] in text
+    assert result["decisions"]["multitask"][0]["status"] in text and "worse than champion" in text
     # GX summary: per-table counts, the critical failure with table, column, rule and count, escaped samples.
     critical = text.split("Critical failures")[1].split("Warnings")[0]
     assert "orders" in critical and "amount" in critical and "expect_column_values_to_be_between" in critical
@@ -267,7 +277,7 @@ def test_equal_count_calibration_handles_tiny_inputs():
 
 def test_calibration_uses_the_labelled_eval_rows_of_the_models_that_scored(tmp_path):
     """Only evaluation rows with a known label and a probability; LightGBM next to the network on fraud;
-    a rejected night's champion (models/<name>_champion) is found by the version that scored."""
+    a champion kept by the gate (models/<name>_champion/<version>) is found by the version that scored."""
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     layout = RunLayout(tmp_path / "runs" / DS.isoformat())
     summaries = write_night(url, layout.run_dir, DS, list(OBJECTIVES), 1, "run-1")["summaries"]
@@ -287,7 +297,7 @@ def test_calibration_uses_the_labelled_eval_rows_of_the_models_that_scored(tmp_p
     inputs, reason = calibration_inputs("review", layout.features_dir, {})
     assert inputs == [] and "not found" in reason
 
-    champion = layout.champion_dir("fraud_lgbm")
+    champion = layout.champion_dir("fraud_lgbm") / "lgbm-old"
     champion.mkdir(parents=True)
     (champion / "metrics.json").write_text(json.dumps({"model_name": "fraud_lgbm", "model_version": "lgbm-old"}))
     versions = {"multitask": summaries["multitask"]["model_version"], "fraud_lgbm": "lgbm-old"}

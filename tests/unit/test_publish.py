@@ -81,12 +81,13 @@ def test_a_deployment_without_clicks_or_fraud_labels_publishes_only_what_it_has(
     _write_predictions(tmp_path / "mtl", with_orders=False)
     multitask = {"model_name": "multitask", "model_version": "mtl-1", "output_dir": str(tmp_path / "mtl"),
                  "metrics": [{"task": "review", "metric": "auc", "value": 0.8, "n_rows": 1}]}
-    tables, skipped = build_score_tables(DS, ["review", "category"], tmp_path / "features", {"multitask": multitask})
+    serving = {"multitask": {"review": multitask, "category": multitask}}
+    tables, skipped = build_score_tables(DS, ["review", "category"], tmp_path / "features", serving)
     assert set(tables) == {"score_review_sentiment", "score_item_category"}
     assert set(skipped) == {"score_user_item", "score_order_fraud"}
     assert tables["score_review_sentiment"]["review_id"].to_list() == [5]  # only day D's reviews
 
-    summary = publish_scores(sqlite_url, DS, "run-1", ["review", "category"], tmp_path / "features", {"multitask": multitask}, [multitask])
+    summary = publish_scores(sqlite_url, DS, "run-1", ["review", "category"], tmp_path / "features", serving, [multitask])
     assert summary.rows == {"score_review_sentiment": 1, "score_item_category": 1, "model_runs": 1}
     engine = create_warehouse_engine(sqlite_url)
     with engine.connect() as conn:
@@ -99,4 +100,4 @@ def test_the_fraud_task_without_a_baseline_is_an_error_not_a_silent_gap(tmp_path
     _write_predictions(tmp_path / "mtl", with_orders=True)
     multitask = {"model_version": "mtl-1", "output_dir": str(tmp_path / "mtl")}
     with pytest.raises(ValueError, match="LightGBM baseline produced no scores"):
-        build_score_tables(DS, ["fraud"], tmp_path / "features", {"multitask": multitask})
+        build_score_tables(DS, ["fraud"], tmp_path / "features", {"multitask": {"fraud": multitask}})
