@@ -57,9 +57,10 @@ from etl.impression_days import (
     write_impression_days,
 )
 from etl.io import SCRATCH_COMPRESSION, write_json_atomically, write_parquet_atomically
-from etl.labels import label_orders
+from etl.labels import label_orders, start_of_day
 from etl.layout import day_file_path, extract_path, feature_path, impression_partition_path, manifest_path
 from etl.order_features import ORDER_CATEGORICAL, ORDER_DENSE, build_order_features
+from etl.sequences import SEQUENCE_COLUMNS, add_recent_clicks
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +158,18 @@ def build_features(
     # Candidates are scored for the day after D, so their history runs through day D; an unseen slot
     # gets position 1 (the top of the page), the usual way to serve a position-debiased model.
     candidates = build_candidates(window_events.clicks, window_events.order_lines, items, ds, config).with_columns(
-        pl.lit(ds + timedelta(days=1)).alias("as_of"), pl.lit(1, dtype=pl.Int32).alias("position")
+        pl.lit(ds + timedelta(days=1)).alias("as_of"),
+        pl.lit(start_of_day(ds + timedelta(days=1))).alias("as_of_time"),
+        pl.lit(1, dtype=pl.Int32).alias("position"),
     )
+    candidates = add_recent_clicks(candidates, events.clicks, items, config.recent_clicks)
     candidate_frame = add_candidate_scenarios(
-        add_user_item_features(candidates, daily, users, items).select(["user_id", "item_id", "category"] + IMPRESSION_DENSE),
+        add_user_item_features(candidates, daily, users, items).select(
+            ["user_id", "item_id", "category", *SEQUENCE_COLUMNS] + IMPRESSION_DENSE
+        ),
         window_events.clicks,
         ds,
-    ).select(["user_id", "item_id", "category", "scenario"] + IMPRESSION_DENSE).collect()
+    ).select(["user_id", "item_id", "category", "scenario", *SEQUENCE_COLUMNS] + IMPRESSION_DENSE).collect()
 
     review_frame = build_review_examples(reviews, items, ds, config.review_eval_days).sort("review_id").collect()
     item_frame = build_item_examples(items, item_images).sort("item_id").collect()

@@ -72,6 +72,10 @@ class FeatureConfig:
     items_per_category: int = 30  # most popular items per candidate category
     popular_items: int = 30  # globally most popular items every active user gets as candidates
     review_eval_days: int = 1  # newest days of reviews held out to evaluate sentiment (1 = day D only)
+    # The behaviour sequence of every impression and candidate (etl.sequences): the user's newest
+    # clicks before it, within the feature history. 20 covers the demo's users whole (median ~3 clicks
+    # in 28 days); the network reads the first NetworkConfig.history_length of them.
+    recent_clicks: int = 20
 
     @property
     def label_days(self) -> int:

@@ -47,18 +47,20 @@ from etl.features import IMPRESSION_DENSE, add_user_item_features, scan_source
 from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
 from etl.labels import label_impressions
 from etl.layout import day_file_path, impression_partition_path, partition_path
+from etl.sequences import SEQUENCE_COLUMNS, add_recent_clicks
 from etl.warehouse import TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 
 IMPRESSION_COLUMNS = [
     "event_id", "user_id", "item_id", "category", "scenario", "event_date", "split", "clicked", "converted",
+    *SEQUENCE_COLUMNS,
 ]
 # Days of impressions built in one pass: a first night builds the whole window, and building all of it at
 # once held every row and its joins in memory together (6.9 GiB at 100x the demo).
 DAYS_PER_PASS = 7
 # The modules whose code decides a kept day's rows: a change to any of them is a new version.
-VERSIONED_MODULES = ("etl/features.py", "etl/labels.py", "etl/impression_days.py")
+VERSIONED_MODULES = ("etl/features.py", "etl/labels.py", "etl/impression_days.py", "etl/sequences.py")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -98,6 +100,7 @@ def impression_version(config: FeatureConfig, sources: Sequence[str]) -> str:
         "click_hours": config.click_hours,
         "conversion_hours": config.conversion_hours,
         "history_days": FEATURE_HISTORY_DAYS,
+        "recent_clicks": config.recent_clicks,
         "sources": sorted(sources),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -169,7 +172,8 @@ def build_impression_examples(
     ``daily`` (``etl.features.build_daily_activity``) must cover the ``FEATURE_HISTORY_DAYS`` before them."""
     impressions = label_impressions(
         events.clicks, events.order_lines, config.conversion_hours, config.click_hours, days
-    ).with_columns(pl.col("event_time").dt.date().alias("as_of"))
+    ).with_columns(pl.col("event_time").dt.date().alias("as_of"), pl.col("event_time").alias("as_of_time"))
+    impressions = add_recent_clicks(impressions, events.clicks, items, config.recent_clicks)
     return (
         add_user_item_features(impressions, daily, users, items)
         .with_columns(

@@ -46,6 +46,10 @@ class NetworkConfig:
     # False: scenario-blind, every impression reads one scenario row (the ablation's comparison).
     scenarios: bool = True
     scenario_dim: int = 8  # scenario embedding width
+    # User behaviour sequence (DIN, Zhou et al. KDD 2018): target attention over the user's newest
+    # history_length clicked items (and their categories) before the impression; 0 turns it off.
+    history_length: int = 10
+    attention_hidden_dim: int = 16  # the attention unit's hidden layer
     review_hidden_dims: tuple[int, ...] = (32,)  # review tower MLP over [user | item | category | user*item | text]
     fraud_hidden_dims: tuple[int, ...] = (32, 16)  # fraud tower MLP
     dropout: float = 0.0  # early stopping already regularises; dropout measured no better on the demo data

@@ -29,6 +29,7 @@ import torch
 
 from etl.contract import OBJECTIVES
 from etl.layout import feature_input_paths, feature_path, manifest_path
+from etl.sequences import SEQUENCE_COLUMNS
 from training.config import TextHashing, ValidationSplit
 from training.encoders import decode_images, gather_bags, hash_texts
 from training.impression_rows import ImpressionRows, count_rows, encode_batches, read_batches
@@ -64,7 +65,7 @@ def source_schemas(manifest: dict[str, Any]) -> dict[str, dict[str, pl.DataType]
         "impressions": {
             "event_id": pl.Int64, "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String,
             "scenario": pl.String, "event_date": pl.Date, "split": pl.String, "clicked": pl.Int8, "converted": pl.Int8,
-            **impression_dense,
+            **SEQUENCE_COLUMNS, **impression_dense,
         },
         "orders": {
             "order_id": pl.Int64, "user_id": pl.Int64, "created_at": pl.Datetime("us"), "split": pl.String,
@@ -80,7 +81,8 @@ def source_schemas(manifest: dict[str, Any]) -> dict[str, dict[str, pl.DataType]
             "item_id": pl.Int64, "category": pl.String, "title": pl.String, "image": pl.Binary, "split": pl.String,
         },
         "candidates": {
-            "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String, "scenario": pl.String, **impression_dense,
+            "user_id": pl.Int64, "item_id": pl.Int64, "category": pl.String, "scenario": pl.String, **SEQUENCE_COLUMNS,
+            **impression_dense,
         },
     }  # fmt: skip
 
@@ -382,11 +384,44 @@ def encode_impressions(
         "scenario_rows": string_rows(frame, "scenario", spec.scenarios)
         if "scenario" in frame.columns
         else torch.zeros(frame.height, dtype=torch.int64),
+        **history_rows(model, spec, frame, items, model.config.network.history_length),
     }
     for label in ("clicked", "converted"):
         if label in frame.columns:
             tensors[label] = label_tensor(frame, label)  # [rows]
     return tensors
+
+
+def history_rows(
+    model: Vocabularies, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None, length: int
+) -> Tensors:
+    """The behaviour sequence as [rows, length] tensors, newest click first (``etl.sequences``): item
+    rows, item-table rows and category rows (0 past a sequence's end or when unseen) and the mask of
+    real positions. Nothing for a network without history or a frame without the sequence columns."""
+    if length <= 0 or "recent_items" not in frame.columns:
+        return {}
+    lists = frame.select(pl.col("recent_items").list.head(length), pl.col("recent_categories").list.head(length))
+    lengths = lists.get_column("recent_items").list.len().fill_null(0).to_numpy().astype(np.int64)  # [rows]
+    row = np.repeat(np.arange(frame.height), lengths)  # [positions] the row of each position
+    column = np.arange(row.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # [positions] 0..length-1
+    flat = lists.select(pl.col("recent_items").explode(), pl.col("recent_categories").explode()).filter(
+        pl.col("recent_items").is_not_null()
+    )  # an empty list explodes to one null: dropped (clicked item ids are never null)
+    mask = np.zeros((frame.height, length), dtype=bool)
+    mask[row, column] = True
+
+    def grid(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((frame.height, length), dtype=torch.int64)
+        out[torch.from_numpy(row), torch.from_numpy(column)] = values
+        return out
+
+    item_ids = flat.get_column("recent_items")
+    return {
+        "history_item_rows": grid(id_rows(model.item_vocabulary, item_ids)),  # [rows, length]
+        "history_content_rows": grid(items.rows_of(item_ids) if items is not None else torch.zeros(flat.height, dtype=torch.int64)),
+        "history_category_rows": grid(string_rows(flat, "recent_categories", spec.categories)),
+        "history_mask": torch.from_numpy(mask),  # [rows, length]
+    }
 
 
 def encode_reviews(model: Vocabularies, spec: FeatureSpec, frame: pl.DataFrame, items: ItemTable | None) -> Tensors:
@@ -473,7 +508,10 @@ def encode_in_chunks(encode: Callable[[pl.DataFrame], Tensors], frame: pl.DataFr
 
 def impression_columns(spec: FeatureSpec) -> list[str]:
     """The impression columns encoding and the incremental selection read."""
-    return ["user_id", "item_id", "category", "scenario", "event_date", "clicked", "converted", *spec.impression_dense]
+    return [
+        "user_id", "item_id", "category", "scenario", "event_date", "clicked", "converted", *SEQUENCE_COLUMNS,
+        *spec.impression_dense,
+    ]  # fmt: skip
 
 
 def encode_objective_data(

@@ -46,7 +46,7 @@ from training.predict import predict_impression_tensors, predict_item_tensors, p
 log = logging.getLogger(__name__)
 
 ID_KEYS = {  # inputs that id dropout may set to row 0, per batch kind
-    "impression": ("user_rows", "item_rows", "category_rows", "scenario_rows"),
+    "impression": ("user_rows", "item_rows", "category_rows", "scenario_rows", "history_item_rows"),
     "review": ("user_rows", "item_rows", "category_rows"),
     "item": (),
     "order": ("user_rows", "categorical_rows"),

@@ -8,7 +8,8 @@ loading and scoring ``training/predict.py``.
 Architecture (d = embedding_dim; shared parts marked *)::
 
     item vector*     = item_emb*[item] + Linear([softmax(image head(cnn*(image))) | text*(title) | has_image])
-    impressions      [user_emb* | item vector | category_emb* | user*item | standardised dense | scenario_emb]
+    impressions      [user_emb* | item vector | category_emb* | user*item | standardised dense | scenario_emb
+                      | DIN interest: attention(target item, the user's recent clicked items)]
                        -> shared-bottom MLP, MMoE or PLE -> click head(scenario) -> click_logit (p_ctr)
                                                         -> cvr head(scenario)   -> cvr_logit   (p_cvr)
                        + scenario auxiliary net([scenario_emb | dense]) on both logits          [STAR]
@@ -48,6 +49,9 @@ References:
       scenario indicator adds to the logit. Here the heads' hidden layers are star-topology layers,
       the tower input and so the MMoE/PLE gates read the scenario embedding, and the auxiliary net
       reads [scenario | dense] (position effects differ by surface).
+    - Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018
+      (arXiv:1706.06978): target attention over the user's behaviour sequence (here the newest
+      clicked items before the impression, as item vectors plus category embeddings).
     - Caruana, "Multitask Learning", Machine Learning 28, 1997: hard parameter sharing (shared bottom).
     - He et al., "Neural Collaborative Filtering", WWW 2017: the element-wise user*item product (GMF).
 
@@ -127,6 +131,24 @@ def make_mlp(in_dim: int, hidden_dims: tuple[int, ...], dropout: float) -> tuple
             layers.append(nn.Dropout(dropout))
         width = hidden
     return nn.Sequential(*layers), width
+
+
+class TargetAttention(nn.Module):
+    """DIN's local activation unit (Zhou et al. KDD 2018): each history item's weight is a small MLP of
+    [history, target, history - target, history * target]; the user's interest in the target is the
+    weighted sum of the history (weights not softmax-normalised, as in the paper, so the sum keeps how
+    much of the history is relevant). Masked positions (past a sequence's end) weigh nothing."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.unit = nn.Sequential(nn.Linear(4 * dim, hidden_dim), nn.PReLU(), nn.Linear(hidden_dim, 1))
+
+    def forward(self, target: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Interest [b, d] from the target [b, d], history [b, L, d] and mask [b, L]."""
+        expanded = target.unsqueeze(1).expand_as(history)  # [b, L, d]
+        weights = self.unit(torch.cat([history, expanded, history - expanded, history * expanded], dim=-1)).squeeze(-1)
+        weights = weights.masked_fill(~mask, 0.0)  # [b, L]
+        return (weights.unsqueeze(-1) * history).sum(dim=1)  # [b, d]
 
 
 class ScenarioLinear(nn.Module):
@@ -302,8 +324,13 @@ class MultiTaskNet(nn.Module):
         n_image = self.category_head.out_features
         self.item_content = nn.Linear(n_image + text_dim + 1, d)  # [class probabilities | title | has_image] -> item space
 
+        self.history_attention = TargetAttention(d, network.attention_hidden_dim) if network.history_length > 0 else None
+        interest_dim = d if network.history_length > 0 else 0
         self.impression_tower = ImpressionTower(
-            4 * d + config.n_impression_dense + network.scenario_dim, network, config.n_scenarios, config.n_impression_dense
+            4 * d + config.n_impression_dense + network.scenario_dim + interest_dim,
+            network,
+            config.n_scenarios,
+            config.n_impression_dense,
         )
         review_mlp, review_width = make_mlp(4 * d + text_dim, tuple(network.review_hidden_dims), network.dropout)
         self.review_tower = nn.Sequential(review_mlp, nn.Linear(review_width, 1))
@@ -371,8 +398,21 @@ class MultiTaskNet(nn.Module):
         dense = (batch["dense"] - self.impression_dense_mean) / self.impression_dense_std  # [b, n_dense]
         scenario_rows = self.scenario_rows(batch)  # [b]
         scenario = self.scenario_embedding(scenario_rows)  # [b, scenario_dim]
-        x = torch.cat([user, item, category, user * item, dense, scenario], dim=1)  # [b, 4d + n_dense + scenario_dim]
+        parts = [user, item, category, user * item, dense, scenario]
+        if self.history_attention is not None:
+            parts.append(self.user_interest(batch, item + category, items))  # [b, d]
+        x = torch.cat(parts, dim=1)  # [b, 4d + n_dense + scenario_dim (+ d)]
         return self.impression_tower(x, scenario_rows, torch.cat([scenario, dense], dim=1))
+
+    def user_interest(self, batch: Tensors, target: torch.Tensor, items: ItemTable) -> torch.Tensor:
+        """Target attention over the batch's behaviour sequences: [b, d] (zeros for rows without one)."""
+        if "history_item_rows" not in batch:
+            return torch.zeros_like(target)
+        item_rows = batch["history_item_rows"]  # [b, L]
+        b, length = item_rows.shape
+        history = self.item_vectors(item_rows.reshape(-1), batch["history_content_rows"].reshape(-1), items)  # [b * L, d]
+        history = history.reshape(b, length, -1) + self.category_embedding(batch["history_category_rows"])  # [b, L, d]
+        return self.history_attention(target, history, batch["history_mask"])
 
     def scenario_rows(self, batch: Tensors) -> torch.Tensor:
         """The batch's scenario rows [b]; all row 0 for a scenario-blind network or rows without scenarios."""

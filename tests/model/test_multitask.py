@@ -18,8 +18,23 @@ import torch
 from training.config import MultiTaskConfig, NetworkConfig
 from training.summary import TrainingSummary
 from etl.contract import ANY_SCENARIO, OBJECTIVES
-from training.data import dense_tensor, empty_item_table, encode_impressions, encode_orders, lookup_rows
-from training.multitask import MultiTaskModelConfig, MultiTaskNet, ScenarioLinear, esmm_losses, esmm_probabilities
+from training.data import (
+    FeatureSpec,
+    dense_tensor,
+    empty_item_table,
+    encode_impressions,
+    encode_orders,
+    history_rows,
+    lookup_rows,
+)
+from training.multitask import (
+    MultiTaskModelConfig,
+    MultiTaskNet,
+    ScenarioLinear,
+    TargetAttention,
+    esmm_losses,
+    esmm_probabilities,
+)
 from training.predict import (
     MODEL_FILE,
     evaluate_multitask,
@@ -97,10 +112,13 @@ def assert_losses_fell(metrics: dict, tasks: tuple[str, ...]) -> None:
         trained = [epoch["train"][task] for epoch in history[1:] if task in epoch["train"]]
         assert trained[-1] < trained[0] or len(trained) == 1, f"{task} training loss did not fall"
         assert lowest[task] < history[0]["validation"][task], f"{task} validation loss did not fall"
+        # Served from the epoch of its kind's lowest validation loss (click and purchase: their sum; a
+        # later drop smaller than min_delta does not count as an improvement).
+        together = [t for t in ("click", "purchase") if t in tasks] if task in ("click", "purchase") else [task]
+        kind_loss = lambda epoch: sum(epoch["validation"][t] for t in together)  # noqa: E731
         best = metrics["best_epochs"][task]
-        # (a later drop smaller than min_delta does not count as an improvement)
-        served = history[best]["validation"][task]
-        assert served <= lowest[task] + MultiTaskConfig.min_delta, f"{task} is not served from its best epoch"
+        lowest_kind = min(kind_loss(epoch) for epoch in history[1:] if task in epoch["validation"])
+        assert kind_loss(history[best]) <= lowest_kind + MultiTaskConfig.min_delta, f"{task} is not served from its best epoch"
 
 
 @pytest.mark.slow
@@ -267,6 +285,54 @@ def test_only_a_scenario_aware_network_reads_the_scenario(scenarios: bool) -> No
     differs = any(not torch.equal(logits[0], other) for other in logits[1:])
     assert differs == scenarios
     assert torch.equal(model.forward_impressions(batch, items)[0], logits[0])  # no scenario column: row 0
+
+
+def test_the_behaviour_sequence_is_encoded_newest_first_and_padded_with_a_mask() -> None:
+    config = MultiTaskModelConfig(
+        n_users=2, n_items=3, n_categories=2, order_categorical_sizes=(), n_impression_dense=0, n_order_dense=0,
+        network=NetworkConfig(history_length=3),
+    )
+    model = MultiTaskNet(config)
+    model.item_vocabulary.copy_(torch.tensor([10, 11, 12]))
+    spec = FeatureSpec(impression_dense=[], order_dense=[], order_categorical=[], categories=["a", "b"])
+    frame = pl.DataFrame({
+        "user_id": [1, 2, 3], "item_id": [10, 11, 12], "category": ["a", "b", "a"],
+        "recent_items": [[12, 10, 11, 10], [], [99]], "recent_categories": [["b", "a", "a", "a"], [], ["zzz"]],
+    })  # fmt: skip
+    encoded = history_rows(model, spec, frame, None, 3)
+    assert encoded["history_item_rows"].tolist() == [[3, 1, 2], [0, 0, 0], [0, 0, 0]]  # 99 is unseen: row 0
+    assert encoded["history_category_rows"].tolist() == [[2, 1, 1], [0, 0, 0], [0, 0, 0]]
+    assert encoded["history_mask"].tolist() == [[True, True, True], [False, False, False], [True, False, False]]
+
+
+def test_target_attention_reads_only_the_real_positions_and_moves_the_click_logit() -> None:
+    torch.manual_seed(0)
+    attention = TargetAttention(dim=4, hidden_dim=8)
+    target, history = torch.randn(2, 4), torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    interest = attention(target, history, mask)
+    changed = history.clone()
+    changed[0, 2] += 100.0  # a padded position
+    assert torch.allclose(attention(target, changed, mask), interest)
+    assert torch.equal(interest[1], torch.zeros(4))  # no history, no interest
+
+    config = MultiTaskModelConfig(
+        n_users=3, n_items=3, n_categories=2, order_categorical_sizes=(), n_impression_dense=1, n_order_dense=1,
+        network=NetworkConfig(history_length=2),
+    )
+    model = MultiTaskNet(config).eval()
+    items = empty_item_table(config.network.text, config.network.image_size)
+    items = dataclasses.replace(items, image_features=torch.zeros(items.n_rows, 1))
+    batch = {
+        "user_rows": torch.tensor([1, 2]), "item_rows": torch.tensor([1, 3]), "category_rows": torch.tensor([1, 2]),
+        "content_rows": torch.zeros(2, dtype=torch.int64), "dense": torch.randn(2, 1),
+        "history_item_rows": torch.tensor([[2, 3], [0, 0]]), "history_content_rows": torch.zeros(2, 2, dtype=torch.int64),
+        "history_category_rows": torch.tensor([[1, 2], [0, 0]]), "history_mask": torch.tensor([[True, True], [False, False]]),
+    }  # fmt: skip
+    with_history = model.forward_impressions(batch, items)[0]
+    other = {**batch, "history_item_rows": torch.tensor([[1, 1], [0, 0]])}
+    moved = model.forward_impressions(other, items)[0]
+    assert moved[0] != with_history[0] and moved[1] == with_history[1]  # only the row with a history moves
 
 
 @pytest.mark.slow
