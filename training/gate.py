@@ -264,11 +264,11 @@ def _gate_once(
     objectives = trained_objectives(summary["metrics"])  # type: ignore[arg-type]
     # One read: register_model compares the champions it finds under its lock with these.
     seen = read_champions(warehouse_url, model_name)
-    usable = {
-        objective: champion
-        for objective, champion in seen.items()
-        if objective in objectives and usable_champion(model_name, champion) is not None
-    }
+    loadable: dict[str, bool] = {}  # champion version -> its artifacts load (checked once per version)
+    for objective, champion in seen.items():
+        if objective in objectives and champion["model_version"] not in loadable:
+            loadable[champion["model_version"]] = usable_champion(model_name, champion) is not None
+    usable = {o: champion for o, champion in seen.items() if o in objectives and loadable[champion["model_version"]]}
     evidence = gather_evidence(objectives, usable, Path(str(summary["output_dir"])), Path(features_dir), config.confidence)
     for objective, found in evidence.items():
         log.info("%s %s vs champion %s: %s", model_name, objective, usable[objective]["model_version"], found.describe())
