@@ -70,15 +70,20 @@ def calibration_inputs(
 
 
 def calibration_curves(
-    objectives: Sequence[str], features_dir: Path, dirs: Mapping[str, Path]
+    objectives: Sequence[str],
+    features_dir: Path,
+    dirs: Mapping[str, Path],
+    objective_dirs: Mapping[str, Mapping[str, Path]] | None = None,
 ) -> tuple[dict[str, list[CalibrationCurve]], dict[str, str]]:
-    """Curves per binary objective of ``objectives``, and a note per objective left without one."""
+    """Curves per binary objective of ``objectives``, and a note per objective left without one.
+    ``objective_dirs`` (objective -> model name -> directory) overrides ``dirs`` where the gate kept
+    another model serving an objective."""
     curves: dict[str, list[CalibrationCurve]] = {}
     notes: dict[str, str] = {}
     for objective in BINARY_OBJECTIVES:
         if objective not in objectives:
             continue
-        inputs, reason = calibration_inputs(objective, features_dir, dirs)
+        inputs, reason = calibration_inputs(objective, features_dir, {**dirs, **(objective_dirs or {}).get(objective, {})})
         if not inputs:
             notes[objective] = reason or "no rows"
             continue

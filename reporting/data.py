@@ -259,6 +259,18 @@ def find_scoring_dirs(layout: RunLayout, versions: Mapping[str, str]) -> dict[st
     return found
 
 
+def serving_dirs(scoring: Mapping[str, Any] | None) -> dict[str, dict[str, Path]]:
+    """Objective -> model name -> the output directory of the model serving that objective, from the
+    gates' per-objective ``scoring`` (objective -> summary); empty for the other forms of ``scoring``."""
+    served: dict[str, dict[str, Path]] = {}
+    for name, value in (scoring or {}).items():
+        if isinstance(value, Mapping) and value and all(isinstance(summary, Mapping) for summary in value.values()):
+            for objective, summary in value.items():
+                if summary.get("output_dir"):
+                    served.setdefault(objective, {})[name] = Path(str(summary["output_dir"]))
+    return served
+
+
 def resolve_scoring(
     layout: RunLayout, scoring: Mapping[str, Any] | None, scores: Mapping[str, pl.DataFrame]
 ) -> tuple[dict[str, str], dict[str, Path]]:

@@ -30,7 +30,7 @@ from etl.io import write_text_atomically
 from etl.layout import RunLayout
 from etl.warehouse import mask_url
 from reporting.calibration import calibration_curves
-from reporting.data import read_report_data, resolve_scoring
+from reporting.data import read_report_data, resolve_scoring, serving_dirs
 from reporting.html import calibration_html, header_html, metrics_html, page_html, quality_html, scores_html
 from reporting.plots import (
     CALIBRATION_PLOT,
@@ -78,7 +78,7 @@ def write_run_report(
     history_png, history_notes, history_tables = plot_metric_history(data, objectives, plots_dir / HISTORY_PLOT)
     distributions, distribution_notes = score_distributions(data)
     scores_png = plot_score_distributions(distributions, ds, plots_dir / SCORES_PLOT)
-    curves, calibration_notes = calibration_curves(objectives, layout.features_dir, dirs)
+    curves, calibration_notes = calibration_curves(objectives, layout.features_dir, dirs, serving_dirs(scoring))
     calibration_png = plot_calibration(curves, ds, plots_dir / CALIBRATION_PLOT)
 
     page = page_html(data, [

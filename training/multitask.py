@@ -393,26 +393,39 @@ class MultiTaskNet(nn.Module):
     def forward_impressions(self, batch: Tensors, items: ItemTable) -> tuple[torch.Tensor, torch.Tensor]:
         """(click_logit, cvr_logit), each [b], for a batch of encoded impressions."""
         user = self.user_embedding(batch["user_rows"])  # [b, d]
-        item = self.item_vectors(batch["item_rows"], batch["content_rows"], items)  # [b, d]
+        item, history = self.target_and_history_vectors(batch, items)  # [b, d], [b, L, d] or None
         category = self.category_embedding(batch["category_rows"])  # [b, d]
         dense = (batch["dense"] - self.impression_dense_mean) / self.impression_dense_std  # [b, n_dense]
         scenario_rows = self.scenario_rows(batch)  # [b]
         scenario = self.scenario_embedding(scenario_rows)  # [b, scenario_dim]
         parts = [user, item, category, user * item, dense, scenario]
         if self.history_attention is not None:
-            parts.append(self.user_interest(batch, item + category, items))  # [b, d]
+            if history is None:  # rows without a behaviour sequence
+                parts.append(torch.zeros_like(item))
+            else:  # DIN: the user's interest in this item, from the recent clicks
+                history = history + self.category_embedding(batch["history_category_rows"])  # [b, L, d]
+                parts.append(self.history_attention(item + category, history, batch["history_mask"]))  # [b, d]
         x = torch.cat(parts, dim=1)  # [b, 4d + n_dense + scenario_dim (+ d)]
         return self.impression_tower(x, scenario_rows, torch.cat([scenario, dense], dim=1))
 
-    def user_interest(self, batch: Tensors, target: torch.Tensor, items: ItemTable) -> torch.Tensor:
-        """Target attention over the batch's behaviour sequences: [b, d] (zeros for rows without one)."""
-        if "history_item_rows" not in batch:
-            return torch.zeros_like(target)
-        item_rows = batch["history_item_rows"]  # [b, L]
-        b, length = item_rows.shape
-        history = self.item_vectors(item_rows.reshape(-1), batch["history_content_rows"].reshape(-1), items)  # [b * L, d]
-        history = history.reshape(b, length, -1) + self.category_embedding(batch["history_category_rows"])  # [b, L, d]
-        return self.history_attention(target, history, batch["history_mask"])
+    def target_and_history_vectors(self, batch: Tensors, items: ItemTable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The impressions' item vectors [b, d] and their behaviour sequences' [b, L, d] (zeros past a
+        sequence's end; None without sequences), from one ``item_vectors`` call over the targets and
+        the real history positions only: every distinct item's title is encoded once, and padding
+        (most of a short history) costs nothing (measured on the demo: a step took 21 ms with the
+        history encoded apart, position by position)."""
+        if self.history_attention is None or "history_item_rows" not in batch:
+            return self.item_vectors(batch["item_rows"], batch["content_rows"], items), None
+        history_rows = batch["history_item_rows"]  # [b, L]
+        b, length = history_rows.shape
+        real = batch["history_mask"].reshape(-1).nonzero().squeeze(1)  # [n_real] flat positions
+        vectors = self.item_vectors(
+            torch.cat([batch["item_rows"], history_rows.reshape(-1)[real]]),
+            torch.cat([batch["content_rows"], batch["history_content_rows"].reshape(-1)[real]]),
+            items,
+        )  # [b + n_real, d]
+        history = vectors.new_zeros((b * length, vectors.shape[1])).index_copy(0, real, vectors[b:])  # [b * L, d]
+        return vectors[:b], history.reshape(b, length, -1)
 
     def scenario_rows(self, batch: Tensors) -> torch.Tensor:
         """The batch's scenario rows [b]; all row 0 for a scenario-blind network or rows without scenarios."""

@@ -18,8 +18,8 @@ from etl.layout import RunLayout
 from etl.publish import publish_scores
 from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
 from reporting.__main__ import main
-from reporting.calibration import calibration_inputs, equal_count_calibration
-from reporting.data import find_scoring_dirs
+from reporting.calibration import calibration_curves, calibration_inputs, equal_count_calibration
+from reporting.data import find_scoring_dirs, serving_dirs
 from reporting.report import write_run_report
 from training.evaluation import metric_rows
 from training.comparison import Evidence
@@ -302,3 +302,14 @@ def test_calibration_uses_the_labelled_eval_rows_of_the_models_that_scored(tmp_p
     (champion / "metrics.json").write_text(json.dumps({"model_name": "fraud_lgbm", "model_version": "lgbm-old"}))
     versions = {"multitask": summaries["multitask"]["model_version"], "fraud_lgbm": "lgbm-old"}
     assert find_scoring_dirs(layout, versions) == {"multitask": dirs["multitask"], "fraud_lgbm": champion}
+
+    # A night whose review objective stayed with an older champion: its curve comes from that model's files.
+    kept = layout.champion_dir("multitask") / "mtl-old"
+    (kept / "predictions").mkdir(parents=True)
+    pl.read_parquet(dirs["multitask"] / "predictions" / "reviews.parquet").with_columns(
+        pl.lit(0.5).alias("p_negative")
+    ).write_parquet(kept / "predictions" / "reviews.parquet")
+    scoring = {"multitask": {"click": {"output_dir": str(dirs["multitask"])}, "review": {"output_dir": str(kept)}}}
+    curves, _ = calibration_curves(["click", "review"], layout.features_dir, dirs, serving_dirs(scoring))
+    assert np.allclose(curves["review"][0].mean_predicted, 0.5)
+    assert not np.allclose(curves["click"][0].mean_predicted, 0.5)
