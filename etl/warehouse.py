@@ -151,6 +151,9 @@ TABLE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 # DDL areas, in creation order: one folder of sql/ each. "views" holds the analysts' views (one
 # CREATE VIEW per file, named after the file); the other areas hold one table per file.
 TABLE_AREAS = ("warehouse", "truth", "scores", "ops")
+# Areas whose tables shopmtl writes (its own): an older release's table of another shape is named,
+# never written into half-compatibly. The source tables (warehouse) are the user's: validation checks those.
+OWNED_AREAS = ("scores", "ops")
 DDL_AREAS = (*TABLE_AREAS, "views")
 # What an area reads: creating it first makes sure these areas' tables exist (the views select from
 # score tables, model_registry, and orders/items for context). Only MISSING tables of a required
@@ -248,6 +251,29 @@ def create_tables(engine: Engine, areas: Iterable[str] = DDL_AREAS) -> None:
                         continue
                 for statement in split_sql(text):
                     conn.exec_driver_sql(statement)
+                if area in OWNED_AREAS:
+                    check_table_columns(conn, area, name)
+
+
+class OutdatedTableError(RuntimeError):
+    """A table shopmtl writes exists with columns of an older release."""
+
+
+def check_table_columns(conn: Connection, area: str, table: str) -> None:
+    """Refuse a table of ours that lacks columns this release writes (CREATE TABLE IF NOT EXISTS
+    keeps an older release's table as it was), naming the table, the columns and what to do."""
+    expected = TABLE_SCHEMAS.get(table)
+    if expected is None:
+        return
+    present = {column["name"] for column in sa.inspect(conn).get_columns(table)}
+    missing = [column for column in expected if column not in present]
+    if missing:
+        raise OutdatedTableError(
+            f"{table} was created by an older shopmtl release: it lacks the columns {missing} "
+            f"(see sql/{area}/{table}.sql). "
+            f"Rename it (ALTER TABLE {table} RENAME TO {table}_old) and run again: the new table is created, "
+            "the old rows stay readable under the new name"
+        )
 
 
 def split_sql(text: str) -> list[str]:

@@ -21,7 +21,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.contract import OBJECTIVES
-from etl.warehouse import bind_date, bind_timestamp, create_tables, create_warehouse_engine, mask_url, read_frame
+from etl.warehouse import (
+    bind_date,
+    bind_timestamp,
+    check_table_columns,
+    create_tables,
+    create_warehouse_engine,
+    mask_url,
+    read_frame,
+)
 from training.comparison import Evidence
 from training.config import GateConfig
 from training.promotion import decide_objective, decide_units
@@ -177,6 +185,8 @@ def register_model(
     try:
         with engine.connect() as conn:
             exists = _table_exists(conn)
+            if exists:  # an older release's registry is named, not written into
+                check_table_columns(conn, "ops", TABLE)
         if not exists:  # DDL only once: concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL
             create_tables(engine, areas=["ops"])
         with engine.begin() as conn:

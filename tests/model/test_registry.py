@@ -195,6 +195,21 @@ def test_registry_refuses_changed_champions_and_keeps_one_champion_per_objective
     engine.dispose()
 
 
+def test_a_registry_of_an_older_release_is_named_not_written_into(warehouse_url: str) -> None:
+    from etl.warehouse import OutdatedTableError
+
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:  # the registry before decisions were per objective
+        conn.exec_driver_sql(
+            "CREATE TABLE model_registry (model_name TEXT NOT NULL, model_version TEXT NOT NULL, trained_ds DATE NOT NULL, "
+            "artifact_path TEXT NOT NULL, status TEXT NOT NULL, metrics_json TEXT NOT NULL, created_at TIMESTAMP NOT NULL, "
+            "reasons_json TEXT NULL, compared_with TEXT NULL, compared_metrics_json TEXT NULL, PRIMARY KEY (model_name, model_version))"
+        )
+    engine.dispose()
+    with pytest.raises(OutdatedTableError, match=r"model_registry .* lacks the columns \['objective', 'evidence_json'\]"):
+        register_model(warehouse_url, DS, summary("v1", click_auc=0.78), {}, {"click": None})
+
+
 # --- saved artifacts: evaluating and scoring with the champion -------------------------------------
 
 TINY_NETWORK = MultiTaskConfig(

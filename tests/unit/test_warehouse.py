@@ -68,3 +68,21 @@ def test_airflow_connection_fields_become_sqlalchemy_urls(fields, expected):
 
 def test_masked_urls_hide_passwords():
     assert "s3cret" not in mask_url("postgresql://etl:s3cret@db/warehouse")
+
+
+def test_a_table_of_ours_from_an_older_release_is_named_not_written_into(warehouse_url):
+    from etl.warehouse import OutdatedTableError
+
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:  # model_runs as an earlier release created it: no scenario column
+        conn.exec_driver_sql(
+            "CREATE TABLE model_runs (run_id TEXT NOT NULL, ds DATE NOT NULL, model_name TEXT NOT NULL, "
+            "model_version TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value DOUBLE PRECISION NULL, "
+            "created_at TIMESTAMP NOT NULL, n_rows BIGINT NULL, PRIMARY KEY (ds, model_name, task, metric))"
+        )
+    with pytest.raises(OutdatedTableError, match=r"model_runs .* lacks the columns \['scenario'\] .* sql/scores/model_runs.sql"):
+        create_tables(engine, areas=["scores"])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE model_runs RENAME TO model_runs_old")
+    create_tables(engine, areas=["scores"])  # what the message says to do
+    engine.dispose()
