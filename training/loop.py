@@ -72,7 +72,8 @@ def take_batch(
     """Rows ``index`` (text bags gathered), id dropout on ``id_keys`` (on the CPU), moved to ``device``."""
     batch = select_rows(tensors, index)
     for key in id_keys:
-        batch[key] = drop_ids(batch[key], id_dropout, generator)
+        if key in batch:  # the behaviour sequence is absent when the network reads none
+            batch[key] = drop_ids(batch[key], id_dropout, generator)
     return {key: value.to(device) for key, value in batch.items()}
 
 

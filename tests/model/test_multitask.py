@@ -367,6 +367,16 @@ def test_scenarios_are_learned_scored_per_surface_and_reported_per_scenario(
     assert set(candidates.get_column("scenario")) == {"feed", ANY_SCENARIO}
 
 
+def test_a_network_without_the_behaviour_sequence_trains_and_scores(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(tiny_config, network=dataclasses.replace(tiny_config.network, history_length=0), max_epochs=1)
+    summary = train_multitask(features_dir, tmp_path, config)
+    assert summary.metric("click", "auc") is not None
+    state = torch.load(tmp_path / MODEL_FILE, weights_only=True)
+    assert not any(key.startswith("history_attention") for weights in state.values() for key in weights)
+
+
 @pytest.mark.slow
 def test_esmm_purchase_never_exceeds_click(trained: tuple[TrainingSummary, Path]) -> None:
     _, output_dir = trained
