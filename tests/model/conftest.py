@@ -46,6 +46,7 @@ def tiny_config() -> MultiTaskConfig:
             text_dim=8,
             text=TextHashing(n_buckets=4096),
             image_channels=(8, 16, 16),
+            history_length=4,  # the behaviour sequence (off by default) is trained and scored in every model test
         ),
         batch_size=128,
         review_batch_size=64,
