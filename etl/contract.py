@@ -26,6 +26,10 @@ OBJECTIVE_SOURCES: dict[str, frozenset[str]] = {
     "fraud": frozenset({"orders", "order_items", "users", "fraud_labels"}),
 }
 OBJECTIVES = tuple(OBJECTIVE_SOURCES)
+# The batch kind (the shape of input) each objective trains on. Objectives of one kind are chosen
+# (training/loop.py) and promoted (training/promotion.py) together: click and purchase share the
+# impressions, and p_purchase = p_click * p_cvr must come from one network.
+OBJECTIVE_KIND = {"click": "impression", "purchase": "impression", "review": "review", "category": "item", "fraud": "order"}
 # Objectives with a 0/1 label and a probability (everything but the image category, a K-way class).
 BINARY_OBJECTIVES = ("click", "purchase", "review", "fraud")
 # The metric an objective is judged by first (reports, the ablation table, the oracle comparison).

@@ -46,7 +46,7 @@ from etl.extract import ExtractWindow
 from etl.features import IMPRESSION_DENSE, add_user_item_features, scan_source
 from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
 from etl.labels import label_impressions
-from etl.layout import day_file_path, impression_partition_path, partition_path
+from etl.layout import day_file_path, partition_path
 from etl.sequences import SEQUENCE_COLUMNS, add_recent_clicks
 from etl.warehouse import TABLE_SCHEMAS
 

@@ -259,12 +259,17 @@ def find_scoring_dirs(layout: RunLayout, versions: Mapping[str, str]) -> dict[st
     return found
 
 
+def is_per_objective(value: Any) -> bool:
+    """Whether a model's ``scoring`` entry is the gate's per-objective form (objective -> summary)."""
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(summary, Mapping) for summary in value.values())
+
+
 def serving_dirs(scoring: Mapping[str, Any] | None) -> dict[str, dict[str, Path]]:
     """Objective -> model name -> the output directory of the model serving that objective, from the
     gates' per-objective ``scoring`` (objective -> summary); empty for the other forms of ``scoring``."""
     served: dict[str, dict[str, Path]] = {}
     for name, value in (scoring or {}).items():
-        if isinstance(value, Mapping) and value and all(isinstance(summary, Mapping) for summary in value.values()):
+        if is_per_objective(value):
             for objective, summary in value.items():
                 if summary.get("output_dir"):
                     served.setdefault(objective, {})[name] = Path(str(summary["output_dir"]))
@@ -287,7 +292,7 @@ def resolve_scoring(
     for name, value in (scoring or {}).items():
         if not value:
             continue
-        if isinstance(value, Mapping) and all(isinstance(summary, Mapping) for summary in value.values()):
+        if is_per_objective(value):
             served = [str(summary.get("model_version")) for summary in value.values()]
             most = max(served, key=served.count)
             value = next(summary for summary in value.values() if str(summary.get("model_version")) == most)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -27,16 +27,15 @@ import numpy as np
 import polars as pl
 import torch
 
-from etl.contract import OBJECTIVES
+from etl.contract import OBJECTIVE_KIND, OBJECTIVES
 from etl.layout import feature_input_paths, feature_path, manifest_path
 from etl.sequences import SEQUENCE_COLUMNS
-from training.config import TextHashing, ValidationSplit
+from training.config import TextHashing
 from training.encoders import decode_images, gather_bags, hash_texts
 from training.impression_rows import ImpressionRows, count_rows, encode_batches, read_batches
 
 
 UNSEEN_ROW = 0  # embedding row shared by every id or category value missing from the vocabulary
-OBJECTIVE_KIND = {"click": "impression", "purchase": "impression", "review": "review", "category": "item", "fraud": "order"}
 KINDS = ("impression", "review", "item", "order")  # sampler order (fixed: the shuffles consume the generator in it)
 Tensors = dict[str, torch.Tensor]
 
@@ -152,62 +151,6 @@ def read_feature_tables(features_dir: Path, impression_splits: tuple[str, ...] |
         else:
             frames[table] = pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=schema)
     return FeatureTables(features_dir=features_dir, manifest=manifest, impression_splits=impression_splits, **frames)
-
-
-@dataclass
-class ObjectiveFrames:
-    """Training, validation and day-D evaluation rows per batch kind. The training impressions, the one
-    kind that grows with the whole window, are an :class:`ImpressionRows` (read lazily or in batches,
-    never whole). Validation rows (``ValidationSplit``) come out of the ``train`` split and choose each
-    kind's epoch; evaluation rows (``eval``: day D, the fixed item holdout) only report."""
-
-    train: dict[str, pl.DataFrame | ImpressionRows]
-    validation: dict[str, pl.DataFrame]
-    evaluation: dict[str, pl.DataFrame]
-
-
-def split_objective_frames(tables: FeatureTables, validation: ValidationSplit = ValidationSplit()) -> ObjectiveFrames:
-    """Training, validation and eval rows of every kind (labels present; item rows need an image and a
-    listed category)."""
-    labelled_orders = tables.orders.filter(pl.col("is_fraud").is_not_null())
-    labelled_reviews = tables.reviews.filter(pl.col("negative").is_not_null())
-    labelled_items = tables.items.filter(pl.col("image").is_not_null() & pl.col("category").is_not_null())
-    train = {
-        "review": labelled_reviews.filter(pl.col("split") == "train"),
-        "item": labelled_items.filter(pl.col("split") == "train"),
-        "order": labelled_orders.filter(pl.col("split") == "train"),
-    }
-    held_out = validation_rows(train, tables.ds, validation)
-    schema = source_schemas(tables.manifest)["impressions"]
-    first_validation_day = tables.ds - timedelta(days=validation.days)
-    impressions = ImpressionRows(tables.features_dir, ("train",), schema, last_day=first_validation_day - timedelta(days=1))
-    validation_impressions = ImpressionRows(tables.features_dir, ("train",), schema, first_day=first_validation_day)
-    return ObjectiveFrames(
-        train={"impression": impressions, **{kind: frame.filter(~held_out[kind]) for kind, frame in train.items()}},
-        validation={
-            "impression": validation_impressions.lazy().collect(),
-            **{kind: frame.filter(held_out[kind]) for kind, frame in train.items()},
-        },
-        evaluation={
-            "impression": tables.impressions_of("eval"),
-            **{kind: frame.filter(pl.col("split") == "eval") for kind, frame in (
-                ("review", labelled_reviews), ("item", labelled_items), ("order", labelled_orders))},
-        },
-    )
-
-
-def validation_rows(train: dict[str, pl.DataFrame], ds: date, validation: ValidationSplit) -> dict[str, pl.Series]:
-    """Per kind (review, item, order), which training rows are held out for validation (a bool mask)."""
-    reviews, items, orders = train["review"], train["item"], train["order"]
-    first_day = datetime.combine(ds - timedelta(days=validation.days), datetime.min.time())
-    # The newest order_share of the orders: rank by (created_at, order_id), so ties split the same way every run.
-    n_orders = int(round(validation.order_share * orders.height))
-    order_rank = orders.select(pl.struct("created_at", "order_id").rank("ordinal", descending=True)).to_series()
-    return {
-        "review": reviews.select(pl.col("created_at") >= first_day).to_series(),
-        "item": items.select(pl.col("item_id") % validation.item_modulus == 1).to_series(),
-        "order": (order_rank <= n_orders).alias("validation"),
-    }
 
 
 def sorted_strings(frames: list[pl.DataFrame | ImpressionRows], column: str) -> list[str]:

@@ -147,17 +147,25 @@ def scenario_metric_rows(objective: str, predictions: pl.DataFrame, features: pl
     return rows
 
 
+def labelled_category_predictions(item_predictions: pl.DataFrame) -> pl.DataFrame:
+    """The evaluation items with a listed category, with ``correct``: whether the predicted category is
+    the listed one (no prediction counts as wrong). The rows of every category accuracy."""
+    return item_predictions.filter((pl.col("split") == "eval") & pl.col("listed_category").is_not_null()).with_columns(
+        (pl.col("predicted_category") == pl.col("listed_category")).fill_null(False).alias("correct")
+    )
+
+
 def category_metric_rows(item_predictions: pl.DataFrame) -> list[dict[str, Any]]:
     """Accuracy and log loss of the image category on the evaluation items with a listed category.
 
     ``item_predictions`` carries ``listed_category``, ``predicted_category`` and ``p_listed`` (the
     probability given to the listed category, 0 for a class the model does not know).
     """
-    scored = item_predictions.filter((pl.col("split") == "eval") & pl.col("listed_category").is_not_null())
+    scored = labelled_category_predictions(item_predictions)
     n = scored.height
     accuracy = log_loss = None
     if n:
-        accuracy = float((scored.get_column("predicted_category") == scored.get_column("listed_category")).fill_null(False).mean())
+        accuracy = float(scored.get_column("correct").mean())
         p_listed = np.clip(scored.get_column("p_listed").to_numpy().astype(np.float64), LOG_LOSS_EPS, 1.0)
         log_loss = float(-np.mean(np.log(p_listed)))
     return [

@@ -45,7 +45,12 @@ from etl.layout import (
 )
 from training.comparison import Evidence, compare_accuracy, compare_auc
 from training.config import GateConfig
-from training.evaluation import LABEL_JOINS, format_metric_rows, read_labelled_predictions
+from training.evaluation import (
+    LABEL_JOINS,
+    format_metric_rows,
+    labelled_category_predictions,
+    read_labelled_predictions,
+)
 from training.registry import (
     ChampionChangedError,
     Registration,
@@ -181,9 +186,9 @@ def paired_evidence(objective: str, challenger_dir: Path, champion_dir: Path, fe
     if objective == "category":
         columns = ["item_id", "split", "listed_category", "predicted_category"]
         scored = [
-            pl.read_parquet(prediction_path(model_dir, "items"), columns=columns).filter(
-                (pl.col("split") == "eval") & pl.col("listed_category").is_not_null()
-            ).select("item_id", (pl.col("predicted_category") == pl.col("listed_category")).fill_null(False).alias("correct"))
+            labelled_category_predictions(pl.read_parquet(prediction_path(model_dir, "items"), columns=columns)).select(
+                "item_id", "correct"
+            )
             for model_dir in (challenger_dir, champion_dir)
         ]
         paired = scored[0].join(scored[1], on="item_id", suffix="_champion")

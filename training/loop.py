@@ -16,7 +16,7 @@ Model selection is per batch kind, on validation rows held out of training from 
 (``training.config.ValidationSplit``; day D only reports): a kind stops training after ``patience``
 epochs without a lower validation loss (the sum of its objectives' losses: click and purchase share
 the impressions and one epoch, so p_purchase = p_click * p_cvr comes from one network), and each
-objective is served from its kind's best epoch (``FitResult``). The kinds still training go on
+objective is served from its kind's best epoch (``training/selection.py``). The kinds still training go on
 without the stopped ones, so a kind that converges late (the image head) costs only its own steps.
 
 On several CPU cores, ``fit`` trains data-parallel replicas (``training/parallel.py``): each takes
@@ -42,6 +42,7 @@ from training.loss_weighting import GradNormWeighting, LossWeighting
 from training.multitask import MultiTaskNet, autocast_for, esmm_losses, with_image_features
 from training.parallel import Replica, resolve_processes, run_replicas
 from training.predict import predict_impression_tensors, predict_item_tensors, predict_order_tensors, predict_review_tensors
+from training.selection import FitResult, KindSelection, kind_loss, kind_objectives, snapshot_state
 
 log = logging.getLogger(__name__)
 
@@ -345,55 +346,6 @@ def evaluate(
     return result
 
 
-@dataclass
-class KindSelection:
-    """Early stopping of one batch kind on the sum of its objectives' validation losses."""
-
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    stale: int = 0  # epochs since the best one
-    stopped: bool = False
-
-    def update(self, epoch: int, loss: float | None, config: MultiTaskConfig) -> bool:
-        """Record ``epoch``'s validation loss; True when this epoch is now the kind's best."""
-        if loss is None:  # no validation rows: nothing to choose by, so the newest epoch stands
-            self.best_epoch = epoch
-            return True
-        if loss < self.best_loss - config.min_delta:
-            self.best_loss, self.best_epoch, self.stale = loss, epoch, 0
-            return True
-        self.stale += 1
-        self.stopped = self.stale >= config.patience
-        return False
-
-
-@dataclass
-class FitResult:
-    """What ``fit`` leaves: the per-epoch history (epoch 0 = the untrained network), each objective's
-    best epoch and the weights of every epoch some objective keeps (epoch -> state_dict on the CPU)."""
-
-    history: list[dict[str, Any]]
-    best_epochs: dict[str, int]
-    snapshots: dict[int, dict[str, torch.Tensor]]
-
-
-def kind_objectives(trained: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """The trained objectives of each batch kind that has any, in sampler order."""
-    by_kind = {kind: tuple(o for o in trained if OBJECTIVE_KIND[o] == kind) for kind in KINDS}
-    return {kind: objectives for kind, objectives in by_kind.items() if objectives}
-
-
-def kind_loss(result: dict[str, Any], objectives: tuple[str, ...]) -> float | None:
-    """The summed validation loss of a kind's objectives; None when none of them has validation rows."""
-    losses = [result[objective] for objective in objectives if result.get(objective) is not None]
-    return sum(losses) if losses else None
-
-
-def snapshot_state(model: MultiTaskNet) -> dict[str, torch.Tensor]:
-    """A CPU copy of the network's state_dict."""
-    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
-
-
 def fit(
     model: MultiTaskNet,
     weighting: LossWeighting,
@@ -521,5 +473,5 @@ def fit_on_replica(
 
 def _format(values: dict[str, Any]) -> str:
     return " ".join(
-        f"{key}={value:.4f}" for key, value in values.items() if isinstance(value, float) and key != "monitored"
+        f"{key}={value:.4f}" for key, value in values.items() if isinstance(value, float)
     )

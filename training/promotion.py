@@ -14,9 +14,9 @@ on the objective's main metric, on the same rows, with a confidence interval. Th
 5. otherwise the challenger is **rejected** only when the whole interval lies below ``-tolerance``
    (worse by more than the tolerance, with the interval's confidence), and serves otherwise.
 
-Objectives that share one network output are decided together (``decide_units``): click and purchase
-(p_purchase = p_click * p_cvr) serve from one model, so either being rejected keeps both with the
-champion. ``training/registry.py`` applies the rule inside its registration transaction.
+Objectives of one batch kind (``etl.contract.OBJECTIVE_KIND``) are decided together
+(``decide_units``): click and purchase (p_purchase = p_click * p_cvr) serve from one model, so
+either being rejected keeps both with the champion. ``training/registry.py`` applies the rule inside its registration transaction.
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from etl.contract import OBJECTIVE_KIND
 from training.comparison import Evidence
 from training.config import GateConfig
-
-# Objectives served from one model output, decided together.
-SERVING_UNITS = (("click", "purchase"), ("review",), ("category",), ("fraud",))
 
 
 @dataclass(frozen=True)
@@ -117,11 +115,11 @@ def decide_objective(
 
 
 def decide_units(decisions: Mapping[str, Decision]) -> dict[str, Decision]:
-    """Objectives of one serving unit promote together: a unit with a rejected objective keeps all of
+    """Objectives of one batch kind promote together: a kind with a rejected objective keeps all of
     its objectives with their champions (the reason says why)."""
     decided = dict(decisions)
-    for unit in SERVING_UNITS:
-        present = [objective for objective in unit if objective in decided]
+    for kind in dict.fromkeys(OBJECTIVE_KIND.values()):
+        present = [objective for objective in decided if OBJECTIVE_KIND[objective] == kind]
         held = [objective for objective in present if not decided[objective].promote]
         if not held or len(held) == len(present):
             continue

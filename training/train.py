@@ -18,8 +18,9 @@ prediction file and no metric rows.
 | fraud | labelled orders ``split == "train"``, but | the newest ``validation.order_share`` of them | labelled ``split == "eval"`` | BCE(p_fraud, is_fraud) |
 
 This file sets up (vocabularies, the network, scaling, output biases, seeding) and writes the
-results; the loop and the per-kind model selection are ``training/loop.py``. With ``warm_start_dir`` (the champion's model
-directory) the network starts from the champion's weights (``training/warm_start.py``).
+results; the loop is ``training/loop.py``, the per-kind model selection ``training/selection.py``.
+With ``warm_start_dir`` (the champion's model directory) the network starts from the champion's
+weights (``training/warm_start.py``).
 
 Outputs in ``output_dir``: model.pt (one state_dict per distinct best epoch; config.json's
 ``served_by`` says which serves which objective), config.json, metrics.json and
@@ -56,6 +57,8 @@ from training import loss_weighting as loss_weighting_module
 from training import multitask as multitask_module
 from training import parallel as parallel_module
 from training import predict as predict_module
+from training import selection as selection_module
+from training import splits as splits_module
 from training import warm_start as warm_start_module
 from training.config import MultiTaskConfig, NetworkConfig
 from training.data import (
@@ -64,21 +67,19 @@ from training.data import (
     FeatureSpec,
     FeatureTables,
     ItemTable,
-    ObjectiveFrames,
     Tensors,
     build_feature_spec,
     encode_objective_data,
     item_classes,
     n_rows,
     read_feature_tables,
-    split_objective_frames,
 )
 from training.device import resolve_device, seeded_torch
 from training.evaluation import format_metric_rows
 from training.impression_rows import ImpressionRows, count_rows
 from training.incremental import kept_whole, plan_replay
 from training.item_cache import load_item_table
-from training.loop import FitResult, fit
+from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet
 from training.parallel import resolve_processes
@@ -91,6 +92,8 @@ from training.predict import (
     save_multitask,
     write_predictions,
 )
+from training.selection import FitResult
+from training.splits import ObjectiveFrames, split_objective_frames
 from training.summary import TrainingSummary, compute_model_version
 from training.warm_start import warm_start_from
 
@@ -100,7 +103,8 @@ log = logging.getLogger(__name__)
 # other weights (this file is hashed too).
 SOURCE_MODULES = (
     multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
-    warm_start_module, device_module, incremental_module, parallel_module, impression_rows_module,
+    warm_start_module, device_module, incremental_module, parallel_module, impression_rows_module, selection_module,
+    splits_module,
 )
 
 

@@ -19,10 +19,10 @@ from training.data import (
     impression_columns,
     read_feature_tables,
     source_schemas,
-    split_objective_frames,
 )
 from training.impression_rows import count_rows, encode_batches
 from training.incremental import plan_replay
+from training.splits import split_objective_frames
 from training.train import prepare_training
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from training.config import MultiTaskConfig, ValidationSplit
-from training.data import read_feature_tables, split_objective_frames
-from training.loop import KindSelection
+from training.data import read_feature_tables
 from training.predict import load_multitask
+from training.selection import KindSelection
+from training.splits import split_objective_frames
 from training.train import train_multitask
 
 

@@ -14,8 +14,9 @@ from training.config import MultiTaskConfig
 from training.summary import TrainingSummary
 from etl.contract import OBJECTIVES
 from etl.layout import prediction_path
-from training.data import build_feature_spec, read_feature_tables, split_objective_frames
+from training.data import build_feature_spec, read_feature_tables
 from training.predict import merge_states, read_saved_model
+from training.splits import split_objective_frames
 from training.train import build_model, train_multitask
 from training.warm_start import warm_start_from
 
