@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,celery]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,celery,peers]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -17,7 +17,8 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
-from etl.contract import FRAUD_LGBM, MAIN_METRIC, MULTITASK, OBJECTIVES
+from etl.contract import FRAUD_LGBM, MULTITASK
+from etl.io import write_parquet_atomically
 from etl.layout import RunLayout, feature_path, prediction_path
 from etl.warehouse import TABLE_SCHEMAS, create_warehouse_engine, read_frame
 from training.evaluation import LABEL_JOINS, binary_metrics, read_eval_labels, read_labelled_predictions
@@ -112,32 +113,46 @@ def binary_row(objective: str, model: str, scored: pl.DataFrame, probability: st
     return {"task": objective, "model": model, **binary_metrics(label, scored[probability]), "n_rows": scored.height}
 
 
-# --- the oracle alone (for the ablation table) ------------------------------------------------------
+# --- the oracle as a model (for the ablation) ---------------------------------------------------------
 
 
-def compute_oracle_metrics(warehouse_url: str, features_dir: Path) -> list[dict[str, object]]:
-    """Rows {task, metric, value, n_rows}: the truth scored on each objective's eval rows; [] without truth tables.
+def write_oracle_predictions(warehouse_url: str, features_dir: Path, model_dir: Path) -> list[str]:
+    """The truth written as a model's prediction files of the evaluation rows (``predict.PREDICTION_SCHEMAS``
+    shapes), so the oracle is scored like any model, by the same code on the same rows; returns the
+    objectives it covers (none without truth tables).
 
-    AUC for click, purchase, review and fraud; for category, the accuracy of the listed category
-    against the true one (what a perfect image classifier scores against the noisy labels).
+    Binary objectives: the truth's probability of each labelled evaluation row. Category: the TRUE
+    category as the prediction, so its accuracy against the noisy listed one is the best any image
+    classifier can score.
     """
     truth = find_truth_tables(warehouse_url)
-    rows: list[dict[str, object]] = []
-    for objective in OBJECTIVES:
-        metric = MAIN_METRIC[objective]
-        if objective == "category":
-            items = eval_items(features_dir, warehouse_url, truth)
-            if items is not None and "truth_items" in truth:
-                value = accuracy(items["listed_category"], items["true_category"])
-                rows.append({"task": objective, "metric": metric, "value": value, "n_rows": items.height})
-            continue
+    covered: list[str] = []
+    impressions = None
+    for objective in ("click", "purchase", "review", "fraud"):
+        join = LABEL_JOINS[objective]
         labels = read_eval_labels(objective, features_dir)
         if labels is None or ORACLE_TRUTH[objective][0] not in truth:
             continue
-        scored = with_oracle(objective, labels, warehouse_url)
-        value = binary_metrics(scored[LABEL_JOINS[objective].label], scored[ORACLE])[metric]
-        rows.append({"task": objective, "metric": metric, "value": value, "n_rows": scored.height})
-    return rows
+        scored = with_oracle(objective, labels, warehouse_url).select(join.key, pl.col(ORACLE).alias(join.probability))
+        covered.append(objective)
+        if join.prediction == "impressions_eval":  # click and purchase share one file
+            impressions = scored if impressions is None else impressions.join(scored, on=join.key, how="full", coalesce=True)
+            continue
+        write_parquet_atomically(scored.with_columns(pl.lit("eval").alias("split")), prediction_path(model_dir, join.prediction))
+    if impressions is not None:
+        write_parquet_atomically(impressions, prediction_path(model_dir, "impressions_eval"))
+    items = eval_items(features_dir, warehouse_url, truth)
+    if items is not None and "truth_items" in truth:
+        predictions = items.select(
+            "item_id",
+            pl.lit("eval").alias("split"),
+            "listed_category",
+            pl.col("true_category").alias("predicted_category"),
+            pl.lit(1.0).alias("confidence"),
+        )
+        write_parquet_atomically(predictions, prediction_path(model_dir, "items"))
+        covered.append("category")
+    return covered
 
 
 def compute_category_accuracy_vs_truth(
@@ -229,7 +244,7 @@ def compare_with_oracle(warehouse_url: str, run_dir: Path) -> pl.DataFrame:
 __all__ = [
     "compare_with_oracle",
     "compute_category_accuracy_vs_truth",
-    "compute_oracle_metrics",
     "find_truth_tables",
     "read_truth",
+    "write_oracle_predictions",
 ]

@@ -54,6 +54,7 @@ class NetworkConfig:
     history_length: int = 0
     attention_hidden_dim: int = 16  # the attention unit's hidden layer
     review_hidden_dims: tuple[int, ...] = (32,)  # review tower MLP over [user | item | category | user*item | text]
+    review_text_linear: bool = True  # the review head's wide part: a linear term over the hashed text features
     fraud_hidden_dims: tuple[int, ...] = (32, 16)  # fraud tower MLP
     dropout: float = 0.0  # early stopping already regularises; dropout measured no better on the demo data
     # Text encoder (training/encoders.py): hashed word uni/bigrams and character n-grams, EmbeddingBag mean.
@@ -74,6 +75,7 @@ class NetworkConfig:
         fields = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
         if isinstance(fields.get("text"), dict):
             fields["text"] = TextHashing(**fields["text"])
+        fields.setdefault("review_text_linear", False)  # models saved before the wide review term have none
         return cls(**fields)
 
 
@@ -84,6 +86,9 @@ class ValidationSplit:
 
     days: int = 2  # impressions and reviews of the last `days` days before D (~2/28 of the window)
     order_share: float = 0.2  # the newest share of the labelled training orders (fraud positives are few)
+    # ...and of the reviews, at least this newest share (the demo's 2 days are ~7 % of its reviews;
+    # a shop with a few reviews a day, or reviews evaluated over many days, would have almost none)
+    min_review_share: float = 0.05
     # Training items whose id % item_modulus == 1 (day D's holdout is id % 5 == 0, so they never
     # overlap): 10 % of the items, so the image head loses few training images.
     item_modulus: int = 10
@@ -128,6 +133,10 @@ class MultiTaskConfig:
     # 100x (~6,800 steps of impressions) an epoch passes a seventh of them, and the patience epochs
     # after the best one cost 2 x 1,000 steps instead of 2 x 6,800.
     max_steps_per_epoch: int | None = 1000
+    # ...and at least this many: with few rows (hundreds of reviews, no impressions) every kind passes
+    # its rows more often an epoch, so max_epochs and patience leave room to converge. The demo's
+    # ~70 steps an epoch are unaffected.
+    min_steps_per_epoch: int = 50
     # Model selection, per batch kind (click and purchase share the impressions and one epoch, so that
     # p_purchase = p_click * p_cvr comes from one network; review, category and fraud each their own):
     # a kind stops training after `patience` epochs without a lower validation loss, and the saved
@@ -139,6 +148,7 @@ class MultiTaskConfig:
     min_delta: float = 1e-4  # a validation-loss drop smaller than this is not an improvement
     validation: ValidationSplit = ValidationSplit()
     learning_rate: float = 3e-3  # AdamW
+    wide_learning_rate: float = 3e-2  # AdamW rate of the review head's wide (linear text) part
     learning_rate_decay: float = 1.0  # multiplies the learning rate after every epoch; 0.5-0.8 measured no better on the demo
     weight_decay: float = 1e-5  # AdamW decoupled weight decay
     grad_clip_norm: float = 1.0  # clip the global gradient norm; keeps early steps with rare positives sane
@@ -180,9 +190,12 @@ class FraudLgbmConfig:
     """How the LightGBM fraud baseline is trained (a gradient-boosted tree on the order features)."""
 
     seed: int = 7  # LightGBM seed (bagging, feature fraction)
-    num_boost_round: int = 500  # upper bound on trees; early stopping on the eval orders picks the count
-    early_stopping_rounds: int = 30  # rounds without eval log-loss improvement before stopping
-    no_eval_num_boost_round: int = 100  # trees to grow when there are no labelled eval orders to stop on
+    num_boost_round: int = 500  # upper bound on trees; early stopping on the validation orders picks the count
+    early_stopping_rounds: int = 30  # rounds without validation log-loss improvement before stopping
+    # The newest share of the labelled training orders stops the boosting (ValidationSplit.order_share:
+    # the network's fraud validation rows); the evaluation holdout only reports.
+    validation_share: float = ValidationSplit.order_share
+    no_eval_num_boost_round: int = 100  # trees to grow when the validation orders hold one class
     learning_rate: float = 0.05
     num_leaves: int = 15  # small trees: a few thousand orders a night
     min_data_in_leaf: int = 20

@@ -30,6 +30,7 @@ from etl.io import write_atomically, write_json_atomically, write_parquet_atomic
 from etl.layout import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILES, feature_path, manifest_path, prediction_path
 from training.config import FraudLgbmConfig
 from training.evaluation import objective_metric_rows
+from training.holdout import newest_rows
 from training.summary import TrainingSummary, compute_model_version
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def write_order_scores(model: FraudLgbm, orders: pl.DataFrame, output_dir: Path)
 
 
 def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConfig = FraudLgbmConfig()) -> TrainingSummary:
-    """Train LightGBM on the train orders, stop early on the eval orders, save text model and predictions."""
+    """Train LightGBM on the train orders, stop early on the newest of them, save text model and predictions."""
     started = time.perf_counter()
     features_dir, output_dir = Path(features_dir), Path(output_dir)
     manifest = json.loads(manifest_path(features_dir).read_text())
@@ -174,8 +175,11 @@ def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConf
     model_version = compute_model_version(FRAUD_LGBM, ds, config.to_json(), inputs)
     orders = pl.read_parquet(orders_path)
     labelled = pl.col("is_fraud").is_not_null()
-    orders_train = orders.filter((pl.col("split") == "train") & labelled)
-    orders_eval = orders.filter((pl.col("split") == "eval") & labelled)
+    # Early stopping reads the newest training orders (the network's fraud validation rows), never
+    # the evaluation holdout, which only reports.
+    labelled_train = orders.filter((pl.col("split") == "train") & labelled)
+    held_out = newest_rows(labelled_train, "order_id", config.validation_share)
+    orders_train, orders_validation = labelled_train.filter(~held_out), labelled_train.filter(held_out)
     if orders_train.is_empty():
         raise ValueError(f"{orders_path} has no labelled split == 'train' orders to learn from")
 
@@ -195,23 +199,23 @@ def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConf
         free_raw_data=True,
     )
     params = build_params(config)
-    if orders_eval.is_empty():
+    if orders_validation.get_column("is_fraud").n_unique() < 2:
         log.warning(
-            "no labelled eval orders: training %d rounds without early stopping", config.no_eval_num_boost_round
+            "the validation orders hold one class: training %d rounds without early stopping", config.no_eval_num_boost_round
         )
         booster = lgb.train(params, train_set, num_boost_round=config.no_eval_num_boost_round)
     else:
-        eval_set = lgb.Dataset(
-            encode_order_matrix(orders_eval, dense, encoding),
-            label=orders_eval.get_column("is_fraud").cast(pl.Float64).to_numpy(),
+        validation_set = lgb.Dataset(
+            encode_order_matrix(orders_validation, dense, encoding),
+            label=orders_validation.get_column("is_fraud").cast(pl.Float64).to_numpy(),
             reference=train_set,
         )
         booster = lgb.train(
             params,
             train_set,
             num_boost_round=config.num_boost_round,
-            valid_sets=[eval_set],
-            valid_names=["eval"],
+            valid_sets=[validation_set],
+            valid_names=["validation"],
             callbacks=[
                 lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False),
                 lgb.log_evaluation(period=50),

@@ -127,11 +127,17 @@ def plan_epoch(
         share = config.max_steps_per_epoch / n_steps  # every kind passes the same share of its epoch rows
         epoch_rows = {kind: max(int(round(rows * share)), 1) for kind, rows in epoch_rows.items()}
         n_steps = config.max_steps_per_epoch
+    elif n_steps < config.min_steps_per_epoch:
+        # Little data (a shop's few hundred reviews): more passes an epoch, so that patience and
+        # max_epochs mean enough updates to converge (6 steps an epoch could not fit a text model).
+        factor = config.min_steps_per_epoch / n_steps
+        epoch_rows = {kind: int(round(rows * factor)) for kind, rows in epoch_rows.items()}
+        n_steps = config.min_steps_per_epoch
     chunks: dict[str, tuple[torch.Tensor, ...]] = {}
     for kind in KINDS:
         if kind not in epoch_rows:
             continue
-        passes = max(math.ceil(settings[kind][0]), 1)
+        passes = max(math.ceil(settings[kind][0]), math.ceil(epoch_rows[kind] / sizes[kind]), 1)
         order = torch.cat([torch.randperm(sizes[kind], generator=generator) for _ in range(passes)])
         chunks[kind] = order[: epoch_rows[kind]].tensor_split(n_steps)
     return [
@@ -181,6 +187,9 @@ def objective_losses(
     return losses
 
 
+WIDE_PARAMETERS = ("review_text_linear.",)  # state_dict prefixes trained at MultiTaskConfig.wide_learning_rate
+
+
 @dataclass
 class Optimizers:
     """AdamW over the network's dense parameters, SparseAdam over its sparse embedding tables, and Adam
@@ -216,7 +225,14 @@ def build_optimizers(model: MultiTaskNet, weighting: LossWeighting, config: Mult
     sparse = [p for p in parameters if id(p) in sparse_ids]
     # foreach: one multi-tensor kernel per Adam operation instead of one per parameter tensor
     # (the per-tensor loop cost ~4.5 ms of a ~15 ms step on the demo data, one CPU thread).
-    network = torch.optim.AdamW(dense, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True)
+    # The review head's wide part (one weight per hashed n-gram) takes larger steps, as wide & deep
+    # trains its wide part with its own optimizer: at the deep part's rate it stays near zero for the
+    # few epochs before the deep part overfits a small review set.
+    wide_ids = {id(p) for name, p in model.named_parameters() if name.startswith(WIDE_PARAMETERS)}
+    groups = [{"params": [p for p in dense if id(p) not in wide_ids]}]
+    if wide_ids:
+        groups.append({"params": [p for p in dense if id(p) in wide_ids], "lr": config.wide_learning_rate, "weight_decay": 0.0})
+    network = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay, foreach=True)
     sparse_optimizer = torch.optim.SparseAdam(sparse, lr=config.learning_rate) if sparse else None
     own = list(weighting.parameters())
     weighting_optimizer = torch.optim.Adam(own, lr=config.loss_weight_learning_rate, foreach=True) if own else None

@@ -84,7 +84,7 @@ IMPRESSION_OBJECTIVES = 2  # click and conversion share the impression tower
 # The parameters only one objective trains (state_dict name prefixes), for when one state must stand
 # for a saved model whose objectives come from different epochs (training.predict.merge_states).
 OBJECTIVE_PARAMETERS = {
-    "review": ("review_tower.",),
+    "review": ("review_tower.", "review_text_linear."),
     "category": ("category_head.", "image_encoder."),
     "fraud": ("fraud_tower.", "order_categorical_embeddings."),
 }
@@ -334,6 +334,17 @@ class MultiTaskNet(nn.Module):
         )
         review_mlp, review_width = make_mlp(4 * d + text_dim, tuple(network.review_hidden_dims), network.dropout)
         self.review_tower = nn.Sequential(review_mlp, nn.Linear(review_width, 1))
+        # Wide part of the review head (Cheng et al., "Wide & Deep", DLRS 2016): one weight per hashed
+        # text feature, averaged over the text and added to the logit, i.e. a logistic regression on
+        # the bag of n-grams inside the network. Few reviews (a real shop's hundreds) cannot train the
+        # deep text path alone: on Olist it lost 0.13 AUC to TF-IDF + logistic regression without it.
+        self.review_text_linear = (
+            nn.EmbeddingBag(network.text.n_buckets, 1, mode="sum", include_last_offset=True)
+            if network.review_text_linear
+            else None
+        )
+        if self.review_text_linear is not None:
+            nn.init.zeros_(self.review_text_linear.weight)
 
         c = network.categorical_embedding_dim
         self.order_categorical_embeddings = nn.ModuleList(
@@ -441,7 +452,15 @@ class MultiTaskNet(nn.Module):
         category = self.category_embedding(batch["category_rows"])  # [b, d]
         text = self.text_encoder(batch["text_ids"], batch["text_offsets"])  # [b, text_dim]
         x = torch.cat([user, item, category, user * item, text], dim=1)  # [b, 4d + text_dim]
-        return self.review_tower(x).squeeze(1)  # [b]
+        logit = self.review_tower(x).squeeze(1)  # [b]
+        if self.review_text_linear is not None:
+            ids, offsets = batch["text_ids"], batch["text_offsets"]
+            # Each text's features weigh 1/sqrt(count): a sum over the L2-normalised bag, as TF-IDF + logistic
+            # regression reads it (a mean would shrink each weight's effect, and its Adam steps, by the count).
+            counts = offsets[1:] - offsets[:-1]  # [b]
+            weights = torch.repeat_interleave(counts.clamp(min=1).float().rsqrt(), counts)  # [n_ids]
+            logit = logit + self.review_text_linear(ids, offsets, per_sample_weights=weights).squeeze(1)  # [b]
+        return logit
 
     def forward_item_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Category logits [b, n_item_classes] from uint8 images [b, 3, s, s] (augmented in training mode)."""

@@ -7,11 +7,12 @@ Validation rows come out of the features' ``train`` split, from before day D
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 
 from training.config import ValidationSplit
+from training.holdout import validation_rows
 from training.data import FeatureTables, source_schemas
 from training.impression_rows import ImpressionRows
 
@@ -56,17 +57,3 @@ def split_objective_frames(tables: FeatureTables, validation: ValidationSplit = 
                 ("review", labelled_reviews), ("item", labelled_items), ("order", labelled_orders))},
         },
     )
-
-
-def validation_rows(train: dict[str, pl.DataFrame], ds: date, validation: ValidationSplit) -> dict[str, pl.Series]:
-    """Per kind (review, item, order), which training rows are held out for validation (a bool mask)."""
-    reviews, items, orders = train["review"], train["item"], train["order"]
-    first_day = datetime.combine(ds - timedelta(days=validation.days), datetime.min.time())
-    # The newest order_share of the orders: rank by (created_at, order_id), so ties split the same way every run.
-    n_orders = int(round(validation.order_share * orders.height))
-    order_rank = orders.select(pl.struct("created_at", "order_id").rank("ordinal", descending=True)).to_series()
-    return {
-        "review": reviews.select(pl.col("created_at") >= first_day).to_series(),
-        "item": items.select(pl.col("item_id") % validation.item_modulus == 1).to_series(),
-        "order": (order_rank <= n_orders).alias("validation"),
-    }

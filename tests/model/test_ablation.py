@@ -4,7 +4,6 @@ and the whole run on a tiny demo warehouse."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 from datetime import date
 from pathlib import Path
@@ -14,17 +13,21 @@ import pytest
 import sqlalchemy as sa
 
 from etl.config import FeatureConfig
-from demo.oracle import TRUTH_TABLES, compare_with_oracle, compute_category_accuracy_vs_truth, compute_oracle_metrics
+from etl.layout import prediction_path
+from demo.oracle import TRUTH_TABLES, compare_with_oracle, compute_category_accuracy_vs_truth, write_oracle_predictions
 from demo.synthetic import generate_warehouse
 from etl.warehouse import create_warehouse_engine, read_frame
-from training.ablation import (
-    build_ablation_table,
-    format_table,
+from training.ablation.run import (
+    ORACLE,
     prepare_features,
     run_ablation,
     same_steps_config,
     steps_per_epoch,
+    thinnest_scenario,
+    write_scenario_features,
 )
+from training.ablation.scores import eval_scenarios, metric_rows, paired_rows, scored_rows
+from training.ablation.table import format_comparisons, format_metrics, summarize_metrics
 from training.config import MultiTaskConfig
 
 START, DS = date(2026, 1, 1), date(2026, 1, 20)
@@ -32,45 +35,65 @@ WINDOW_DAYS = 14
 FEATURES = FeatureConfig(maturity_days=5, fraud_eval_days=3)  # a 14-day window still has a fraud holdout
 
 
-def rows(task: str, metric: str, value: float | None, n_rows: int = 10) -> list[dict]:
-    return [{"task": task, "metric": metric, "value": value, "n_rows": n_rows}]
+def metric(seed: int, model: str, task: str, value: float, scenario: str = "all", metric: str = "auc", n_rows: int = 10) -> dict:
+    return {"seed": seed, "model": model, "task": task, "scenario": scenario, "metric": metric, "value": value, "n_rows": n_rows}
 
 
-def test_table_has_one_row_per_task_in_task_order_with_blanks_where_nothing_was_measured() -> None:
-    multi = (
-        rows("click", "auc", 0.75)
-        + rows("click", "log_loss", 0.3)
-        + rows("fraud", "auc", 0.9, 50)
-        + rows("category", "accuracy", 0.8, 20)
-    )
-    singles = {
-        "click": rows("click", "auc", 0.70),
-        "fraud": rows("fraud", "auc", 0.95, 50),
-        "category": rows("category", "accuracy", 0.7, 20),
-    }
-    table = build_ablation_table(
-        ["fraud", "category", "click"],
-        multi,
-        singles,
-        lightgbm_metrics=rows("fraud", "auc", 0.93, 50),
-        oracle_metrics=rows("click", "auc", 0.84) + rows("category", "accuracy", 0.97, 20),
-        category_vs_true={"multi": {"value": 0.85, "n_rows": 20}, "single": {"value": 0.75, "n_rows": 20}},
-    )
-    assert table.select("task", "metric").rows() == [
-        ("click", "auc"),
-        ("category", "accuracy"),
-        ("category", "accuracy_vs_true"),
-        ("fraud", "auc"),
-    ]
-    click, category, vs_true, fraud = table.iter_rows(named=True)
-    assert click["multi_minus_single"] == pytest.approx(0.05) and click["oracle"] == 0.84 and click["lightgbm"] is None
-    assert fraud["multi_minus_single"] == pytest.approx(-0.05) and fraud["lightgbm"] == 0.93 and fraud["oracle"] is None
-    assert category["oracle"] == 0.97 and (vs_true["single_task"], vs_true["multi_task"]) == (0.75, 0.85)
-    assert table["n_rows"].to_list() == [10, 20, 20, 50]
-    assert table["single_task_same_steps"].is_null().all()  # not given
-    markdown = format_table(table)
-    assert markdown.splitlines()[0].startswith("| task | metric | rows | single-task | single-task, same steps |")
-    assert "| fraud | auc | 50 | 0.950 |  | 0.900 | -0.050 | 0.930 |  |" in markdown
+def test_metrics_table_gives_mean_and_sd_over_seeds_in_task_then_scenario_order() -> None:
+    metrics = pl.DataFrame([
+        metric(1, "multitask", "fraud", 0.90, n_rows=50), metric(2, "multitask", "fraud", 0.92, n_rows=50),
+        metric(1, "lightgbm", "fraud", 0.93, n_rows=50), metric(2, "lightgbm", "fraud", 0.95, n_rows=50),
+        metric(1, "multitask", "click", 0.70, "search"), metric(1, "multitask", "click", 0.75),
+        metric(1, "oracle", "click", 0.80), metric(1, "multitask", "category", 0.8, metric="accuracy"),
+        metric(1, "single_task", "category", 0.9, metric="accuracy_vs_true"),
+    ])  # fmt: skip
+    summary = summarize_metrics(metrics)
+    fraud = summary.filter(task="fraud", model="lightgbm").row(0, named=True)
+    assert fraud["mean"] == pytest.approx(0.94) and fraud["sd"] == pytest.approx(0.01414, abs=1e-4) and fraud["n_seeds"] == 2
+    table = format_metrics(metrics).splitlines()
+    assert table[0] == "| task | scenario | metric | rows | network | single-task | LightGBM | oracle | network / oracle |"
+    assert [line.split(" | ")[:3] for line in table[2:]] == [
+        ["| click", "all", "auc"], ["| click", "search", "auc"], ["| category", "all", "accuracy"],
+        ["| category", "all", "accuracy_vs_true"], ["| fraud", "all", "auc"],
+    ]  # fmt: skip
+    assert table[2].endswith("| 0.750 |  |  | 0.800 | 0.94x |")
+    assert table[-1] == "| fraud | all | auc | 50 | 0.910 ± 0.014 |  | 0.940 ± 0.014 |  |  |"
+
+
+def test_scores_and_pairs_read_every_model_alike_overall_and_per_scenario(tmp_path: Path) -> None:
+    features = tmp_path / "features"
+    (features / "impressions.parquet").mkdir(parents=True)
+    labels = [1, 0, 1, 0, 1, 0, 1, 0]
+    pl.DataFrame({
+        "event_id": list(range(8)), "split": ["eval"] * 8, "clicked": labels, "converted": [0] * 8,
+        "scenario": ["search"] * 4 + ["cart"] * 4,
+    }).write_parquet(features / "impressions.parquet" / "2026-01-20.parquet")  # fmt: skip
+    perfect = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4]
+    for model, p_click in (("net", perfect), ("peer", [0.5] * 8)):
+        predictions = pl.DataFrame({"event_id": list(range(8)), "p_click": p_click, "p_purchase": [0.1] * 8})
+        prediction_path(tmp_path / model, "impressions_eval").parent.mkdir(parents=True)
+        predictions.write_parquet(prediction_path(tmp_path / model, "impressions_eval"))
+    scenarios = eval_scenarios(features)
+    network, peer = (scored_rows("click", tmp_path / model, features, scenarios) for model in ("net", "peer"))
+    rows = {row["scenario"]: row for row in metric_rows("net", "click", network)}
+    assert list(rows) == ["all", "cart", "search"] and rows["all"]["value"] == 1.0 and rows["cart"]["n_rows"] == 4
+    assert [row["scenario"] for row in metric_rows("net", "click", network, only="cart")] == ["cart"]
+    paired = dict(paired_rows("click", network, peer))
+    assert paired["all"].difference == pytest.approx(0.5) and paired["all"].n_rows == 8 and paired["search"].n_rows == 4
+
+
+def test_the_thinnest_scenario_alone_keeps_every_evaluation_row(tmp_path: Path) -> None:
+    features = tmp_path / "features"
+    (features / "impressions.parquet").mkdir(parents=True)
+    (features / "manifest.json").write_text("{}")
+    pl.DataFrame({
+        "event_id": list(range(6)), "split": ["train"] * 4 + ["eval"] * 2,
+        "scenario": ["search", "search", "cart", None, "search", "search"],
+    }).write_parquet(features / "impressions.parquet" / "2026-01-20.parquet")  # fmt: skip
+    assert thinnest_scenario(features) == "cart"
+    alone = write_scenario_features(features, tmp_path / "alone", "cart")
+    kept = pl.read_parquet(alone / "impressions.parquet" / "2026-01-20.parquet")
+    assert kept["event_id"].to_list() == [2, 4, 5] and (alone / "manifest.json").exists()
 
 
 def test_same_steps_configs_shrink_small_tasks_batches_to_the_joint_runs_steps_per_epoch() -> None:
@@ -148,17 +171,14 @@ def test_oracle_scores_the_same_rows_as_the_models(demo: tuple[str, Path], tmp_p
     category = comparison.filter(task="category", model="multitask").row(0, named=True)
     assert category["accuracy_vs_true"] == 1.0 and 0.8 < category["accuracy"] < 1.0  # a few items are mislabelled
 
-    oracle = {(row["task"], row["metric"]): row for row in compute_oracle_metrics(warehouse_url, features_dir)}
-    assert set(oracle) == {
-        ("click", "auc"),
-        ("purchase", "auc"),
-        ("review", "auc"),
-        ("category", "accuracy"),
-        ("fraud", "auc"),
-    }
-    for (task, metric), row in oracle.items():
+    # The oracle written as a model directory scores like compare_with_oracle's oracle, on the same rows.
+    oracle_dir = tmp_path / "oracle"
+    assert write_oracle_predictions(warehouse_url, features_dir, oracle_dir) == ["click", "purchase", "review", "fraud", "category"]
+    scenarios = eval_scenarios(features_dir)
+    for task in ("click", "purchase", "review", "fraud", "category"):
+        (row,) = metric_rows(ORACLE, task, scored_rows(task, oracle_dir, features_dir, scenarios))[:1]
         expected = comparison.filter(task=task, model="oracle").row(0, named=True)
-        assert row["value"] == expected[metric] and row["n_rows"] == expected["n_rows"], task
+        assert row["value"] == pytest.approx(expected[row["metric"]]) and row["n_rows"] == expected["n_rows"], task
     assert compute_category_accuracy_vs_truth(warehouse_url, features_dir, run_dir / "models" / "multitask") == {
         "value": 1.0,
         "n_rows": category["n_rows"],
@@ -177,33 +197,34 @@ def test_without_truth_tables_there_are_no_oracle_rows(demo: tuple[str, Path], t
     engine.dispose()
     run_dir = tmp_path / "run"
     write_truth_as_predictions(warehouse_url, features_dir, run_dir)
-    assert compute_oracle_metrics(copy_url, features_dir) == []
+    assert write_oracle_predictions(copy_url, features_dir, tmp_path / "oracle") == []
     comparison = compare_with_oracle(copy_url, run_dir)
     assert "oracle" not in comparison["model"].to_list() and comparison.height == 6
     assert comparison.filter(task="category")["accuracy_vs_true"].to_list() == [None]
 
 
 @pytest.mark.slow
-def test_ablation_on_a_tiny_demo_warehouse_gives_finite_numbers_for_every_task(
-    demo: tuple[str, Path], tmp_path: Path
-) -> None:
-    warehouse_url, _ = demo
+def test_ablation_on_a_tiny_demo_warehouse_scores_every_model_on_the_same_rows(demo: tuple[str, Path], tmp_path: Path) -> None:
+    warehouse_url, features_dir = demo
     config = MultiTaskConfig(max_epochs=2, patience=1, batch_size=512)
-    table = run_ablation(
-        warehouse_url, DS, tmp_path / "work", WINDOW_DAYS, seed=3, config=config, feature_config=FEATURES
-    )
-    assert table.select("task", "metric").rows() == [
-        ("click", "auc"),
-        ("purchase", "auc"),
-        ("review", "auc"),
-        ("category", "accuracy"),
-        ("category", "accuracy_vs_true"),
-        ("fraud", "auc"),
-    ]
-    for row in table.iter_rows(named=True):
-        for column in ("single_task", "single_task_same_steps", "multi_task", "n_rows"):
-            assert row[column] is not None and math.isfinite(row[column]), (row, column)
-        if row["metric"] != "accuracy_vs_true":
-            assert row["oracle"] is not None and 0.5 < row["oracle"] <= 1.0, row
-    assert table.filter(task="fraud")["lightgbm"].is_not_null().all()
-    assert (tmp_path / "work" / "models" / "single_review" / "metrics.json").exists()
+    result = run_ablation(
+        warehouse_url, DS, tmp_path / "work", WINDOW_DAYS, seeds=(3, 4), config=config, feature_config=FEATURES,
+        features_dir=features_dir, peers=("lightgbm", "tfidf_logistic"),
+    )  # fmt: skip
+    metrics = result.metrics
+    assert set(metrics["seed"]) == {3, 4} and metrics["value"].is_not_null().all()
+    overall = metrics.filter(scenario="all", seed=3)
+    assert set(overall.filter(model="multitask")["task"]) == {"click", "purchase", "review", "category", "fraud"}
+    for task, group in overall.filter(pl.col("metric") != "accuracy_vs_true").group_by("task"):
+        assert group["n_rows"].n_unique() == 1, (task, group)  # every model and the oracle: the same rows
+        assert {"multitask", "single_task", "lightgbm", "oracle"} <= set(group["model"]), task
+    assert set(overall.filter(task="review")["model"]) >= {"tfidf_logistic"}
+    thin = result.thin_scenario
+    assert thin is not None and set(metrics.filter(model="scenario_alone")["scenario"]) == {thin}
+    assert {thin, "home_feed"} <= set(metrics.filter(model="multitask", task="click")["scenario"])
+    comparisons = result.comparisons
+    assert "multitask" not in set(comparisons["model"])
+    with_interval = comparisons.filter(pl.col("low").is_not_null())
+    assert with_interval.height and (with_interval["low"] <= with_interval["difference"]).all()
+    assert (with_interval["difference"] <= with_interval["high"]).all()
+    assert "| click | all | auc |" in format_metrics(metrics) and "LightGBM" in format_comparisons(comparisons)

@@ -55,7 +55,7 @@ def test_a_failing_replica_fails_the_run_instead_of_hanging_it() -> None:
 
 
 def test_replicas_are_added_only_while_an_epoch_keeps_its_minimum_steps() -> None:
-    config = MultiTaskConfig(batch_size=100, impression_ratio=1.0, min_steps_per_replica=250)
+    config = MultiTaskConfig(batch_size=100, impression_ratio=1.0, min_steps_per_replica=250, min_steps_per_epoch=1)
     assert count_replicas({"impression": 7_000}, config, processes=2) == 1  # 70 steps: the demo stays in one process
     assert count_replicas({"impression": 70_000}, config, processes=2) == 2  # 700 steps: 350 each
     assert count_replicas({"impression": 70_000}, config, processes=16) == 2  # ...and never below 250 steps

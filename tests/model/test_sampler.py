@@ -37,3 +37,16 @@ def test_the_step_budget_keeps_each_kinds_share() -> None:
     assert max(step["impression"].numel() for step in steps) <= 1024
     unbounded = plan_epoch(SIZES, dataclasses.replace(config, max_steps_per_epoch=1_000), torch.Generator().manual_seed(7))
     assert len(unbounded) == 157  # a budget above the plan changes nothing
+
+
+def test_little_data_passes_its_rows_more_often_to_fill_the_minimum_steps() -> None:
+    sizes = {"review": 700, "order": 300}  # a small shop: 2 x 700 / 256 -> 6 steps an epoch
+    config = MultiTaskConfig(min_steps_per_epoch=50)
+    steps = plan_epoch(sizes, config, torch.Generator().manual_seed(7))
+    assert len(steps) == 50
+    rows = {kind: sum(step[kind].numel() for step in steps if kind in step) for kind in sizes}
+    assert rows == {"review": round(1_400 * 50 / 6), "order": round(600 * 50 / 6)}  # each kind's share kept
+    assert max(step["review"].numel() for step in steps) <= config.review_batch_size
+    reviews = torch.cat([step["review"] for step in steps])
+    assert torch.equal(reviews[:700].sort().values, torch.arange(700))  # whole passes, each a permutation
+    assert len(plan_epoch(SIZES, config, torch.Generator().manual_seed(7))) == 157  # enough data: unchanged

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from training.config import MultiTaskConfig, ValidationSplit
 from training.data import read_feature_tables
+from training.holdout import validation_rows
 from training.predict import load_multitask
 from training.selection import KindSelection
 from training.splits import split_objective_frames
@@ -50,6 +51,18 @@ def test_validation_rows_are_the_days_before_d_and_never_trained_on(features_dir
     assert (frames.validation["item"].get_column("item_id") % 10 == 1).all()
     assert (frames.train["item"].get_column("item_id") % 10 != 1).all()
     assert set(frames.validation["item"].get_column("split")) == {"train"}  # never the day-D item holdout
+
+
+def test_sparse_reviews_still_validate_on_their_newest_share() -> None:
+    # A shop with a review every few days: the 2 days before D hold none, so the newest share validates.
+    days = [datetime(2026, 1, 1) + timedelta(days=3 * index) for index in range(40)]
+    reviews = pl.DataFrame({"review_id": range(40), "created_at": days})
+    items = pl.DataFrame({"item_id": [1, 2]})
+    orders = pl.DataFrame({"order_id": range(10), "created_at": days[:10]})
+    train = {"review": reviews, "item": items, "order": orders}
+    held_out = validation_rows(train, date(2026, 6, 1), ValidationSplit(days=2, min_review_share=0.1, order_share=0.2))
+    assert reviews.filter(held_out["review"])["review_id"].to_list() == [36, 37, 38, 39]
+    assert orders.filter(held_out["order"])["order_id"].to_list() == [8, 9]
 
 
 def test_a_kind_that_stops_trains_no_more_while_the_others_go_on(
