@@ -63,9 +63,14 @@ class NetworkConfig:
     # demo epoch 10% and 25% slower (the dense EmbeddingBag gradient and AdamW touch every row), for
     # the same review AUC; raise n_buckets for a larger vocabulary.
     text: TextHashing = TextHashing(n_buckets=1 << 14)
-    # Image encoder: images decoded once to image_size x image_size RGB; a small CNN with these widths.
+    # Image encoder: images decoded once to image_size x image_size RGB; a small CNN with these widths,
+    # its last feature map averaged over an image_pool x image_pool grid (1: one global average). On
+    # Fashion-MNIST (8,000 training images) (16, 32, 32) with a global average reached 0.838 accuracy
+    # against a plain two-layer CNN's 0.859 and was still improving at epoch 12; (32, 64, 64) with a
+    # 2 x 2 grid reached 0.862 by epoch 6, and on the demo the same accuracy in the same time.
     image_size: int = 32
-    image_channels: tuple[int, ...] = (16, 32, 32)
+    image_channels: tuple[int, ...] = (32, 64, 64)
+    image_pool: int = 2
     crop_padding: int = 4  # training augmentation: replicate-pad by this many pixels and crop back at random
     augment: bool = True  # random crop + horizontal flip of training images (never at evaluation)
 
@@ -76,6 +81,8 @@ class NetworkConfig:
         if isinstance(fields.get("text"), dict):
             fields["text"] = TextHashing(**fields["text"])
         fields.setdefault("review_text_linear", False)  # models saved before the wide review term have none
+        fields.setdefault("image_pool", 1)  # ...and before the pooled grid, a global average
+        fields.setdefault("image_channels", (16, 32, 32))  # ...with these widths
         return cls(**fields)
 
 

@@ -317,7 +317,7 @@ class MultiTaskNet(nn.Module):
         self.scenario_embedding = nn.Embedding((config.n_scenarios if network.scenarios else 0) + 1, network.scenario_dim)
 
         self.text_encoder = TextEncoder(network.text.n_buckets, network.text_dim)
-        self.image_encoder = ImageEncoder(tuple(network.image_channels), network.crop_padding, network.augment)
+        self.image_encoder = ImageEncoder(tuple(network.image_channels), network.crop_padding, network.augment, network.image_pool)
         image_dim, text_dim = self.image_encoder.out_dim, self.text_encoder.out_dim
         # At least one output so the module builds when no item has a label (the head then goes unused).
         self.category_head = nn.Linear(image_dim, max(config.n_item_classes, 1))

@@ -4,6 +4,7 @@ and the whole run on a tiny demo warehouse."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ from etl.layout import prediction_path
 from demo.oracle import TRUTH_TABLES, compare_with_oracle, compute_category_accuracy_vs_truth, write_oracle_predictions
 from demo.synthetic import generate_warehouse
 from etl.warehouse import create_warehouse_engine, read_frame
+from training.ablation.__main__ import main as ablation_main
 from training.ablation.run import (
     ORACLE,
     prepare_features,
@@ -228,3 +230,21 @@ def test_ablation_on_a_tiny_demo_warehouse_scores_every_model_on_the_same_rows(d
     assert with_interval.height and (with_interval["low"] <= with_interval["difference"]).all()
     assert (with_interval["difference"] <= with_interval["high"]).all()
     assert "| click | all | auc |" in format_metrics(metrics) and "LightGBM" in format_comparisons(comparisons)
+
+
+@pytest.mark.slow
+def test_the_command_prints_both_tables_and_writes_the_long_rows(
+    demo: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse_url, features_dir = demo
+    ablation_main([
+        "--warehouse-url", warehouse_url, "--ds", DS.isoformat(), "--features-dir", str(features_dir),
+        "--work-dir", str(tmp_path), "--seeds", "5", "--peers", "", "--max-epochs", "1",
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| task | scenario | metric | rows | network | single-task |" in printed
+    assert "The network minus each model, paired on the same rows (all and " in printed
+    written = json.loads((tmp_path / "ablation.json").read_text())
+    assert {row["seed"] for row in written["metrics"]} == {5} and written["thin_scenario"]
+    with pytest.raises(SystemExit):
+        ablation_main(["--warehouse-url", warehouse_url, "--ds", DS.isoformat(), "--peers", "xgboost"])

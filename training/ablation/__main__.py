@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from etl.config import FeatureConfig
+from etl.contract import ALL_SCENARIOS
 from etl.io import write_text_atomically
 from training.ablation.run import PEERS, run_ablation
 from training.ablation.table import format_comparisons, format_metrics
@@ -80,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = ",".join(str(seed) for seed in args.seeds)
     print(f"\nAblation for {args.ds} (seeds {seeds}; thinnest scenario {result.thin_scenario}; {time.perf_counter() - started:.0f} s)\n")
     print(format_metrics(result.metrics))
-    print("\nThe network minus each model, paired on the same rows:\n")
-    print(format_comparisons(result.comparisons))
+    shown = [ALL_SCENARIOS, *([result.thin_scenario] if result.thin_scenario else [])]
+    print(f"\nThe network minus each model, paired on the same rows ({' and '.join(shown)} rows; every scenario in ablation.json):\n")
+    print(format_comparisons(result.comparisons.filter(pl.col("scenario").is_in(shown))))
 
 
 if __name__ == "__main__":
