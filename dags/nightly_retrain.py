@@ -52,7 +52,10 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
     # A data-interval timetable: the run for D covers [D, D+1) and starts once D is over. ("@daily"
     # would give zero-length intervals in Airflow 3.)
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # Far in the past, so any day the warehouse holds can be processed (`airflow dags test` and
+    # backfills of a day before start_date run no task and report success); catchup=False keeps an
+    # unpaused DAG from creating a run per past day.
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,
     tags=["shopmtl", "etl", "ml"],
@@ -61,7 +64,7 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
         "window_days": Param(28, type="integer", minimum=7, maximum=365, description="Training window length (days) ending with D"),
         "maturity_days": Param(14, type="integer", minimum=1, maximum=120, description="Unlabelled orders count as legitimate once this old"),
         "fraud_eval_days": Param(3, type="integer", minimum=1, maximum=30, description="Newest mature days held out to evaluate fraud models"),
-        "seed": Param(7, type="integer", description="Seed for training (same data + seed = same scores)"),
+        "seed": Param(7, type="integer", minimum=0, maximum=2**32 - 1, description="Seed for training (same data + seed = same scores)"),
         "warm_start": Param(False, type="boolean", description="Start the network from the champion's weights instead of from scratch"),
         "recent_days": Param(
             None, type=["null", "integer"], minimum=1, maximum=365,

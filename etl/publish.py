@@ -1,7 +1,8 @@
 """Publish day D's scores and metrics to the warehouse, replacing that day's rows.
 
-Each table is replaced in one transaction (delete day D, insert day D), so readers see either the
-previous rows of the day or the new ones, and a retried or re-run day leaves no duplicates.
+Every score table and ``model_runs`` are replaced in ONE transaction (delete day D, insert day D,
+table after table), so readers see the whole previous day or the whole new one, never a mix of the
+two, whatever kills the publisher; a retried or re-run day leaves no duplicates.
 """
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ def publish_scores(
     scoring: Mapping[str, Mapping[str, Mapping[str, object]]],
     evaluations: list[Mapping[str, object]],
 ) -> PublishSummary:
-    """Replace day ``ds`` in every score table ``objectives`` allow and in model_runs, one transaction each.
+    """Replace day ``ds`` in every score table ``objectives`` allow and in model_runs, in one transaction.
 
     ``scoring`` maps each model name and objective to the model whose predictions are published (the
     gate's choice: its ``model_version`` and ``output_dir``); ``evaluations`` are the training
@@ -216,8 +217,8 @@ def publish_scores(
     try:
         create_tables(engine, areas=["scores", "views"])  # the analysts' views read the score tables
         written = {}
-        for table, frame in tables.items():
-            with engine.begin() as conn:
+        with engine.begin() as conn:  # one transaction for the whole day (on SQLite, one write lock)
+            for table, frame in tables.items():
                 written[table] = replace_rows(conn, table, frame, "ds = :ds", {"ds": bind_date(conn, ds)})
     finally:
         engine.dispose()

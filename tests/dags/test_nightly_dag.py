@@ -240,3 +240,40 @@ def test_a_backfill_weeks_later_reproduces_the_original_scores_of_the_day(nightl
             before, after = before.drop("run_id", "created_at"), after.drop("run_id", "created_at")
         assert before.height > 0
         assert before.equals(after), f"{table} of {DS} differs when backfilled later"
+
+
+def test_every_numeric_param_is_bounded(nightly_dag):
+    for name, param in nightly_dag.params.items():
+        schema = param.schema
+        types = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
+        if {"integer", "number"} & set(types):
+            assert "minimum" in schema and "maximum" in schema, name
+    assert nightly_dag.params.get_param("seed").schema["maximum"] == 2**32 - 1
+
+
+@pytest.mark.parametrize("conf", [{"seed": -1}, {"seed": 2**32}, {"window_days": 0}, {"replay_fraction": 1.5}, {"seed": "7"}])
+def test_a_bad_param_is_refused_before_any_task_runs(nightly_dag, shopmtl_home, conf):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    logical_date = datetime(2026, 1, 22, tzinfo=UTC)
+    with pytest.raises(ParamValidationError):
+        nightly_dag.test(logical_date=logical_date, run_conf={**RUN_CONF, **conf})
+    assert not (shopmtl_home / "runs").exists()  # no task ran: plan would have made the run's directory
+
+
+@pytest.mark.slow
+def test_a_day_long_before_the_demo_runs_its_tasks_and_fails_loudly_without_data(nightly_dag, shopmtl_home):
+    from etl.config import load_settings
+    from demo.synthetic import generate_warehouse
+
+    warehouse_url = load_settings().embedded_warehouse_url
+    generate_warehouse(warehouse_url, START, START + timedelta(days=3), scale=0.1, seed=3)
+    # Before: a day before the DAG's start_date ran no task and reported success.
+    assert run_day(nightly_dag, date(2015, 6, 1)) == "failed"
+    assert (shopmtl_home / "runs" / "2015-06-01").exists()  # the run's tasks did run
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.connect() as conn:
+        failures = conn.execute(sa.text("SELECT COUNT(*) FROM data_quality_results WHERE ds = '2015-06-01'")).scalar()
+        published = conn.execute(sa.text("SELECT COUNT(*) FROM score_user_item")).scalar()
+    engine.dispose()
+    assert failures > 0 and published == 0

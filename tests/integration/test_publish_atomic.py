@@ -1,4 +1,4 @@
-"""Publishing is atomic per table: a publisher killed mid-write leaves the day's previous rows intact,
+"""Publishing is atomic: a publisher killed mid-write leaves the day's previous rows intact,
 readers keep reading them while the write is in progress, and the retried publish replaces them.
 
 The publisher is a real ``publish_scores`` in a child process, writing a day big enough to take a few

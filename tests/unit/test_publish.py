@@ -101,3 +101,27 @@ def test_the_fraud_task_without_a_baseline_is_an_error_not_a_silent_gap(tmp_path
     multitask = {"model_version": "mtl-1", "output_dir": str(tmp_path / "mtl")}
     with pytest.raises(ValueError, match="LightGBM baseline produced no scores"):
         build_score_tables(DS, ["fraud"], tmp_path / "features", {"multitask": {"fraud": multitask}})
+
+
+def test_a_day_is_published_whole_or_not_at_all(tmp_path, warehouse_url):
+    # The last table of the day (model_runs) fails to write: the score tables written before it in
+    # the same publish must roll back too, so readers keep the whole previous day, not a mix.
+    _write_predictions(tmp_path / "mtl", with_orders=False)
+    serving_of = lambda version: {  # noqa: E731
+        "model_name": "multitask", "model_version": version, "output_dir": str(tmp_path / "mtl"),
+        "metrics": [{"task": "review", "metric": "auc", "value": 0.8, "n_rows": 1}],
+    }
+    objectives, features = ["review", "category"], tmp_path / "features"
+    first = serving_of("mtl-1")
+    publish_scores(warehouse_url, DS, "run-1", objectives, features, {"multitask": dict.fromkeys(objectives, first)}, [first])
+    second = serving_of("mtl-2")
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):  # the same model_runs row twice: a key violation
+        publish_scores(warehouse_url, DS, "run-2", objectives, features, {"multitask": dict.fromkeys(objectives, second)}, [second, second])
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.connect() as conn:
+        versions = {
+            table: read_frame(conn, f"SELECT DISTINCT model_version FROM {table}")["model_version"].to_list()
+            for table in ("score_review_sentiment", "score_item_category", "model_runs")
+        }
+    engine.dispose()
+    assert versions == {"score_review_sentiment": ["mtl-1"], "score_item_category": ["mtl-1"], "model_runs": ["mtl-1"]}
