@@ -40,6 +40,7 @@ def run_nights(features_dir: Path, nights: int, work_dir: Path, config: GateConf
     """Train ``nights + 1`` seeds of both models and gate each against the champions so far."""
     from training.fraud_lgbm import train_fraud_lgbm
     from training.gate import select_scoring_model
+    from training.registry import commit_registrations
     from training.train import train_multitask
 
     url = f"sqlite:///{work_dir / 'registry.db'}"
@@ -55,6 +56,7 @@ def run_nights(features_dir: Path, nights: int, work_dir: Path, config: GateConf
         ]
         for summary in trained:  # the seed is in the config hashed into the version: one version per night
             result = select_scoring_model(url, ds, summary, features_dir, work_dir / f"champions-{night}", config)
+            commit_registrations(url, [result.decision])  # as the night's publish would record it
             for objective, status in result.decision.objectives.items():
                 outcome = classify(status.status, status.reasons)
                 if night:  # night 0 only seeds the champions

@@ -16,10 +16,11 @@ scheduled run starts just after D ends):
    about three days of impressions (`full_refresh` rebuilds the window);
 4. **train** the multi-task network (click, ESMM conversion, review sentiment, image category,
    fraud) and the LightGBM fraud baseline, then **gate** each, objective by objective, against that
-   objective's champion on the same rows (`model_registry`); where it is not promoted, the champion
-   keeps serving the objective;
+   objective's champion on the same rows; where it is not promoted, the champion keeps serving the
+   objective;
 5. **publish** `score_user_item`, `score_order_fraud`, `score_review_sentiment`,
-   `score_item_category` and `model_runs` for D, replacing D's rows;
+   `score_item_category` and `model_runs` for D, replacing D's rows, and record the gates' decisions
+   in `model_registry`, all in one transaction: a run that fails before this leaves no trace;
 6. **report**: `runs/D/report.html` (metrics of the last nights, score distributions, calibration,
    data quality); the task log prints its path.
 
@@ -186,26 +187,26 @@ def nightly_retrain():
     # none_failed: a deployment without fraud labels skips the LightGBM baseline but still publishes.
     @task(trigger_rule="none_failed")
     def publish(run_plan: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None) -> dict:
+        """Day D's scores, model_runs and the gates' registry decisions, in one transaction."""
         from etl.config import resolve_warehouse_url
-        from etl.publish import publish_scores
         from etl.runs import RunPlan
         from training.gate import GateResult
+        from training.publication import publish_night
 
         run = RunPlan.from_dict(run_plan)
         gates = [GateResult.from_dict(result) for result in (multitask, fraud_lgbm) if result]
-        return publish_scores(
+        return publish_night(
             resolve_warehouse_url(),
             run.ds,
             run_id,
             run.objectives,
             run.layout.features_dir,
-            scoring={result.model_name: result.scoring_dicts() for result in gates},
-            evaluations=[result.trained.to_dict() for result in gates],
-        ).to_dict()
+            gates,
+            champion_dirs={gate.model_name: run.layout.champion_dir(gate.model_name) for gate in gates},
+        )
 
-    # none_failed, like publish: the report also covers a night whose LightGBM baseline was skipped.
-    @task(trigger_rule="none_failed")
-    def report(run_plan: dict, published: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None) -> str:
+    @task
+    def report(run_plan: dict, published: dict, run_id=None) -> str:
         """runs/D/report.html: metrics over the last nights, score distributions, calibration, GX summary."""
         import logging
 
@@ -215,7 +216,7 @@ def nightly_retrain():
         from training.gate import GateResult
 
         run = RunPlan.from_dict(run_plan)
-        gates = [GateResult.from_dict(result) for result in (multitask, fraud_lgbm) if result]
+        gates = [GateResult.from_dict(result) for result in published["gates"]]  # the decisions that took effect
         path = write_run_report(
             resolve_warehouse_url(),
             run.ds,
@@ -235,7 +236,7 @@ def nightly_retrain():
     multitask_gate = gate.override(task_id="gate_multitask")(run_plan, train_multitask(run_plan, features))
     fraud_gate = gate.override(task_id="gate_fraud_baseline")(run_plan, train_fraud_baseline(run_plan, features))
     published = publish(run_plan, multitask_gate, fraud_gate)
-    report(run_plan, published, multitask_gate, fraud_gate)
+    report(run_plan, published)
 
 
 nightly_retrain()

@@ -7,12 +7,13 @@ two, whatever kills the publisher; a retried or re-run day leaves no duplicates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+from sqlalchemy.engine import Connection
 
 from etl.contract import ALL_SCENARIOS, FRAUD_LGBM, MULTITASK, SCORE_TABLE_OBJECTIVES
 from etl.layout import feature_path, prediction_path
@@ -199,12 +200,15 @@ def publish_scores(
     features_dir: Path,
     scoring: Mapping[str, Mapping[str, Mapping[str, object]]],
     evaluations: list[Mapping[str, object]],
+    before_commit: Callable[[Connection], None] | None = None,
 ) -> PublishSummary:
     """Replace day ``ds`` in every score table ``objectives`` allow and in model_runs, in one transaction.
 
     ``scoring`` maps each model name and objective to the model whose predictions are published (the
     gate's choice: its ``model_version`` and ``output_dir``); ``evaluations`` are the training
     summaries of the night (``TrainingSummary.to_dict()``) whose day-D metrics go to model_runs.
+    ``before_commit`` writes what must become effective with the day (the gate's registry decisions)
+    in the same transaction; an error there publishes nothing.
     """
     tables, skipped = build_score_tables(ds, objectives, features_dir, scoring)
     tables["model_runs"] = collect_model_runs(run_id, ds, list(evaluations))
@@ -220,6 +224,8 @@ def publish_scores(
         with engine.begin() as conn:  # one transaction for the whole day (on SQLite, one write lock)
             for table, frame in tables.items():
                 written[table] = replace_rows(conn, table, frame, "ds = :ds", {"ds": bind_date(conn, ds)})
+            if before_commit is not None:
+                before_commit(conn)
     finally:
         engine.dispose()
     summary = PublishSummary(ds=ds.isoformat(), rows=written, skipped=skipped)

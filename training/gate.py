@@ -1,11 +1,13 @@
-"""The champion/challenger gate: compare on the same rows, register, and choose who serves each objective.
+"""The champion/challenger gate: compare on the same rows, decide, and choose who serves each objective.
 
 Every night's model is a challenger, objective by objective. For each objective the gate scores that
 objective's champion (its saved artifacts) on today's evaluation rows, leaving out fraud holdout
 orders the champion may have trained on (``unseen_rows_view``), pairs its predictions with the
 challenger's on the same rows, and measures the difference with a confidence interval
 (``training/comparison.py``). The registry (``training/registry.py``, applying
-``training/promotion.py``'s rule) records a decision per objective. Then the gate says whose
+``training/promotion.py``'s rule) decides per objective; the decisions are written only when the
+day publishes (``training/publication.py``), so a run that fails later leaves the registry as it
+was. Then the gate says whose
 predictions day D publishes for each objective (``select_scoring_model``): the challenger's where
 promoted, otherwise that objective's champion's, scored on today's features into
 ``runs/<D>/models/<model name>_champion/<version>``.
@@ -54,9 +56,9 @@ from training.evaluation import (
 from training.registry import (
     ChampionChangedError,
     Registration,
+    decide_registration,
     read_champion,
     read_champions,
-    register_model,
     trained_objectives,
 )
 from training.summary import TrainingSummary
@@ -248,9 +250,10 @@ def gate_model(
     features_dir: Path,
     config: GateConfig = GateConfig(),
 ) -> Registration:
-    """Compare the challenger with each objective's champion on the same unseen rows, then ``register_model``.
+    """Compare the challenger with each objective's champion on the same unseen rows, then decide
+    (``decide_registration``; nothing is written until the day publishes).
 
-    When a concurrent night promotes a champion between the comparison and the registration, the
+    When a concurrent night promotes a champion between the comparison and the decision, the
     gate compares again against the new one at once (up to ``GATE_ATTEMPTS`` times) rather than
     failing the task into Airflow's retry delay.
     """
@@ -277,7 +280,7 @@ def _gate_once(
     evidence = gather_evidence(objectives, usable, Path(str(summary["output_dir"])), Path(features_dir), config.confidence)
     for objective, found in evidence.items():
         log.info("%s %s vs champion %s: %s", model_name, objective, usable[objective]["model_version"], found.describe())
-    return register_model(
+    return decide_registration(
         warehouse_url,
         ds,
         summary,

@@ -2,9 +2,12 @@
 
 Statuses, per (model version, objective): ``champion`` (one per model name and objective: it serves
 that objective), ``challenger`` (served it before a newer champion) and ``rejected`` (not promoted for
-it; the reasons and the evidence are recorded). Registration is one transaction under a table lock,
-so two nights running concurrently cannot both promote; the promotion rule itself is
-``training/promotion.py``, the evaluation that feeds it ``training/gate.py``.
+it; the reasons and the evidence are recorded). A night's decisions are made by ``decide_registration``
+(reads only: the gate) and written by ``record_registration`` inside the transaction that publishes
+the night's scores (``training/publication.py``), so a run that fails before publishing leaves no
+trace here. Recording takes a table lock and checks the champions are still the ones the decision
+was made against, so two nights running concurrently cannot both promote; the promotion rule itself
+is ``training/promotion.py``, the evaluation that feeds it ``training/gate.py``.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class ObjectiveStatus:
 
 @dataclass(frozen=True)
 class Registration:
-    """What ``register_model`` decided for one model version, per objective (small and JSON-able, fit
+    """What ``decide_registration`` decided for one model version, per objective (small and JSON-able, fit
     for an XCom)."""
 
     model_name: str
@@ -65,6 +68,14 @@ class Registration:
     # True when this version was registered before (a re-run): the champion_* then say what they said
     # that night (the model itself if promoted, the champion it lost to if rejected), not today's.
     recorded: bool = False
+    # What record_registration writes (empty when recorded): the day, the model's artifacts and metric
+    # rows, per objective the decision (Decision.to_dict() with compared_with), and per objective the
+    # champion version the decision was made against (None: none).
+    ds: str | None = None
+    artifact_path: str | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    champions_seen: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -95,6 +106,11 @@ class Registration:
             model_version=str(values["model_version"]),
             objectives={objective: ObjectiveStatus(**status) for objective, status in values["objectives"].items()},
             recorded=bool(values.get("recorded", False)),
+            ds=values.get("ds"),
+            artifact_path=values.get("artifact_path"),
+            metrics=list(values.get("metrics", [])),
+            decisions=dict(values.get("decisions", {})),
+            champions_seen=dict(values.get("champions_seen", {})),
         )
 
 
@@ -158,7 +174,21 @@ def _version_rows(conn: Connection, model_name: str, model_version: str) -> dict
     return {row["objective"]: row for row in rows.iter_rows(named=True)}
 
 
-def register_model(
+def ensure_registry(warehouse_url: str) -> None:
+    """Create ``model_registry`` when missing; name an older release's table instead of writing into it."""
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            exists = _table_exists(conn)
+            if exists:
+                check_table_columns(conn, "ops", TABLE)
+        if not exists:  # DDL only once: concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL
+            create_tables(engine, areas=["ops"])
+    finally:
+        engine.dispose()
+
+
+def decide_registration(
     warehouse_url: str,
     ds: date,
     summary: Mapping[str, Any],
@@ -166,15 +196,15 @@ def register_model(
     champions_seen: Mapping[str, str | None],
     config: GateConfig = GateConfig(),
 ) -> Registration:
-    """Record a trained model, decide per objective and promote or reject it, in one transaction.
+    """Decide per objective whether a trained model is promoted, writing nothing (``record_registration``
+    writes it when the day publishes).
 
     ``summary`` is ``TrainingSummary.to_dict()``; its metric rows say which objectives it serves.
     ``evidence``: per objective, the paired comparison with that objective's champion on the same rows
     (None: the champion could not be evaluated). ``champions_seen``: per objective, the champion
-    version the gate evaluated (None: none); another champion by now (a concurrent night promoted one)
-    is a ``ChampionChangedError``, never a decision against a model nobody evaluated. Registering a
-    version that is already registered changes nothing and returns its recorded decisions (re-running
-    a day).
+    version the gate evaluated (None: none); another champion by now is a ``ChampionChangedError``,
+    never a decision against a model nobody evaluated. A version that is already registered returns
+    its recorded decisions (re-running a day).
     """
     model_name, model_version = str(summary["model_name"]), str(summary["model_version"])
     metrics = list(summary["metrics"])  # type: ignore[arg-type]
@@ -185,102 +215,58 @@ def register_model(
     try:
         with engine.connect() as conn:
             exists = _table_exists(conn)
-            if exists:  # an older release's registry is named, not written into
+            if exists:  # an older release's registry is named, not read as if it were this one
                 check_table_columns(conn, "ops", TABLE)
-        if not exists:  # DDL only once: concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL
-            create_tables(engine, areas=["ops"])
-        with engine.begin() as conn:
-            _lock_registry(conn)
-            # The rows go in first as placeholder 'challenger's (invisible until commit): the insert
-            # takes SQLite's write lock, and its conflict tells a re-run apart from a new model.
-            inserted = sum(
-                conn.execute(
-                    sa.text(
-                        f"INSERT INTO {TABLE} (model_name, model_version, objective, trained_ds, artifact_path, status, "
-                        "metrics_json, created_at) VALUES (:name, :version, :objective, :ds, :path, 'challenger', :metrics, :now) "
-                        "ON CONFLICT (model_name, model_version, objective) DO NOTHING"
-                    ),
-                    {
-                        "name": model_name,
-                        "version": model_version,
-                        "objective": objective,
-                        "ds": bind_date(conn, ds),
-                        "path": str(summary["output_dir"]),
-                        "metrics": json.dumps([row for row in metrics if row["task"] == objective], sort_keys=True),
-                        "now": bind_timestamp(conn, datetime.now(UTC)),
-                    },
-                ).rowcount
-                for objective in objectives
-            )
-            if inserted < len(objectives):
-                return _recorded(conn, model_name, model_version)
-            champions = _champion_rows(conn, model_name)
-            for objective in objectives:
-                current = champions[objective]["model_version"] if objective in champions else None
-                if current != champions_seen.get(objective):
-                    raise ChampionChangedError(
-                        f"{objective}: champion {champions_seen.get(objective)} was evaluated but the champion is now "
-                        f"{current}: evaluate again"
-                    )
-            decisions = decide_units(
-                {
-                    objective: decide_objective(
-                        objective,
-                        ds,
-                        evidence.get(objective),
-                        None if objective not in champions else {
-                            "model_version": champions[objective]["model_version"],
-                            "trained_ds": champions[objective]["trained_ds"],
-                        },
-                        config,
-                    )
-                    for objective in objectives
-                }
-            )  # fmt: skip
-            for objective, decision in decisions.items():
-                params = {
-                    "name": model_name,
-                    "version": model_version,
-                    "objective": objective,
-                    "status": "champion" if decision.promote else "rejected",
-                    "reasons": json.dumps(decision.reasons),
-                    "compared_with": champions[objective]["model_version"] if objective in champions else None,
-                    "evidence": None if decision.evidence is None else json.dumps(decision.evidence, sort_keys=True),
-                    "compared": _compared_metrics(decision.evidence),
-                }
-                if decision.promote:
-                    # Demote first: the partial unique index allows one champion per objective at any moment.
-                    conn.execute(
-                        sa.text(
-                            f"UPDATE {TABLE} SET status = 'challenger' WHERE model_name = :name AND objective = :objective "
-                            "AND status = 'champion' AND model_version <> :version"
-                        ),
-                        params,
-                    )
-                conn.execute(
-                    sa.text(
-                        f"UPDATE {TABLE} SET status = :status, reasons_json = :reasons, compared_with = :compared_with, "
-                        "evidence_json = :evidence, compared_metrics_json = :compared "
-                        "WHERE model_name = :name AND model_version = :version AND objective = :objective"
-                    ),
-                    params,
-                )
-            after = _champion_rows(conn, model_name)
+                if _version_rows(conn, model_name, model_version):
+                    return _recorded(conn, model_name, model_version)
+            champions = _champion_rows(conn, model_name) if exists else {}
     finally:
         engine.dispose()
-
+    check_champions(champions, champions_seen, objectives)
+    decisions = decide_units(
+        {
+            objective: decide_objective(
+                objective,
+                ds,
+                evidence.get(objective),
+                None if objective not in champions else {
+                    "model_version": champions[objective]["model_version"],
+                    "trained_ds": champions[objective]["trained_ds"],
+                },
+                config,
+            )
+            for objective in objectives
+        }
+    )  # fmt: skip
+    itself = {"model_version": model_version, "artifact_path": str(summary["output_dir"]), "trained_ds": ds}
+    statuses = {
+        objective: _status(
+            "champion" if decision.promote else "rejected",
+            itself if decision.promote else champions.get(objective),
+            decision.reasons,
+        )
+        for objective, decision in decisions.items()
+    }
     registration = Registration(
         model_name,
         model_version,
-        {
-            objective: _status("champion" if decision.promote else "rejected", after.get(objective), decision.reasons)
+        statuses,
+        ds=ds.isoformat(),
+        artifact_path=str(summary["output_dir"]),
+        metrics=metrics,
+        decisions={
+            objective: {
+                **decision.to_dict(),
+                "compared_with": champions[objective]["model_version"] if objective in champions else None,
+            }
             for objective, decision in decisions.items()
         },
+        champions_seen={objective: champions_seen.get(objective) for objective in objectives},
     )
     promoted = [objective for objective, decision in decisions.items() if decision.promote]
     held = [objective for objective in objectives if objective not in promoted]
     log.info(
-        "%s %s in %s: serves %s; champions keep %s. %s",
+        "%s %s in %s: would serve %s (effective when the day publishes); champions keep %s. %s",
         model_name,
         model_version,
         mask_url(warehouse_url),
@@ -289,6 +275,116 @@ def register_model(
         " | ".join(registration.reasons),
     )
     return registration
+
+
+def check_champions(
+    champions: Mapping[str, Mapping[str, Any]], champions_seen: Mapping[str, str | None], objectives: Iterable[str]
+) -> None:
+    """Raise ``ChampionChangedError`` when an objective's champion is not the one a decision was made against."""
+    for objective in objectives:
+        current = champions[objective]["model_version"] if objective in champions else None
+        if current != champions_seen.get(objective):
+            raise ChampionChangedError(
+                f"{objective}: champion {champions_seen.get(objective)} was evaluated but the champion is now "
+                f"{current}: evaluate again"
+            )
+
+
+def record_registration(conn: Connection, registration: Registration) -> None:
+    """Write a decided registration in the caller's transaction (the one publishing the day): the
+    model's rows, and for each promoted objective the old champion demoted. A registration that is
+    already recorded (a re-run, or a concurrent run of the same version) changes nothing; champions
+    other than the ones decided against raise ``ChampionChangedError`` (nothing is written then, as
+    the caller's transaction rolls back)."""
+    if registration.recorded:
+        return
+    if registration.ds is None:
+        raise ValueError(f"{registration.model_name} {registration.model_version}: not a decided registration")
+    _lock_registry(conn)
+    model_name, model_version = registration.model_name, registration.model_version
+    objectives = list(registration.decisions)
+    # The rows go in first as placeholder 'challenger's (invisible until commit): the insert takes
+    # SQLite's write lock, and its conflict tells a version already recorded apart from a new one.
+    inserted = sum(
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {TABLE} (model_name, model_version, objective, trained_ds, artifact_path, status, "
+                "metrics_json, created_at) VALUES (:name, :version, :objective, :ds, :path, 'challenger', :metrics, :now) "
+                "ON CONFLICT (model_name, model_version, objective) DO NOTHING"
+            ),
+            {
+                "name": model_name,
+                "version": model_version,
+                "objective": objective,
+                "ds": bind_date(conn, date.fromisoformat(registration.ds)),
+                "path": registration.artifact_path,
+                "metrics": json.dumps([row for row in registration.metrics if row["task"] == objective], sort_keys=True),
+                "now": bind_timestamp(conn, datetime.now(UTC)),
+            },
+        ).rowcount
+        for objective in objectives
+    )
+    if inserted < len(objectives):
+        log.info("%s %s was recorded by another run: nothing changed", model_name, model_version)
+        return
+    check_champions(_champion_rows(conn, model_name), registration.champions_seen, objectives)
+    for objective, decision in registration.decisions.items():
+        params = {
+            "name": model_name,
+            "version": model_version,
+            "objective": objective,
+            "status": "champion" if decision["promote"] else "rejected",
+            "reasons": json.dumps(decision["reasons"]),
+            "compared_with": decision["compared_with"],
+            "evidence": None if decision["evidence"] is None else json.dumps(decision["evidence"], sort_keys=True),
+            "compared": _compared_metrics(decision["evidence"]),
+        }
+        if decision["promote"]:
+            # Demote first: the partial unique index allows one champion per objective at any moment.
+            conn.execute(
+                sa.text(
+                    f"UPDATE {TABLE} SET status = 'challenger' WHERE model_name = :name AND objective = :objective "
+                    "AND status = 'champion' AND model_version <> :version"
+                ),
+                params,
+            )
+        conn.execute(
+            sa.text(
+                f"UPDATE {TABLE} SET status = :status, reasons_json = :reasons, compared_with = :compared_with, "
+                "evidence_json = :evidence, compared_metrics_json = :compared "
+                "WHERE model_name = :name AND model_version = :version AND objective = :objective"
+            ),
+            params,
+        )
+
+
+def register_model(
+    warehouse_url: str,
+    ds: date,
+    summary: Mapping[str, Any],
+    evidence: Mapping[str, Evidence | None],
+    champions_seen: Mapping[str, str | None],
+    config: GateConfig = GateConfig(),
+) -> Registration:
+    """``decide_registration`` and ``record_registration`` at once, in a transaction of its own (the
+    nightly run records with its scores instead: ``training/publication.py``)."""
+    ensure_registry(warehouse_url)
+    registration = decide_registration(warehouse_url, ds, summary, evidence, champions_seen, config)
+    commit_registrations(warehouse_url, [registration])
+    return registration
+
+
+def commit_registrations(warehouse_url: str, registrations: Iterable[Registration]) -> None:
+    """``record_registration`` of each, in one transaction of their own (without publishing scores:
+    tools that replay the gate night after night, such as ``bench.gate_noise``, and tests)."""
+    ensure_registry(warehouse_url)
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.begin() as conn:
+            for registration in registrations:
+                record_registration(conn, registration)
+    finally:
+        engine.dispose()
 
 
 def _compared_metrics(evidence: Mapping[str, Any] | None) -> str | None:

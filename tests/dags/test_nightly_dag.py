@@ -134,6 +134,12 @@ def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_tru
     assert run_day(nightly_dag, DS) == "success"
     first = assert_published_day(warehouse_url, DS)
     assert (shopmtl_home / "runs" / DS.isoformat() / "extract" / "orders.parquet").exists()
+    # The gates' decisions took effect with the day (training/publication.py): both models serve.
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.connect() as conn:
+        champions = read_frame(conn, "SELECT model_name, objective FROM model_registry WHERE status = 'champion' ORDER BY 1, 2")
+    engine.dispose()
+    assert champions.rows() == [("fraud_lgbm", "fraud"), *(("multitask", o) for o in ("category", "click", "fraud", "purchase", "review"))]
     assert_report_with_plots(shopmtl_home / "runs" / DS.isoformat() / "report.html")
 
     assert run_day(nightly_dag, DS) == "success"  # the same day again replaces it

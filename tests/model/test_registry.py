@@ -19,9 +19,16 @@ from etl.warehouse import create_warehouse_engine, read_frame
 from training.config import FraudLgbmConfig, GateConfig, MultiTaskConfig, NetworkConfig
 from training.fraud_lgbm import evaluate_fraud_lgbm, train_fraud_lgbm
 from training.comparison import Evidence, compare_accuracy, compare_auc
-from training.gate import gate_model, score_with_model, select_scoring_model, unseen_rows_view
+from training.gate import GateResult, gate_model, score_with_model, select_scoring_model, unseen_rows_view
 from training.promotion import decide_objective, decide_units
-from training.registry import ChampionChangedError, read_champion, read_champions, register_model
+from training.registry import (
+    ChampionChangedError,
+    Registration,
+    commit_registrations,
+    read_champion,
+    read_champions,
+    register_model,
+)
 
 DS = date(2026, 2, 4)
 
@@ -172,7 +179,7 @@ def test_register_decides_per_objective_records_the_evidence_and_is_idempotent(w
 
     # Re-running the night registers nothing and returns that night's decisions, whatever came since.
     rerun = register_model(warehouse_url, day2, night, compared, {"click": "v2", "category": "v1"})
-    assert rerun == dataclasses.replace(partial, recorded=True)
+    assert rerun.recorded and rerun.objectives == partial.objectives and rerun.decisions == {}  # nothing left to write
 
 
 def test_registry_refuses_changed_champions_and_keeps_one_champion_per_objective(warehouse_url: str) -> None:
@@ -258,28 +265,42 @@ def test_unseen_rows_view_leaves_out_holdout_orders_a_day_old_champion_may_have_
 TESTING_GATE = GateConfig(min_positives=5, min_rows=20)
 
 
+def gate_and_record(url: str, ds: date, summary: dict, features_dir: Path, config: GateConfig = GateConfig()) -> Registration:
+    """The gate's decision, recorded as the night's publish would record it."""
+    registration = gate_model(url, ds, summary, features_dir, config)
+    commit_registrations(url, [registration])
+    return registration
+
+
+def select_and_record(url: str, ds: date, trained, features_dir: Path, champion_dir: Path, config: GateConfig) -> GateResult:
+    """The gate's choice of scoring models, its decisions recorded as the night's publish would."""
+    result = select_scoring_model(url, ds, trained, features_dir, champion_dir, config)
+    commit_registrations(url, [result.decision])
+    return result
+
+
 @pytest.mark.slow
 def test_gate_rejects_a_deliberately_worse_model_and_the_champion_keeps_scoring(
     lgbm_dir: Path, features_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
     champion = train_fraud_lgbm(features_dir, tmp_path / "champion", FraudLgbmConfig(num_boost_round=100)).to_dict()
-    assert gate_model(warehouse_url, DS, champion, features_dir, TESTING_GATE).status == "champion"
+    assert gate_and_record(warehouse_url, DS, champion, features_dir, TESTING_GATE).status == "champion"
     # One stump on one feature: a real model, deliberately much worse.
     stump = FraudLgbmConfig(num_boost_round=1, early_stopping_rounds=1, num_leaves=2, feature_fraction=0.3, seed=11)
     worse = train_fraud_lgbm(features_dir, tmp_path / "worse", stump).to_dict()
-    decision = gate_model(warehouse_url, DS, worse, features_dir, TESTING_GATE)
+    decision = gate_and_record(warehouse_url, DS, worse, features_dir, TESTING_GATE)
     fraud = decision.objectives["fraud"]
     assert decision.status == "rejected" and fraud.champion_version == champion["model_version"]
     assert fraud.champion_artifact_path == str(tmp_path / "champion")
     assert "fraud: worse than champion" in fraud.reasons[0] and "CI" in fraud.reasons[0], fraud.reasons
     # The same model again (a re-run of the day) changes nothing and says it was recorded before.
-    rerun = gate_model(warehouse_url, DS, worse, features_dir, TESTING_GATE)
-    assert rerun.recorded and dataclasses.replace(rerun, recorded=False) == decision
+    rerun = gate_and_record(warehouse_url, DS, worse, features_dir, TESTING_GATE)
+    assert rerun.recorded and rerun.objectives == decision.objectives
     assert read_champion(warehouse_url, "fraud_lgbm")["model_version"] == champion["model_version"]
     # A model against a copy of itself: no difference at all, promoted.
     shutil.copytree(tmp_path / "champion", tmp_path / "twin")
     twin = {**champion, "model_version": "twin", "output_dir": str(tmp_path / "twin")}
-    again = gate_model(warehouse_url, DS, twin, features_dir, TESTING_GATE)
+    again = gate_and_record(warehouse_url, DS, twin, features_dir, TESTING_GATE)
     assert again.status == "champion" and "(+0.0000, 95% CI +0.0000..+0.0000" in again.reasons[0], again.reasons
 
 
@@ -316,7 +337,7 @@ def test_score_with_model_scores_the_saved_champion_and_an_unloadable_one_is_abs
     (champion_dir / "model.txt").unlink()
     challenger = {**trained, "model_version": "next", "output_dir": str(lgbm_dir)}
     with caplog.at_level(logging.WARNING, logger="training.gate"):
-        decision = gate_model(sqlite_url, DS, challenger, features_dir)
+        decision = gate_and_record(sqlite_url, DS, challenger, features_dir)
     assert "treated as absent" in caplog.text
     assert decision.status == "champion" and "could not be evaluated" in decision.reasons[0]
 
@@ -347,11 +368,11 @@ def test_the_network_is_gated_per_objective_and_each_objective_is_served_by_its_
     from training.train import train_multitask
 
     champion = train_multitask(features_dir, tmp_path / "champion", TINY_NETWORK)
-    first = select_scoring_model(sqlite_url, DS, champion, features_dir, tmp_path / "unused", TESTING_GATE)
+    first = select_and_record(sqlite_url, DS, champion, features_dir, tmp_path / "unused", TESTING_GATE)
     assert first.decision.status == "champion" and set(first.scoring) == {"click", "purchase", "review", "category", "fraud"}
     # The same network retrained with another seed: no objective may be rejected on evidence.
     reseeded = train_multitask(features_dir, tmp_path / "reseeded", dataclasses.replace(TINY_NETWORK, seed=8))
-    night = select_scoring_model(sqlite_url, DS, reseeded, features_dir, tmp_path / "kept", TESTING_GATE)
+    night = select_and_record(sqlite_url, DS, reseeded, features_dir, tmp_path / "kept", TESTING_GATE)
     on_evidence = [o for o, status in night.decision.objectives.items() if "beyond the tolerance" in " ".join(status.reasons)]
     assert on_evidence == [], night.decision.reasons
     # A night whose image head saw almost no images is worse on category only: the night's network
@@ -359,7 +380,7 @@ def test_the_network_is_gated_per_objective_and_each_objective_is_served_by_its_
     blind = train_multitask(features_dir, tmp_path / "blind", dataclasses.replace(TINY_NETWORK, seed=9, item_ratio=0.02))
     assert blind.metric("category", "accuracy") < first.trained.metric("category", "accuracy") - 0.2
     blind_summary = blind
-    mixed = select_scoring_model(sqlite_url, DS, blind_summary, features_dir, tmp_path / "champions", TESTING_GATE)
+    mixed = select_and_record(sqlite_url, DS, blind_summary, features_dir, tmp_path / "champions", TESTING_GATE)
     assert mixed.decision.objectives["category"].status == "rejected", mixed.decision.reasons
     assert "category: worse than champion" in mixed.decision.objectives["category"].reasons[0]
     assert mixed.decision.objectives["click"].status == "champion"
@@ -379,12 +400,12 @@ def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights
     from datetime import timedelta
 
     champion = train_fraud_lgbm(features_dir, tmp_path / "champion", FraudLgbmConfig(num_boost_round=100))
-    first = select_scoring_model(sqlite_url, DS, champion, features_dir, tmp_path / "unused", TESTING_GATE)
+    first = select_and_record(sqlite_url, DS, champion, features_dir, tmp_path / "unused", TESTING_GATE)
     assert first.decision.status == "champion" and first.scoring["fraud"].model_version == champion.model_version
 
     stump = FraudLgbmConfig(num_boost_round=1, early_stopping_rounds=1, num_leaves=2, feature_fraction=0.3, seed=11)
     worse = train_fraud_lgbm(features_dir, tmp_path / "worse", stump)
-    kept = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores", TESTING_GATE)
+    kept = select_and_record(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores", TESTING_GATE)
     assert kept.decision.status == "rejected" and kept.trained.model_version == worse.model_version
     assert kept.scoring["fraud"].model_version == champion.model_version
     scored_dir = tmp_path / "champion_scores" / champion.model_version
@@ -393,7 +414,7 @@ def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights
     )
 
     # A backfill of an earlier day publishes the scores of the model trained as of that day.
-    backfill = select_scoring_model(sqlite_url, DS - timedelta(days=5), worse, features_dir, tmp_path / "never", TESTING_GATE)
+    backfill = select_and_record(sqlite_url, DS - timedelta(days=5), worse, features_dir, tmp_path / "never", TESTING_GATE)
     assert backfill.scoring["fraud"].model_version == worse.model_version
     assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == champion.model_version
     assert not (tmp_path / "never").exists()
@@ -403,7 +424,7 @@ def test_selected_scoring_model_is_the_champion_after_a_rejection_and_the_nights
     newer = summary("newer", str(tmp_path / "newer"), "fraud_lgbm", fraud_auc=0.99)
     register_model(sqlite_url, DS + timedelta(days=3), newer, {}, {"fraud": champion.model_version})
     assert read_champion(sqlite_url, "fraud_lgbm")["model_version"] == "newer"
-    again = select_scoring_model(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores_again", TESTING_GATE)
+    again = select_and_record(sqlite_url, DS, worse, features_dir, tmp_path / "champion_scores_again", TESTING_GATE)
     assert again.decision.recorded and again.scoring["fraud"].model_version == champion.model_version
     assert pl.read_parquet(tmp_path / "champion_scores_again" / champion.model_version / "predictions" / "orders.parquet").equals(
         pl.read_parquet(scored_dir / "predictions" / "orders.parquet")
