@@ -108,8 +108,9 @@ def nightly_retrain():
     def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from etl.config import resolve_warehouse_url
+        from etl.config import load_settings, resolve_warehouse_url
         from etl.runs import RunPlan
+        from validation.suites import ValidationLimits
         from validation.validate import DataQualityError, validate_extracts
 
         run = RunPlan.from_dict(run_plan)
@@ -123,6 +124,7 @@ def nightly_retrain():
                 window_start=run.window.window_start,
                 window_end=run.window.window_end,
                 tables=[extract["table"] for extract in extracts],
+                limits=ValidationLimits(money_ceiling=load_settings().money_ceiling),
             ).to_dict()
         except DataQualityError as error:
             # Bad data does not get better by retrying: fail now, with the reason in the log.

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOME = Path("~/.shopmtl")
 DEFAULT_BENCH_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_MONEY_CEILING = 1e7
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Settings:
     # The PostgreSQL server `make bench` creates its warehouses on (SHOPMTL_BENCH_POSTGRES_URL; its
     # databases are named shopmtl_bench_* and dropped after).
     bench_postgres_url: str = DEFAULT_BENCH_POSTGRES_URL
+    # Prices and amounts at or above this fail validation (SHOPMTL_MONEY_CEILING; the shop's currency
+    # units). 10 million by default: raise it for a shop that sells houses.
+    money_ceiling: float = DEFAULT_MONEY_CEILING
 
     @property
     def embedded_warehouse_url(self) -> str:
@@ -85,15 +89,29 @@ class FeatureConfig:
 
 
 def load_settings() -> Settings:
-    """Read ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE`` and
-    ``SHOPMTL_BENCH_POSTGRES_URL`` (or their defaults) into Settings."""
+    """Read ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``,
+    ``SHOPMTL_BENCH_POSTGRES_URL`` and ``SHOPMTL_MONEY_CEILING`` (or their defaults) into Settings."""
     home = Path(os.environ.get("SHOPMTL_HOME") or DEFAULT_HOME).expanduser().resolve()
     return Settings(
         home=home,
         sources=parse_sources(os.environ.get("SHOPMTL_SOURCES")),
         training_queue=os.environ.get("SHOPMTL_TRAINING_QUEUE") or None,
         bench_postgres_url=os.environ.get("SHOPMTL_BENCH_POSTGRES_URL") or DEFAULT_BENCH_POSTGRES_URL,
+        money_ceiling=parse_money_ceiling(os.environ.get("SHOPMTL_MONEY_CEILING")),
     )
+
+
+def parse_money_ceiling(value: str | None) -> float:
+    """A positive finite number (a bad setting is an error at once, not a silently open rule)."""
+    if not value or not value.strip():
+        return DEFAULT_MONEY_CEILING
+    try:
+        ceiling = float(value)
+    except ValueError:
+        raise ValueError(f"SHOPMTL_MONEY_CEILING must be a number, got {value!r}") from None
+    if not math.isfinite(ceiling) or ceiling <= 0:
+        raise ValueError(f"SHOPMTL_MONEY_CEILING must be positive and finite, got {value!r}")
+    return ceiling
 
 
 def parse_sources(value: str | None) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ import great_expectations.expectations as gxe  # noqa: E402
 import polars as pl  # noqa: E402
 from great_expectations.expectations.row_conditions import Column  # noqa: E402
 
+from etl.config import DEFAULT_MONEY_CEILING  # noqa: E402
 from etl.warehouse import TABLE_SCHEMAS  # noqa: E402
 
 # Plausible birth years: nobody born before 1900 or younger than 13 at the end of the window.
@@ -62,6 +63,15 @@ class ValidationWindow:
                 f"Inconsistent window: need window_start <= day_start < window_end, got "
                 f"[{self.window_start}, {self.window_end}) with day D starting {self.day_start}"
             )
+
+
+@dataclass(frozen=True)
+class ValidationLimits:
+    """Deployment-specific bounds of the rules (``Settings.money_ceiling``: ``SHOPMTL_MONEY_CEILING``)."""
+
+    # Prices and amounts at or above this are data errors, not sales: a misplaced decimal, cents
+    # booked as euros, a sentinel such as 1e308, or Infinity (which passes every ">= 0" rule).
+    money_ceiling: float = DEFAULT_MONEY_CEILING
 
 
 # The time column that says on which day a row arrived. order_items have none: a line belongs to the
@@ -189,6 +199,13 @@ def schema_expectations(table: str) -> list[gxe.Expectation]:
     return expectations
 
 
+def money(column: str, limits: ValidationLimits) -> gxe.Expectation:
+    """A price or amount: finite, from 0 up to (not including) the deployment's ceiling (critical)."""
+    return critical(
+        gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=limits.money_ceiling, strict_max=True)
+    )
+
+
 def not_null(*columns: str) -> list[gxe.Expectation]:
     """Required columns: no nulls (critical)."""
     return [critical(gxe.ExpectColumnValuesToNotBeNull(column=column)) for column in columns]
@@ -229,7 +246,7 @@ def rows_on_day(column: str, window: ValidationWindow) -> gxe.Expectation:
     )
 
 
-def build_users_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+def build_users_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
     """Users of day D (signed up or active on D): signed up before window_end, plausible birth years."""
     latest_birth_year = (window.window_end - timedelta(days=1)).year - MIN_CUSTOMER_AGE_YEARS
     return make_suite(
@@ -249,21 +266,21 @@ def build_users_suite(window: ValidationWindow) -> gx.ExpectationSuite:
     )
 
 
-def build_items_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Items of day D (listed on D or named by D's rows): non-negative prices, none from the future."""
+def build_items_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
+    """Items of day D (listed on D or named by D's rows): prices within [0, ceiling), none from the future."""
     return make_suite(
         "items",
         schema_expectations("items"),
         not_null("item_id", "price", "created_at"),
         not_null_warning("category", "seller_id", "title"),
         [
-            critical(gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0)),
+            money("price", limits),
             before_window_end("created_at", window),
         ],
     )
 
 
-def build_item_images_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+def build_item_images_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
     """Images updated on day D: complete, updated before window_end."""
     return make_suite(
         "item_images",
@@ -273,7 +290,7 @@ def build_item_images_suite(window: ValidationWindow) -> gx.ExpectationSuite:
     )
 
 
-def build_clicks_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+def build_clicks_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
     """Behavioural events of day D: known event types, inside the window, rows on day D."""
     return make_suite(
         "clicks",
@@ -297,35 +314,35 @@ def build_clicks_suite(window: ValidationWindow) -> gx.ExpectationSuite:
     )
 
 
-def build_orders_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Orders of day D: non-negative amounts, inside the window, rows on day D."""
+def build_orders_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
+    """Orders of day D: amounts within [0, ceiling), inside the window, rows on day D."""
     return make_suite(
         "orders",
         schema_expectations("orders"),
         not_null("order_id", "user_id", "created_at", "amount"),
         not_null_warning("payment_method", "device_id", "ip_address", "channel", "ship_country", "status"),
         [
-            critical(gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0)),
+            money("amount", limits),
             in_window("created_at", window),
             rows_on_day("created_at", window),
         ],
     )
 
 
-def build_order_items_suite(window: ValidationWindow) -> gx.ExpectationSuite:
-    """Lines of day D's orders: positive quantities, non-negative prices."""
+def build_order_items_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
+    """Lines of day D's orders: positive quantities, unit prices within [0, ceiling)."""
     return make_suite(
         "order_items",
         schema_expectations("order_items"),
         not_null("order_id", "item_id", "quantity", "unit_price"),
         [
             critical(gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1)),
-            critical(gxe.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0)),
+            money("unit_price", limits),
         ],
     )
 
 
-def build_fraud_labels_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+def build_fraud_labels_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
     """Fraud labels labelled on day D: a boolean label, known before window_end."""
     return make_suite(
         "fraud_labels",
@@ -339,7 +356,7 @@ def build_fraud_labels_suite(window: ValidationWindow) -> gx.ExpectationSuite:
     )
 
 
-def build_reviews_suite(window: ValidationWindow) -> gx.ExpectationSuite:
+def build_reviews_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.ExpectationSuite:
     """Reviews of day D: ratings 1..5, inside the window, rows on day D."""
     return make_suite(
         "reviews",
@@ -356,7 +373,7 @@ def build_reviews_suite(window: ValidationWindow) -> gx.ExpectationSuite:
     )
 
 
-SUITE_BUILDERS: dict[str, Callable[[ValidationWindow], gx.ExpectationSuite]] = {
+SUITE_BUILDERS: dict[str, Callable[[ValidationWindow, ValidationLimits], gx.ExpectationSuite]] = {
     "users": build_users_suite,
     "items": build_items_suite,
     "item_images": build_item_images_suite,
@@ -378,10 +395,10 @@ def make_suite(table: str, *groups: list[gxe.Expectation]) -> gx.ExpectationSuit
     return gx.ExpectationSuite(name=table, expectations=expectations, meta={"table": table})
 
 
-def build_suite(table: str, window: ValidationWindow) -> gx.ExpectationSuite:
+def build_suite(table: str, window: ValidationWindow, limits: ValidationLimits = ValidationLimits()) -> gx.ExpectationSuite:
     """The suite of one source table."""
     try:
         builder = SUITE_BUILDERS[table]
     except KeyError:
         raise ValueError(f"No expectation suite for table {table!r}; known: {sorted(SUITE_BUILDERS)}") from None
-    return builder(window)
+    return builder(window, limits)

@@ -43,7 +43,7 @@ from etl.layout import DATA_DOCS_INDEX, extract_path  # noqa: E402
 from validation.day_rows import ExtractReadError, read_day_rows  # noqa: E402
 from validation.references import check_references  # noqa: E402
 from validation.results import RESULTS_TABLE, ExpectationOutcome, outcome_from_result, write_results  # noqa: E402
-from validation.suites import ValidationWindow, build_suite  # noqa: E402
+from validation.suites import ValidationLimits, ValidationWindow, build_suite  # noqa: E402
 from validation.window_checks import check_window  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,10 @@ def validate_extracts(
     window_start: datetime,
     window_end: datetime,
     tables: Sequence[str] = SOURCE_TABLES,
+    limits: ValidationLimits = ValidationLimits(),
 ) -> ValidationSummary:
-    """Validate the extracts of ``tables``, build data docs, record results; raise on critical failures."""
+    """Validate the extracts of ``tables``, build data docs, record results; raise on critical failures.
+    ``limits``: the deployment's bounds of the rules (the money ceiling)."""
     extract_dir, docs_dir = Path(extract_dir), Path(docs_dir)
     ds = date(ds.year, ds.month, ds.day)  # a plain date, also when Airflow hands over a pendulum one
     tables = list(dict.fromkeys(tables))
@@ -128,7 +130,7 @@ def validate_extracts(
             n_rows, window_outcomes = check_window(extract_dir, table)
         except ExtractReadError as error:
             raise DataQualityError(str(error)) from error
-        table_outcomes = validate_table(context, datasource, table, frame, window, gx_run_id)
+        table_outcomes = validate_table(context, datasource, table, frame, window, gx_run_id, limits)
         table_outcomes += window_outcomes + [outcome for outcome in references if outcome.table == table]
         outcomes.extend(table_outcomes)
         counts[table] = count_outcomes(n_rows, len(frame), table_outcomes)
@@ -224,9 +226,10 @@ def validate_table(
     frame: pd.DataFrame,
     window: ValidationWindow,
     gx_run_id: RunIdentifier,
+    limits: ValidationLimits = ValidationLimits(),
 ) -> list[ExpectationOutcome]:
     """Run ``table``'s day suite on tonight's rows and turn every expectation result into an outcome."""
-    suite = context.suites.add(build_suite(table, window))
+    suite = context.suites.add(build_suite(table, window, limits))
     batch_definition = datasource.add_dataframe_asset(table).add_batch_definition_whole_dataframe(table)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{table}_day", data=batch_definition, suite=suite)

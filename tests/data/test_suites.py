@@ -125,3 +125,20 @@ def test_day_d_must_have_clicks_and_orders():
 def test_window_must_contain_day_d():
     with pytest.raises(ValueError, match="Inconsistent window"):
         ValidationWindow(datetime(2026, 1, 1), datetime(2026, 1, 29), datetime(2026, 1, 29))
+
+
+def test_the_money_ceiling_is_the_deployments_and_a_bad_setting_is_refused(monkeypatch) -> None:
+    from etl.config import load_settings
+    from validation.suites import ValidationLimits
+
+    window = ValidationWindow(datetime(2026, 1, 1), datetime(2026, 1, 29), datetime(2026, 1, 28))
+    monkeypatch.setenv("SHOPMTL_MONEY_CEILING", "2.5e9")
+    limits = ValidationLimits(money_ceiling=load_settings().money_ceiling)
+    for table, column in (("items", "price"), ("orders", "amount"), ("order_items", "unit_price")):
+        (rule,) = [e for e in build_suite(table, window, limits).expectations
+                   if getattr(e, "column", None) == column and type(e).__name__ == "ExpectColumnValuesToBeBetween"]
+        assert (rule.min_value, rule.max_value, rule.strict_max) == (0, 2.5e9, True), table
+    for bad in ("lots", "inf", "-1", "0"):
+        monkeypatch.setenv("SHOPMTL_MONEY_CEILING", bad)
+        with pytest.raises(ValueError, match="SHOPMTL_MONEY_CEILING"):
+            load_settings()

@@ -239,6 +239,27 @@ BROKEN_CASES: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame], str]]
         lambda f: with_rows(f, "amount", {2: -5.0, 3: -2.5}),
         "orders.amount: expect_column_values_to_be_between failed: 2 unexpected of 2 rows; sample values: [-5.0, -2.5]",
     ),
+    # Infinity passes every ">= 0" rule; 1e308 is a sentinel, not a price: both are over the ceiling
+    "infinite amount": (
+        "orders",
+        lambda f: with_rows(f, "amount", {3: float("inf")}),
+        "orders.amount: expect_column_values_to_be_between failed: 1 unexpected of 2 rows; sample values: [Infinity]",
+    ),
+    "NaN amount": (
+        "orders",
+        lambda f: with_rows(f, "amount", {2: float("nan")}),
+        "orders.amount: expect_column_values_to_not_be_null failed: 1 unexpected of 2 rows; sample values: [null]",
+    ),
+    "price of 1e308": (
+        "items",
+        lambda f: with_rows(f, "price", {3: 1e308}),
+        "items.price: expect_column_values_to_be_between failed: 1 unexpected of 4 rows; sample values: [1e+308]",
+    ),
+    "unit price over the ceiling": (
+        "order_items",
+        lambda f: with_rows(f, "unit_price", {4: 2e7}),
+        "order_items.unit_price: expect_column_values_to_be_between failed: 1 unexpected of 2 rows; sample values: [20000000.0]",
+    ),
     "unknown event_type": (
         "clicks",
         lambda f: with_rows(f, "event_type", {5: "purchase"}),
