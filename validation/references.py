@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from etl.warehouse import bind_timestamp, create_warehouse_engine
 from validation.results import ExpectationOutcome, rule_outcome
-from validation.suites import DAY_COLUMNS, REFERENCE_CHECKS, ReferenceCheck, ValidationWindow
+from validation.suites import DAY_COLUMNS, REFERENCE_CHECKS, TEMPORAL_CHECKS, ReferenceCheck, TemporalCheck, ValidationWindow
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +33,52 @@ IDENTIFIER = re.compile(r"^[a-z_]+$")
 
 
 def check_references(warehouse_url: str, tables: Sequence[str], window: ValidationWindow) -> list[ExpectationOutcome]:
-    """Run the referential checks of ``tables`` in the warehouse, one outcome per check."""
+    """Run the referential and temporal checks of ``tables`` in the warehouse, one outcome per check."""
     checks = [check for check in REFERENCE_CHECKS if check.table in tables]
-    if not checks:
+    temporal = [check for check in TEMPORAL_CHECKS if check.table in tables]
+    if not checks and not temporal:
         return []
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
-            return [check_reference(conn, check, window) for check in checks]
+            return [check_reference(conn, check, window) for check in checks] + [
+                check_temporal(conn, check, window) for check in temporal
+            ]
     finally:
         engine.dispose()
+
+
+def check_temporal(conn: Connection, check: TemporalCheck, window: ValidationWindow) -> ExpectationOutcome:
+    """Day D's ``check.table`` rows whose ``check.column`` is earlier than their parent's time."""
+    for name in (check.table, check.column, check.key, check.parent, check.parent_column):
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"Not a plain SQL identifier: {name!r}")
+    day_rows = (
+        f"{check.table} c JOIN {check.parent} p ON p.{check.key} = c.{check.key} "
+        f"WHERE {day_condition('c', DAY_COLUMNS[check.table])}"
+    )
+    early = f"c.{check.column} < p.{check.parent_column}"
+    params = {"day_start": bind_timestamp(conn, window.day_start), "window_end": bind_timestamp(conn, window.window_end)}
+    kwargs = {"column_A": check.column, "column_B": f"{check.parent}.{check.parent_column} of the same {check.key}", "or_equal": True}
+    expectation = "expect_column_pair_values_a_to_be_greater_than_b"
+    try:
+        n_rows, n_early = conn.execute(sa.text(f"SELECT COUNT(*), SUM(CASE WHEN {early} THEN 1 ELSE 0 END) FROM {day_rows}"), params).one()
+        n_early = int(n_early or 0)
+        samples = []
+        if n_early:
+            sample_sql = f"SELECT DISTINCT c.{check.key} FROM {day_rows} AND {early} ORDER BY 1 LIMIT :sample_limit"
+            samples = [row[0] for row in conn.execute(sa.text(sample_sql), {**params, "sample_limit": SAMPLE_LIMIT})]
+    except sa.exc.SQLAlchemyError as error:
+        conn.rollback()
+        log.error("Temporal check %s.%s >= %s.%s could not run: %s", check.table, check.column, check.parent, check.parent_column, error)
+        return rule_outcome(
+            check.table, check.column, expectation, critical=True, kwargs=kwargs, element_count=None,
+            exception=str(error.orig if hasattr(error, "orig") else error).strip(), evaluated_on=EVALUATED_ON,
+        )
+    return rule_outcome(
+        check.table, check.column, expectation, critical=True, kwargs=kwargs,
+        element_count=int(n_rows), unexpected_count=n_early, unexpected_values=samples, evaluated_on=EVALUATED_ON,
+    )
 
 
 def check_reference(conn: Connection, check: ReferenceCheck, window: ValidationWindow) -> ExpectationOutcome:
@@ -109,4 +145,4 @@ def day_condition(alias: str, column: str) -> str:
     return f"{alias}.{column} >= :day_start AND {alias}.{column} < :window_end"
 
 
-__all__ = ["check_references", "reference_queries"]
+__all__ = ["check_references", "check_temporal", "reference_queries"]

@@ -10,7 +10,8 @@ a backfill validates its own day). Three kinds of rules, each declared here and 
   key uniqueness, which a single day cannot see (a key of day D may repeat one of an earlier day),
   and non-empty extracts;
 - ``REFERENCE_CHECKS`` (run by ``validation.references`` in the warehouse, as SQL anti-joins on
-  indexed keys): day D's foreign keys must name a parent that existed before window_end.
+  indexed keys): day D's foreign keys must name a parent that existed before window_end;
+- ``TEMPORAL_CHECKS`` (also in the warehouse): a fraud label or a review no earlier than its order.
 
 Every rule carries ``critical``:
 
@@ -115,6 +116,26 @@ REFERENCE_CHECKS: tuple[ReferenceCheck, ...] = (
     ReferenceCheck("fraud_labels", "order_id", "orders", "order_id", "created_at"),
     ReferenceCheck("reviews", "user_id", "users", "user_id", "signup_at"),
     ReferenceCheck("reviews", "item_id", "items", "item_id", "created_at"),
+    ReferenceCheck("reviews", "order_id", "orders", "order_id", "created_at"),  # NULL: a review without an order
+)
+
+
+@dataclass(frozen=True)
+class TemporalCheck:
+    """Day D's ``table.column`` must not be earlier than ``parent.parent_column`` of the row it names
+    (joined on ``key``): a fraud label before its order, or a review before its purchase, is a broken
+    feed or clock, and would put a label's time before the event it labels."""
+
+    table: str
+    column: str
+    key: str
+    parent: str
+    parent_column: str
+
+
+TEMPORAL_CHECKS: tuple[TemporalCheck, ...] = (
+    TemporalCheck("fraud_labels", "labeled_at", "order_id", "orders", "created_at"),
+    TemporalCheck("reviews", "created_at", "order_id", "orders", "created_at"),
 )
 
 

@@ -67,6 +67,7 @@ def test_referential_checks_are_the_contracted_pairs():
         ("order_items", "item_id", "items", "item_id"),
         ("reviews", "user_id", "users", "user_id"),
         ("reviews", "item_id", "items", "item_id"),
+        ("reviews", "order_id", "orders", "order_id"),
         ("fraud_labels", "order_id", "orders", "order_id"),
         ("item_images", "item_id", "items", "item_id"),
     }

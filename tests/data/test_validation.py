@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl.warehouse import SOURCE_TABLES, TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
-from validation.suites import REFERENCE_CHECKS, WINDOW_CHECKS, ValidationWindow, build_suite
+from validation.suites import REFERENCE_CHECKS, TEMPORAL_CHECKS, WINDOW_CHECKS, ValidationWindow, build_suite
 from validation.validate import DataQualityError, ValidationSummary, validate_extracts
 
 DS = date(2026, 1, 28)
@@ -169,6 +169,7 @@ def test_valid_extracts_pass_and_record_one_row_per_expectation(tmp_path, sqlite
         sum(len(build_suite(table, WINDOW).expectations) for table in SOURCE_TABLES)
         + sum(1 + (check.non_empty is not None) for check in WINDOW_CHECKS.values())
         + len(REFERENCE_CHECKS)
+        + len(TEMPORAL_CHECKS)
     )
     assert summary.n_expectations == expected_count
     assert (summary.n_failed, summary.n_critical_failed) == (0, 0)
@@ -430,3 +431,29 @@ def test_results_on_postgres_are_recorded_and_replaced(tmp_path, postgres_url, v
     assert json.loads(failed[0]["sample_values"]) == [-5.0]
     assert str(rows[0]["ds"]) == "2026-01-28"
 
+
+
+@pytest.mark.parametrize(
+    ("case", "warehouse_change", "expected_line"),
+    [
+        ("a fraud label before its order", ("fraud_labels", "labeled_at", {1: datetime(2026, 1, 28, 1)}, "orders", "created_at", {1: datetime(2026, 1, 28, 9)}),
+         "fraud_labels.labeled_at: expect_column_pair_values_a_to_be_greater_than_b failed: 1 unexpected of 1 rows; sample values: [1001]"),
+        ("a review before its order", ("reviews", "created_at", {1: datetime(2026, 1, 28, 7)}, "reviews", "order_id", {1: 1002}),
+         "reviews.created_at: expect_column_pair_values_a_to_be_greater_than_b failed: 1 unexpected of 1 rows; sample values: [1002]"),
+        ("a review of an order that does not exist", ("reviews", "order_id", {1: 4242}, None, None, None),
+         "reviews.order_id: expect_column_values_to_be_in_set failed: 1 unexpected of 1 rows; sample values: [4242]"),
+    ],
+)
+def test_labels_and_reviews_are_checked_against_their_orders_in_the_warehouse(
+    tmp_path, warehouse_url, valid_frames, case, warehouse_change, expected_line
+):
+    table, column, values, other_table, other_column, other_values = warehouse_change
+    frames = dict(valid_frames)
+    frames[table] = with_rows(frames[table], column, values)
+    if other_table is not None:
+        frames[other_table] = with_rows(frames[other_table], other_column, other_values)
+    with pytest.raises(DataQualityError) as raised:
+        run_validation(tmp_path, warehouse_url, frames, tables=(table,), warehouse_frames=frames)
+    assert f"  - {expected_line}" in str(raised.value).splitlines(), case
+    failed = [row for row in read_results(warehouse_url) if not row["success"] and row["critical"]]
+    assert [(row["table_name"], row["column_name"]) for row in failed] == [(table, expected_line.split(":")[0].split(".")[1])]
