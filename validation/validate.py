@@ -41,6 +41,7 @@ from great_expectations.datasource.fluent import PandasDatasource  # noqa: E402
 from etl.contract import SOURCE_TABLES  # noqa: E402
 from etl.layout import DATA_DOCS_INDEX, extract_path  # noqa: E402
 from validation.day_rows import ExtractReadError, read_day_rows  # noqa: E402
+from validation.image_checks import check_images  # noqa: E402
 from validation.references import check_references  # noqa: E402
 from validation.results import RESULTS_TABLE, ExpectationOutcome, outcome_from_result, write_results  # noqa: E402
 from validation.suites import ValidationLimits, ValidationWindow, build_suite  # noqa: E402
@@ -131,6 +132,8 @@ def validate_extracts(
         except ExtractReadError as error:
             raise DataQualityError(str(error)) from error
         table_outcomes = validate_table(context, datasource, table, frame, window, gx_run_id, limits)
+        if table == "item_images":
+            table_outcomes.append(check_images(frame))
         table_outcomes += window_outcomes + [outcome for outcome in references if outcome.table == table]
         outcomes.extend(table_outcomes)
         counts[table] = count_outcomes(n_rows, len(frame), table_outcomes)

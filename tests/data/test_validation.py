@@ -2,6 +2,7 @@
 real SQLite / PostgreSQL warehouse. Day D is 2026-01-28; rows of earlier days were validated on their nights."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable
@@ -21,7 +22,18 @@ DS = date(2026, 1, 28)
 WINDOW_END = datetime(2026, 1, 29)
 WINDOW_START = WINDOW_END - timedelta(days=28)
 DAY_D = datetime(2026, 1, 28)
-PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+
+
+def png(side: int) -> bytes:
+    """A real PNG of ``side`` x ``side`` pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 80, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG_BYTES = png(16)
 
 
 def build_valid_extracts() -> dict[str, pl.DataFrame]:
@@ -170,6 +182,7 @@ def test_valid_extracts_pass_and_record_one_row_per_expectation(tmp_path, sqlite
         + sum(1 + (check.non_empty is not None) for check in WINDOW_CHECKS.values())
         + len(REFERENCE_CHECKS)
         + len(TEMPORAL_CHECKS)
+        + 1  # the image rule (validation/image_checks.py)
     )
     assert summary.n_expectations == expected_count
     assert (summary.n_failed, summary.n_critical_failed) == (0, 0)
@@ -260,6 +273,25 @@ BROKEN_CASES: dict[str, tuple[str, Callable[[pl.DataFrame], pl.DataFrame], str]]
         "order_items",
         lambda f: with_rows(f, "unit_price", {4: 2e7}),
         "order_items.unit_price: expect_column_values_to_be_between failed: 1 unexpected of 2 rows; sample values: [20000000.0]",
+    ),
+    # day D's image (item 13, updated on D): not a picture the trainer can read
+    "0-byte image": (
+        "item_images",
+        lambda f: with_rows(with_rows(f, "updated_at", {3: datetime(2026, 1, 28, 6)}), "image", {3: b""}),
+        'item_images.image: expect_column_values_to_be_decodable_images failed: 1 unexpected of 1 rows; '
+        'sample values: ["item 13: 0 bytes"]',
+    ),
+    "a PDF as image": (
+        "item_images",
+        lambda f: with_rows(with_rows(f, "updated_at", {3: datetime(2026, 1, 28, 6)}), "image", {3: b"%PDF-1.4 not a picture"}),
+        'item_images.image: expect_column_values_to_be_decodable_images failed: 1 unexpected of 1 rows; '
+        'sample values: ["item 13: not a readable image (UnidentifiedImageError)"]',
+    ),
+    "a 2-pixel image": (
+        "item_images",
+        lambda f: with_rows(with_rows(f, "updated_at", {3: datetime(2026, 1, 28, 6)}), "image", {3: png(2)}),
+        'item_images.image: expect_column_values_to_be_decodable_images failed: 1 unexpected of 1 rows; '
+        'sample values: ["item 13: 2x2 pixels, outside 8..10000"]',
     ),
     "unknown event_type": (
         "clicks",
