@@ -17,35 +17,83 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.warehouse import bind_timestamp, create_warehouse_engine
 from validation.results import ExpectationOutcome, rule_outcome
-from validation.suites import DAY_COLUMNS, REFERENCE_CHECKS, TEMPORAL_CHECKS, ReferenceCheck, TemporalCheck, ValidationWindow
+from validation.suites import (
+    DAY_COLUMNS,
+    REFERENCE_CHECKS,
+    TEMPORAL_CHECKS,
+    WINDOW_CHECKS,
+    ReferenceCheck,
+    TemporalCheck,
+    ValidationWindow,
+)
 
 log = logging.getLogger(__name__)
 
 SAMPLE_LIMIT = 20
+FUTURE_TOLERANCE = timedelta(days=1)  # rows dated beyond the extraction plus this are reported
 EVALUATED_ON = "warehouse"
 IDENTIFIER = re.compile(r"^[a-z_]+$")
 
 
-def check_references(warehouse_url: str, tables: Sequence[str], window: ValidationWindow) -> list[ExpectationOutcome]:
-    """Run the referential and temporal checks of ``tables`` in the warehouse, one outcome per check."""
+def check_references(
+    warehouse_url: str, tables: Sequence[str], window: ValidationWindow, now: datetime | None = None
+) -> list[ExpectationOutcome]:
+    """Run the referential, temporal and future-row checks of ``tables`` in the warehouse, one outcome
+    per check. ``now``: the extraction's wall-clock time (naive UTC; default: now)."""
     checks = [check for check in REFERENCE_CHECKS if check.table in tables]
     temporal = [check for check in TEMPORAL_CHECKS if check.table in tables]
-    if not checks and not temporal:
+    future = [table for table in tables if table in DAY_COLUMNS]
+    if not checks and not temporal and not future:
         return []
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
-            return [check_reference(conn, check, window) for check in checks] + [
-                check_temporal(conn, check, window) for check in temporal
-            ]
+            return (
+                [check_reference(conn, check, window) for check in checks]
+                + [check_temporal(conn, check, window) for check in temporal]
+                + [check_future_rows(conn, table, now) for table in future]
+            )
     finally:
         engine.dispose()
+
+
+def check_future_rows(conn: Connection, table: str, now: datetime) -> ExpectationOutcome:
+    """Rows of ``table`` dated more than ``FUTURE_TOLERANCE`` after the extraction. The extract's
+    window never reads them, so without this rule an order dated 2030 (and its lines and labels) would
+    vanish without a word, night after night. The tolerance absorbs clocks and naive local times
+    (a shop's local time can be hours ahead of UTC)."""
+    column, key = DAY_COLUMNS[table], WINDOW_CHECKS[table].key[0]
+    for name in (table, column, key):
+        if not IDENTIFIER.match(name):
+            raise ValueError(f"Not a plain SQL identifier: {name!r}")
+    limit = now + FUTURE_TOLERANCE
+    params = {"limit": bind_timestamp(conn, limit)}
+    kwargs = {"column": column, "max_value": limit.isoformat(sep=" "), "rule": "no row dated after the extraction"}
+    try:
+        n_future = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE {column} > :limit"), params).scalar() or 0)
+        samples = []
+        if n_future:
+            sample_sql = f"SELECT {key} FROM {table} WHERE {column} > :limit ORDER BY {column} DESC, {key} LIMIT :sample_limit"
+            samples = [row[0] for row in conn.execute(sa.text(sample_sql), {**params, "sample_limit": SAMPLE_LIMIT})]
+    except sa.exc.SQLAlchemyError as error:
+        conn.rollback()
+        log.error("Future-row check of %s.%s could not run: %s", table, column, error)
+        return rule_outcome(
+            table, column, "expect_column_values_to_be_between", critical=True, kwargs=kwargs, element_count=None,
+            exception=str(error.orig if hasattr(error, "orig") else error).strip(), evaluated_on=EVALUATED_ON,
+        )
+    return rule_outcome(
+        table, column, "expect_column_values_to_be_between", critical=True, kwargs=kwargs,
+        element_count=n_future, unexpected_count=n_future, unexpected_values=samples, evaluated_on=EVALUATED_ON,
+    )
 
 
 def check_temporal(conn: Connection, check: TemporalCheck, window: ValidationWindow) -> ExpectationOutcome:
@@ -145,4 +193,4 @@ def day_condition(alias: str, column: str) -> str:
     return f"{alias}.{column} >= :day_start AND {alias}.{column} < :window_end"
 
 
-__all__ = ["check_references", "check_temporal", "reference_queries"]
+__all__ = ["check_future_rows", "check_references", "check_temporal", "reference_queries"]

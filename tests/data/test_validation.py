@@ -183,6 +183,7 @@ def test_valid_extracts_pass_and_record_one_row_per_expectation(tmp_path, sqlite
         + len(REFERENCE_CHECKS)
         + len(TEMPORAL_CHECKS)
         + 1  # the image rule (validation/image_checks.py)
+        + 7  # no row dated after the extraction, one per table with a time column
     )
     assert summary.n_expectations == expected_count
     assert (summary.n_failed, summary.n_critical_failed) == (0, 0)
@@ -489,3 +490,14 @@ def test_labels_and_reviews_are_checked_against_their_orders_in_the_warehouse(
     assert f"  - {expected_line}" in str(raised.value).splitlines(), case
     failed = [row for row in read_results(warehouse_url) if not row["success"] and row["critical"]]
     assert [(row["table_name"], row["column_name"]) for row in failed] == [(table, expected_line.split(":")[0].split(".")[1])]
+
+
+def test_a_row_dated_after_the_extraction_is_named_though_the_window_never_reads_it(tmp_path, warehouse_url, valid_frames):
+    # An order of day D dated 2030: the extract's window drops it (and its lines and labels) silently.
+    warehouse = dict(valid_frames)
+    warehouse["orders"] = with_rows(warehouse["orders"], "created_at", {3: datetime(2030, 1, 28, 20)})
+    with pytest.raises(DataQualityError) as raised:
+        run_validation(tmp_path, warehouse_url, valid_frames, tables=("orders",), warehouse_frames=warehouse)
+    assert "  - orders.created_at: expect_column_values_to_be_between failed: 1 unexpected of 1 rows; sample values: [1003]" in (
+        str(raised.value).splitlines()
+    )
