@@ -184,12 +184,21 @@ def create_warehouse_engine(url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
-        sa.event.listen(engine, "connect", _use_write_ahead_log)
+        sa.event.listen(engine, "connect", _configure_sqlite)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _use_write_ahead_log(dbapi_connection, _record) -> None:
+def decode_text(data: bytes) -> str:
+    """SQLite TEXT as str; bytes that are not UTF-8 become U+FFFD (counted by validation's warning rules)."""
+    return str(data, "utf-8", "replace")
+
+
+def _configure_sqlite(dbapi_connection, _record) -> None:
+    # SQLite stores whatever bytes a writer gave it as TEXT; sqlite3's default decoder raises on the
+    # first invalid UTF-8 byte, so one bad review body would stop the whole night's extract. Free text
+    # is kept with replacement characters instead, and validation counts them (a warning).
+    dbapi_connection.text_factory = decode_text
     # WAL lets analysts keep reading the previous rows while the nightly run replaces a day
     # (the default rollback journal blocks readers for the whole write transaction).
     cursor = dbapi_connection.cursor()

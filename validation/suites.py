@@ -75,6 +75,8 @@ class ValidationLimits:
     money_ceiling: float = DEFAULT_MONEY_CEILING
 
 
+REPLACEMENT_CHARACTER = "\ufffd"  # what undecodable bytes of free text become
+
 # The time column that says on which day a row arrived. order_items have none: a line belongs to the
 # day of its order. Fraud labels belong to the day they were labelled, not to their order's day: a
 # label arrives days after its order, so "labels of day D's orders" would almost always be empty and a
@@ -227,6 +229,12 @@ def money(column: str, limits: ValidationLimits) -> gxe.Expectation:
     )
 
 
+def decodable_text(*columns: str) -> list[gxe.Expectation]:
+    """Free text the warehouse held as invalid UTF-8 arrives with U+FFFD replacement characters
+    (``etl.warehouse.decode_text``): kept, counted by this warning rule, never fatal."""
+    return [warning(gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=REPLACEMENT_CHARACTER)) for column in columns]
+
+
 def not_null(*columns: str) -> list[gxe.Expectation]:
     """Required columns: no nulls (critical)."""
     return [critical(gxe.ExpectColumnValuesToNotBeNull(column=column)) for column in columns]
@@ -294,6 +302,7 @@ def build_items_suite(window: ValidationWindow, limits: ValidationLimits) -> gx.
         schema_expectations("items"),
         not_null("item_id", "price", "created_at"),
         not_null_warning("category", "seller_id", "title"),
+        decodable_text("title"),
         [
             money("price", limits),
             before_window_end("created_at", window),
@@ -388,6 +397,7 @@ def build_reviews_suite(window: ValidationWindow, limits: ValidationLimits) -> g
             in_window("created_at", window),
             # most reviews have some text; a sudden wave of empty ones is worth a look
             warning(gxe.ExpectColumnValuesToNotBeNull(column="body", mostly=0.5)),
+            *decodable_text("title", "body"),
             # a deployment that configures reviews gets them every day; none on day D means a broken feed
             rows_on_day("created_at", window),
         ],

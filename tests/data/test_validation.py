@@ -407,6 +407,17 @@ def test_non_critical_failure_only_warns(tmp_path, sqlite_url, valid_frames, cap
     assert json.loads(failed[0]["sample_values"]) == [1850]
 
 
+def test_undecodable_free_text_is_counted_as_a_warning_not_a_stop(tmp_path, sqlite_url, valid_frames):
+    # Day D's review 2: its body held bytes that were not UTF-8 (etl.warehouse.decode_text replaced them).
+    frames = {**valid_frames, "reviews": with_rows(valid_frames["reviews"], "body", {1: "Broke on d\ufffdy one"})}
+    summary = run_validation(tmp_path, sqlite_url, frames, tables=("reviews",))
+    assert (summary.n_failed, summary.n_critical_failed) == (1, 0)
+    failed = [row for row in read_results(sqlite_url) if not row["success"]]
+    assert [(row["column_name"], row["expectation"], bool(row["critical"]), row["unexpected_count"]) for row in failed] == [
+        ("body", "expect_column_values_to_not_match_regex", False, 1)
+    ]
+
+
 def test_empty_optional_extracts_only_warn(tmp_path, sqlite_url, valid_frames):
     frames = {**valid_frames, "fraud_labels": valid_frames["fraud_labels"].clear()}
     frames["item_images"] = valid_frames["item_images"].clear()

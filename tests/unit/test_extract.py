@@ -131,3 +131,24 @@ def test_partitioned_extract_equals_the_whole_window_query_on_the_point_in_time_
         left, right = pl.read_parquet(tmp_path / "whole" / f"{table}.parquet"), pl.read_parquet(tmp_path / "partitioned" / f"{table}.parquet")
         assert left.schema == right.schema and left.equals(right), table
     assert len(list((tmp_path / "partitions" / "clicks").glob("*.parquet"))) == 28
+
+
+def test_undecodable_review_text_in_sqlite_is_kept_with_replacement_characters_and_counted(sqlite_url, tmp_path):
+    import sqlite3
+
+    from validation.suites import ValidationWindow, build_suite
+
+    seed_point_in_time_rows(sqlite_url)
+    connection = sqlite3.connect(sa.make_url(sqlite_url).database)
+    # bytes that are not UTF-8, stored as TEXT (a feed written in Latin-1, a truncated multi-byte character)
+    connection.execute("UPDATE reviews SET body = CAST(X'48E96C6C6FFF' AS TEXT) WHERE review_id = 300")
+    connection.commit()
+    connection.close()
+    results = extract_sources(sqlite_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("reviews",))
+    assert [r.rows for r in results] == [1]
+    body = pl.read_parquet(tmp_path / "reviews.parquet")["body"].to_list()
+    assert body == ["H\ufffdllo\ufffd"]
+    # ...and validation counts it as a warning, naming the column: kept, not fatal.
+    window = ValidationWindow(datetime(2026, 2, 11), END, datetime(2026, 3, 10))
+    rules = [e for e in build_suite("reviews", window).expectations if type(e).__name__ == "ExpectColumnValuesToNotMatchRegex"]
+    assert {(rule.column, rule.regex, rule.severity) for rule in rules} == {("title", "\ufffd", "warning"), ("body", "\ufffd", "warning")}
