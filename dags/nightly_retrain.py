@@ -90,19 +90,28 @@ def nightly_retrain():
         return run_plan["sources"]
 
     @task
-    def extract(table: str, run_plan: dict, params=None) -> dict:
+    def extract(table: str, run_plan: dict, params=None, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from etl.config import load_settings, resolve_warehouse_url
         from etl.contract import FEATURE_HISTORY_DAYS
-        from etl.extract import extract_source
+        from etl.extract import SchemaDriftError, extract_source
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
         warehouse_url = resolve_warehouse_url()
-        return extract_source(
-            table, warehouse_url, run.window, run.layout.extract_dir,
-            partitions_dir=load_settings().partitions_dir(warehouse_url), full_refresh=params["full_refresh"],
-            history_days=FEATURE_HISTORY_DAYS,
-        ).to_dict()
+        try:
+            return extract_source(
+                table, warehouse_url, run.window, run.layout.extract_dir,
+                partitions_dir=load_settings().partitions_dir(warehouse_url), full_refresh=params["full_refresh"],
+                history_days=FEATURE_HISTORY_DAYS,
+            ).to_dict()
+        except SchemaDriftError as error:
+            # A data-quality failure like validate's: on record (data_quality_results), no retries.
+            from validation.results import schema_drift_outcome, write_results
+
+            write_results(warehouse_url, run.ds, run_id, [schema_drift_outcome(table, error.expected, error.found)], table=table)
+            raise AirflowFailException(str(error)) from error
 
     @task
     def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.contract import SOURCE_TABLES
@@ -121,6 +122,32 @@ class ExtractResult:
         return asdict(self)
 
 
+class SchemaDriftError(RuntimeError):
+    """A source table in the warehouse lacks columns of the contract (or is missing): named before any
+    query, instead of the driver's "no such column" halfway through an extract."""
+
+    def __init__(self, table: str, expected: list[str], found: list[str]) -> None:
+        self.table, self.expected, self.found = table, expected, found
+        missing = [column for column in expected if column not in found]
+        what = "is missing" if not found else f"lacks column(s) {missing} (has {found})"
+        super().__init__(f"Schema drift: the warehouse table {table} {what}; the contract expects {expected}")
+
+
+def check_source_columns(warehouse_url: str, table: str) -> None:
+    """Raise ``SchemaDriftError`` unless the warehouse table has every contract column (extra columns
+    are the warehouse's business: the extract selects by name)."""
+    expected = list(TABLE_SCHEMAS[table])
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            found = [column["name"] for column in inspector.get_columns(table)] if inspector.has_table(table) else []
+    finally:
+        engine.dispose()
+    if not set(expected) <= set(found):
+        raise SchemaDriftError(table, expected, found)
+
+
 def extract_source(
     table: str,
     warehouse_url: str,
@@ -139,6 +166,7 @@ def extract_source(
     and for the dimension sources, one whole-window query reads it.
     """
     path = extract_path(extract_dir, table)
+    check_source_columns(warehouse_url, table)
     if partitions_dir is not None and table in PARTITION_KEYS:
         history = history_days if table in HISTORY_SOURCES else 0
         written = extract_partitions(table, warehouse_url, window, partitions_dir, full_refresh, history)

@@ -251,17 +251,34 @@ def results_frame(ds: date, run_id: str, outcomes: Sequence[ExpectationOutcome])
     return pl.DataFrame(rows, schema=TABLE_SCHEMAS[RESULTS_TABLE], orient="row")
 
 
-def write_results(warehouse_url: str, ds: date, run_id: str, outcomes: Sequence[ExpectationOutcome]) -> int:
-    """Replace the (ds, run_id) rows of data_quality_results in one transaction (retries stay idempotent)."""
+def schema_drift_outcome(table: str, expected: Sequence[str], found: Sequence[str]) -> ExpectationOutcome:
+    """The outcome of a source table whose columns are not the contract's (a critical failure read
+    like GX's ``expect_table_columns_to_match_set``, naming the missing and the unexpected columns)."""
+    missing = [column for column in expected if column not in found]
+    extra = [column for column in found if column not in expected]
+    return rule_outcome(
+        table, ",".join(missing) or None, "expect_table_columns_to_match_set", critical=True,
+        kwargs={"column_set": list(expected), "exact_match": False}, element_count=None,
+        observed_value={"found": list(found), "missing": missing, "unexpected": extra},
+        unexpected_count=len(missing), unexpected_values=missing, evaluated_on="warehouse",
+    )  # fmt: skip
+
+
+def write_results(
+    warehouse_url: str, ds: date, run_id: str, outcomes: Sequence[ExpectationOutcome], table: str | None = None
+) -> int:
+    """Replace the (ds, run_id) rows of data_quality_results in one transaction (retries stay idempotent);
+    with ``table``, only that source table's rows (a mapped extract task records its own table's)."""
     frame = results_frame(ds, run_id, outcomes)
     engine = create_warehouse_engine(warehouse_url)
     try:
         create_tables(engine, areas=["ops"])
         with engine.begin() as conn:
             ds_param = ds.isoformat() if conn.dialect.name == "sqlite" else ds
-            written = replace_rows(
-                conn, RESULTS_TABLE, frame, "ds = :ds AND run_id = :run_id", {"ds": ds_param, "run_id": run_id}
-            )
+            where, params = "ds = :ds AND run_id = :run_id", {"ds": ds_param, "run_id": run_id}
+            if table is not None:
+                where, params = where + " AND table_name = :table", {**params, "table": table}
+            written = replace_rows(conn, RESULTS_TABLE, frame, where, params)
     finally:
         engine.dispose()
     log.info("Recorded %d expectation results in %s for ds=%s run_id=%s", written, RESULTS_TABLE, ds, run_id)
@@ -269,6 +286,6 @@ def write_results(warehouse_url: str, ds: date, run_id: str, outcomes: Sequence[
 
 
 __all__ = [
-    "RESULTS_TABLE", "ExpectationOutcome", "outcome_from_result", "results_frame", "rule_outcome", "to_jsonable",
-    "write_results",
+    "RESULTS_TABLE", "ExpectationOutcome", "outcome_from_result", "results_frame", "rule_outcome",
+    "schema_drift_outcome", "to_jsonable", "write_results",
 ]

@@ -283,3 +283,26 @@ def test_a_day_long_before_the_demo_runs_its_tasks_and_fails_loudly_without_data
         published = conn.execute(sa.text("SELECT COUNT(*) FROM score_user_item")).scalar()
     engine.dispose()
     assert failures > 0 and published == 0
+
+
+@pytest.mark.slow
+def test_schema_drift_in_a_source_stops_the_run_by_name_with_a_data_quality_row(nightly_dag, shopmtl_home):
+    from etl.config import load_settings
+    from demo.synthetic import generate_warehouse
+
+    warehouse_url = load_settings().embedded_warehouse_url
+    generate_warehouse(warehouse_url, START, DS, scale=0.1, seed=3)
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE clicks DROP COLUMN session_id"))  # an upstream release renamed it
+    engine.dispose()
+    assert run_day(nightly_dag, DS) == "failed"
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.connect() as conn:
+        rows = read_frame(conn, "SELECT table_name, column_name, expectation, critical, success FROM data_quality_results")
+        published = conn.execute(sa.text("SELECT COUNT(*) FROM score_user_item")).scalar() if sa.inspect(conn).has_table("score_user_item") else 0
+    engine.dispose()
+    assert rows.filter(~pl.col("success").cast(pl.Boolean)).select("table_name", "column_name", "expectation").rows() == [
+        ("clicks", "session_id", "expect_table_columns_to_match_set")
+    ]
+    assert published == 0

@@ -152,3 +152,24 @@ def test_undecodable_review_text_in_sqlite_is_kept_with_replacement_characters_a
     window = ValidationWindow(datetime(2026, 2, 11), END, datetime(2026, 3, 10))
     rules = [e for e in build_suite("reviews", window).expectations if type(e).__name__ == "ExpectColumnValuesToNotMatchRegex"]
     assert {(rule.column, rule.regex, rule.severity) for rule in rules} == {("title", "\ufffd", "warning"), ("body", "\ufffd", "warning")}
+
+
+def test_a_source_table_without_a_contract_column_is_named_as_schema_drift(warehouse_url, tmp_path):
+    from etl.extract import SchemaDriftError, extract_source
+
+    seed_point_in_time_rows(warehouse_url)
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders DROP COLUMN device_id"))
+    engine.dispose()
+    with pytest.raises(SchemaDriftError, match=r"orders lacks column\(s\) \['device_id'\]") as raised:
+        extract_source("orders", warehouse_url, ExtractWindow(ds=DS, window_days=28), tmp_path)
+    assert raised.value.table == "orders" and "device_id" not in raised.value.found
+    assert not (tmp_path / "orders.parquet").exists()
+    # A table that is not there at all is drift too, and says so.
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE reviews CASCADE" if conn.dialect.name == "postgresql" else "DROP TABLE reviews"))
+    engine.dispose()
+    with pytest.raises(SchemaDriftError, match="reviews is missing"):
+        extract_source("reviews", warehouse_url, ExtractWindow(ds=DS, window_days=28), tmp_path)
