@@ -97,6 +97,7 @@ def nightly_retrain():
         from etl.contract import FEATURE_HISTORY_DAYS
         from etl.extract import SchemaDriftError, extract_source
         from etl.runs import RunPlan
+        from etl.warehouse import ValueTypeError
 
         run = RunPlan.from_dict(run_plan)
         warehouse_url = resolve_warehouse_url()
@@ -106,11 +107,16 @@ def nightly_retrain():
                 partitions_dir=load_settings().partitions_dir(warehouse_url), full_refresh=params["full_refresh"],
                 history_days=FEATURE_HISTORY_DAYS,
             ).to_dict()
-        except SchemaDriftError as error:
+        except (SchemaDriftError, ValueTypeError) as error:
             # A data-quality failure like validate's: on record (data_quality_results), no retries.
-            from validation.results import schema_drift_outcome, write_results
+            from validation.results import schema_drift_outcome, unreadable_values_outcome, write_results
 
-            write_results(warehouse_url, run.ds, run_id, [schema_drift_outcome(table, error.expected, error.found)], table=table)
+            outcome = (
+                schema_drift_outcome(table, error.expected, error.found)
+                if isinstance(error, SchemaDriftError)
+                else unreadable_values_outcome(table, error.column, str(error.dtype), error.count, error.samples)
+            )
+            write_results(warehouse_url, run.ds, run_id, [outcome], table=table)
             raise AirflowFailException(str(error)) from error
 
     @task

@@ -197,7 +197,7 @@ def read_rows(conn: Connection, query: str, table: str, start: datetime, end: da
     read = read_frame if is_sqlite(conn) else arrow_query_to_frame
     frame = read(conn, query, params, table=table)
     if table == "fraud_labels" and bound == "day":  # the partition's extra column: its order's time
-        return cast_to_schema(frame, {**TABLE_SCHEMAS[table], ORDER_CREATED_AT: pl.Datetime("us")})
+        return cast_to_schema(frame, {**TABLE_SCHEMAS[table], ORDER_CREATED_AT: pl.Datetime("us")}, table)
     return frame
 
 

@@ -264,6 +264,14 @@ def schema_drift_outcome(table: str, expected: Sequence[str], found: Sequence[st
     )  # fmt: skip
 
 
+def unreadable_values_outcome(table: str, column: str, dtype: str, count: int, samples: Sequence[Any]) -> ExpectationOutcome:
+    """The outcome of source values that do not read as their column's contract type (critical)."""
+    return rule_outcome(
+        table, column, "expect_column_values_to_be_of_type", critical=True, kwargs={"column": column, "type_": dtype},
+        element_count=None, unexpected_count=count, unexpected_values=list(samples), evaluated_on="warehouse",
+    )
+
+
 def write_results(
     warehouse_url: str, ds: date, run_id: str, outcomes: Sequence[ExpectationOutcome], table: str | None = None
 ) -> int:
@@ -287,5 +295,5 @@ def write_results(
 
 __all__ = [
     "RESULTS_TABLE", "ExpectationOutcome", "outcome_from_result", "results_frame", "rule_outcome",
-    "schema_drift_outcome", "to_jsonable", "write_results",
+    "schema_drift_outcome", "to_jsonable", "unreadable_values_outcome", "write_results",
 ]

@@ -512,3 +512,17 @@ def test_a_row_dated_after_the_extraction_is_named_though_the_window_never_reads
     assert "  - orders.created_at: expect_column_values_to_be_between failed: 1 unexpected of 1 rows; sample values: [1003]" in (
         str(raised.value).splitlines()
     )
+
+
+def test_extract_time_failures_are_recorded_per_table_without_replacing_other_tables_rows(warehouse_url):
+    from validation.results import schema_drift_outcome, unreadable_values_outcome, write_results
+
+    # Two mapped extract tasks of one run each record their own table's failure.
+    write_results(warehouse_url, DS, "run-x", [schema_drift_outcome("clicks", ["event_id", "session_id"], ["event_id"])], table="clicks")
+    write_results(warehouse_url, DS, "run-x", [unreadable_values_outcome("orders", "amount", "Float64", 2, ["12,50 EUR", "n/a"])], table="orders")
+    rows = {(row["table_name"], row["column_name"], row["expectation"], bool(row["critical"]), bool(row["success"]), row["unexpected_count"])
+            for row in read_results(warehouse_url)}  # fmt: skip
+    assert rows == {
+        ("clicks", "session_id", "expect_table_columns_to_match_set", True, False, 1),
+        ("orders", "amount", "expect_column_values_to_be_of_type", True, False, 2),
+    }

@@ -173,3 +173,37 @@ def test_a_source_table_without_a_contract_column_is_named_as_schema_drift(wareh
     engine.dispose()
     with pytest.raises(SchemaDriftError, match="reviews is missing"):
         extract_source("reviews", warehouse_url, ExtractWindow(ds=DS, window_days=28), tmp_path)
+
+
+def test_values_that_do_not_read_as_their_type_are_named_with_table_column_and_samples(warehouse_url, tmp_path):
+    from etl.warehouse import ValueTypeError
+
+    seed_point_in_time_rows(warehouse_url)
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # PostgreSQL keeps types: the column itself was retyped upstream
+            conn.execute(sa.text("ALTER TABLE order_items ALTER COLUMN unit_price TYPE TEXT USING unit_price::text"))
+        conn.execute(sa.text("UPDATE order_items SET unit_price = '12,50 EUR' WHERE order_id = 200"))
+    engine.dispose()
+    with pytest.raises(ValueTypeError) as raised:
+        extract_sources(warehouse_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("order_items",))
+    error = raised.value
+    assert (error.table, error.column, error.count, error.samples) == ("order_items", "unit_price", 1, ["12,50 EUR"])
+    assert "order_items.unit_price: 1 value(s) cannot be read as Float64" in str(error)
+
+
+@pytest.mark.parametrize("stamp", ["2026-03-01 10:00:00+02:00", "2026-03-01 25:61:00", "2026-03-01T10:00:00Z"])
+def test_sqlite_timestamps_with_an_offset_or_impossible_are_named(sqlite_url, tmp_path, stamp):
+    import sqlite3
+
+    from etl.warehouse import ValueTypeError
+
+    seed_point_in_time_rows(sqlite_url)
+    connection = sqlite3.connect(sa.make_url(sqlite_url).database)
+    connection.execute("UPDATE reviews SET created_at = ? WHERE review_id = 300", (stamp,))
+    connection.commit()
+    connection.close()
+    # the text sorts inside the window, so the extract's time filter lets the row through to typing
+    with pytest.raises(ValueTypeError, match=r"reviews\.created_at: 1 value\(s\) cannot be read as Datetime") as raised:
+        extract_sources(sqlite_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("reviews",))
+    assert raised.value.samples == [stamp]
