@@ -218,12 +218,18 @@ def score_models(
     scenarios = eval_scenarios(features_dir)
     metrics: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
-    oracle_category = None
-    if "category" in trained.get(ORACLE, {}):
-        oracle_category = scored_rows("category", trained[ORACLE]["category"], features_dir, scenarios)
+    read: dict[tuple[str, Path], pl.DataFrame | None] = {}
+
+    def scored_of(objective: str, model_dir: Path) -> pl.DataFrame | None:
+        """A model's scored rows, read once (the network and the oracle are read for every other model)."""
+        if (objective, model_dir) not in read:
+            read[objective, model_dir] = scored_rows(objective, model_dir, features_dir, scenarios)
+        return read[objective, model_dir]
+
+    oracle_category = scored_of("category", trained[ORACLE]["category"]) if "category" in trained.get(ORACLE, {}) else None
     for model, directories in trained.items():
         for objective, model_dir in directories.items():
-            scored = scored_rows(objective, model_dir, features_dir, scenarios)
+            scored = scored_of(objective, model_dir)
             if scored is None:
                 continue
             only = thin_scenario if model == "scenario_alone" else None
@@ -232,7 +238,7 @@ def score_models(
                 metrics.append({"seed": seed, **accuracy_vs_true(model, scored, oracle_category)})
             if model == MULTITASK:
                 continue
-            network = scored_rows(objective, trained[MULTITASK][objective], features_dir, scenarios)
+            network = scored_of(objective, trained[MULTITASK][objective])
             for scenario, evidence in paired_rows(objective, network, scored, only):
                 comparisons.append(
                     {"seed": seed, "model": model, "task": objective, "scenario": scenario, "metric": evidence.metric,

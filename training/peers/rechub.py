@@ -65,14 +65,16 @@ class Batches:
             yield {name: values[rows] for name, values in self.inputs.items()}, self.labels[rows]
 
 
-def impression_inputs(train: pl.DataFrame, frame: pl.DataFrame, dense: list[str]) -> dict[str, torch.Tensor]:
-    """Sparse codes (0 = unseen or null) and the standardised dense vector of ``frame``."""
+def impression_inputs(
+    train: pl.DataFrame, frame: pl.DataFrame, dense: list[str], scaling: tuple[np.ndarray, np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """Sparse codes (0 = unseen or null) and the dense vector of ``frame`` standardised by the training
+    rows' (mean, std)."""
     inputs = {
         column: torch.from_numpy(np.nan_to_num(category_codes(train, frame, column) + 1.0, nan=0.0).astype(np.int64))
         for column in IMPRESSION_CATEGORICAL
     }
-    reference = dense_matrix(train, dense)
-    mean, std = np.nanmean(reference, axis=0), np.nanstd(reference, axis=0)
+    mean, std = scaling
     values = (dense_matrix(frame, dense) - mean) / np.where(std > 0, std, 1.0)
     inputs[DENSE] = torch.from_numpy(np.nan_to_num(values, nan=0.0).astype(np.float32))
     return inputs
@@ -110,7 +112,9 @@ def train_rechub(architecture: str, rows: PeerRows, model_dir: Path, config: Rec
 
     train, validation, evaluation = (split["impression"] for split in (rows.train, rows.validation, rows.evaluation))
     dense = rows.impression_dense
-    inputs = {name: impression_inputs(train, frame, dense) for name, frame in
+    reference = dense_matrix(train, dense)
+    scaling = (np.nanmean(reference, axis=0), np.nanstd(reference, axis=0))  # the training rows', computed once
+    inputs = {name: impression_inputs(train, frame, dense, scaling) for name, frame in
               (("train", train), ("validation", validation), ("evaluation", evaluation))}  # fmt: skip
     torch.manual_seed(config.seed)
     model = build_rechub_model(architecture, train, len(dense), config)
