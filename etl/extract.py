@@ -15,7 +15,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.contract import SOURCE_TABLES
@@ -30,7 +29,9 @@ from etl.warehouse import (
     create_warehouse_engine,
     is_sqlite,
     mask_url,
+    missing_columns,
     read_frame,
+    table_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -128,24 +129,21 @@ class SchemaDriftError(RuntimeError):
 
     def __init__(self, table: str, expected: list[str], found: list[str]) -> None:
         self.table, self.expected, self.found = table, expected, found
-        missing = [column for column in expected if column not in found]
-        what = "is missing" if not found else f"lacks column(s) {missing} (has {found})"
+        what = "is missing" if not found else f"lacks column(s) {missing_columns(table, found)} (has {found})"
         super().__init__(f"Schema drift: the warehouse table {table} {what}; the contract expects {expected}")
 
 
 def check_source_columns(warehouse_url: str, table: str) -> None:
     """Raise ``SchemaDriftError`` unless the warehouse table has every contract column (extra columns
     are the warehouse's business: the extract selects by name)."""
-    expected = list(TABLE_SCHEMAS[table])
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
-            inspector = sa.inspect(conn)
-            found = [column["name"] for column in inspector.get_columns(table)] if inspector.has_table(table) else []
+            found = table_columns(conn, table)
     finally:
         engine.dispose()
-    if not set(expected) <= set(found):
-        raise SchemaDriftError(table, expected, found)
+    if missing_columns(table, found):
+        raise SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found)
 
 
 def extract_source(

@@ -264,6 +264,18 @@ def create_tables(engine: Engine, areas: Iterable[str] = DDL_AREAS) -> None:
                     check_table_columns(conn, area, name)
 
 
+def table_columns(conn: Connection, table: str) -> list[str]:
+    """The columns the database's ``table`` has (none when it is not there)."""
+    inspector = sa.inspect(conn)
+    return [column["name"] for column in inspector.get_columns(table)] if inspector.has_table(table) else []
+
+
+def missing_columns(table: str, present: Iterable[str]) -> list[str]:
+    """The contract columns of ``table`` (``TABLE_SCHEMAS``) not among ``present``."""
+    present = set(present)
+    return [column for column in TABLE_SCHEMAS[table] if column not in present]
+
+
 class OutdatedTableError(RuntimeError):
     """A table shopmtl writes exists with columns of an older release."""
 
@@ -271,11 +283,9 @@ class OutdatedTableError(RuntimeError):
 def check_table_columns(conn: Connection, area: str, table: str) -> None:
     """Refuse a table of ours that lacks columns this release writes (CREATE TABLE IF NOT EXISTS
     keeps an older release's table as it was), naming the table, the columns and what to do."""
-    expected = TABLE_SCHEMAS.get(table)
-    if expected is None:
+    if table not in TABLE_SCHEMAS:
         return
-    present = {column["name"] for column in sa.inspect(conn).get_columns(table)}
-    missing = [column for column in expected if column not in present]
+    missing = missing_columns(table, table_columns(conn, table))
     if missing:
         raise OutdatedTableError(
             f"{table} was created by an older shopmtl release: it lacks the columns {missing} "
