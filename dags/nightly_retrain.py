@@ -95,7 +95,8 @@ def nightly_retrain():
 
         from etl.config import load_settings, resolve_warehouse_url
         from etl.contract import FEATURE_HISTORY_DAYS
-        from etl.extract import SchemaDriftError, extract_source
+        from etl.drift import SchemaDriftError
+        from etl.extract import extract_source
         from etl.runs import RunPlan
         from etl.warehouse import ValueTypeError
 
@@ -109,14 +110,9 @@ def nightly_retrain():
             ).to_dict()
         except (SchemaDriftError, ValueTypeError) as error:
             # A data-quality failure like validate's: on record (data_quality_results), no retries.
-            from validation.results import schema_drift_outcome, unreadable_values_outcome, write_results
+            from validation.results import source_failure_outcomes, write_results
 
-            outcome = (
-                schema_drift_outcome(table, error.expected, error.found)
-                if isinstance(error, SchemaDriftError)
-                else unreadable_values_outcome(table, error.column, str(error.dtype), error.count, error.samples)
-            )
-            write_results(warehouse_url, run.ds, run_id, [outcome], table=table)
+            write_results(warehouse_url, run.ds, run_id, source_failure_outcomes(error), table=error.table)
             raise AirflowFailException(str(error)) from error
 
     @task
@@ -172,7 +168,9 @@ def nightly_retrain():
             replay_fraction=params["replay_fraction"],
         )
         warm_start_dir = read_champion_dir(resolve_warehouse_url(), MULTITASK) if params["warm_start"] else None
-        return train_multitask(run.layout.features_dir, run.layout.model_dir(MULTITASK), config, warm_start_dir).to_dict()
+        return train_multitask(
+            run.layout.features_dir, run.layout.model_dir(MULTITASK), config, warm_start_dir, versioned=True
+        ).to_dict()
 
     @task(**TRAINING_TASK_ARGS)
     def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
@@ -186,7 +184,7 @@ def nightly_retrain():
         if "fraud" not in run.objectives:
             raise AirflowSkipException(f"No fraud objective: the configured sources {list(run.sources)} lack fraud labels or orders")
         config = FraudLgbmConfig(seed=params["seed"])
-        return train_fraud_lgbm(run.layout.features_dir, run.layout.model_dir(FRAUD_LGBM), config).to_dict()
+        return train_fraud_lgbm(run.layout.features_dir, run.layout.model_dir(FRAUD_LGBM), config, versioned=True).to_dict()
 
     @task
     def gate(run_plan: dict, trained: dict) -> dict:

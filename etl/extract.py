@@ -10,6 +10,7 @@ them, so a night's extraction costs one day of events instead of ``window_days``
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ import polars as pl
 from sqlalchemy.engine import Connection
 
 from etl.contract import SOURCE_TABLES
+from etl.drift import check_source_columns, read_naming_drift
 from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
 from etl.layout import extract_path, partition_path
 from etl.warehouse import (
@@ -29,9 +31,7 @@ from etl.warehouse import (
     create_warehouse_engine,
     is_sqlite,
     mask_url,
-    missing_columns,
     read_frame,
-    table_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,13 @@ def extract_query(table: str) -> str:
     if table not in SOURCE_TABLES:
         raise ValueError(f"Unknown source table {table!r}; expected one of {sorted(SOURCE_TABLES)}")
     return (EXTRACT_SQL_DIR / f"{table}.sql").read_text()
+
+
+def query_tables(table: str) -> tuple[str, ...]:
+    """``table`` and the other source tables its extract queries read (orders for lines and labels)."""
+    text = extract_query(table) + (partition_query(table) if table in PARTITION_KEYS else "")
+    named = re.findall(r"\b(?:FROM|JOIN)\s+([a-z_]+)", text, flags=re.IGNORECASE)
+    return tuple(dict.fromkeys([table, *(name for name in named if name in SOURCE_TABLES)]))
 
 
 def partition_query(table: str) -> str:
@@ -123,29 +130,6 @@ class ExtractResult:
         return asdict(self)
 
 
-class SchemaDriftError(RuntimeError):
-    """A source table in the warehouse lacks columns of the contract (or is missing): named before any
-    query, instead of the driver's "no such column" halfway through an extract."""
-
-    def __init__(self, table: str, expected: list[str], found: list[str]) -> None:
-        self.table, self.expected, self.found = table, expected, found
-        what = "is missing" if not found else f"lacks column(s) {missing_columns(table, found)} (has {found})"
-        super().__init__(f"Schema drift: the warehouse table {table} {what}; the contract expects {expected}")
-
-
-def check_source_columns(warehouse_url: str, table: str) -> None:
-    """Raise ``SchemaDriftError`` unless the warehouse table has every contract column (extra columns
-    are the warehouse's business: the extract selects by name)."""
-    engine = create_warehouse_engine(warehouse_url)
-    try:
-        with engine.connect() as conn:
-            found = table_columns(conn, table)
-    finally:
-        engine.dispose()
-    if missing_columns(table, found):
-        raise SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found)
-
-
 def extract_source(
     table: str,
     warehouse_url: str,
@@ -165,27 +149,43 @@ def extract_source(
     """
     path = extract_path(extract_dir, table)
     check_source_columns(warehouse_url, table)
-    if partitions_dir is not None and table in PARTITION_KEYS:
-        history = history_days if table in HISTORY_SOURCES else 0
-        written = extract_partitions(table, warehouse_url, window, partitions_dir, full_refresh, history)
-        frame = assemble_window(table, window, partitions_dir)
-        days = ", ".join(day.isoformat() for day in written)
-        kept = window.window_days + history
-        how = f"extracted {len(written)} day(s) [{days}], reused {kept - len(written)} from {partitions_dir}"
-    else:
-        engine = create_warehouse_engine(warehouse_url)
-        try:
-            with engine.connect() as conn:
-                frame = read_rows(conn, extract_query(table), table, window.window_start, window.window_end, "window")
-        finally:
-            engine.dispose()
-        how = "whole-window query"
+    # A query that fails on a retyped column (its own, or orders' for the lines and labels read
+    # through their order) is named as that table's schema drift.
+    frame, how = read_naming_drift(
+        warehouse_url, query_tables(table),
+        lambda: read_window(table, warehouse_url, window, partitions_dir, full_refresh, history_days),
+    )
     write_parquet_atomically(frame, path, SCRATCH_COMPRESSION)
     log.info(
         "Extracted %s: %d rows for [%s, %s) from %s: %s",
         table, frame.height, window.window_start, window.window_end, mask_url(warehouse_url), how,
     )
     return ExtractResult(table=table, path=str(path), rows=frame.height)
+
+
+def read_window(
+    table: str,
+    warehouse_url: str,
+    window: ExtractWindow,
+    partitions_dir: Path | None,
+    full_refresh: bool,
+    history_days: int,
+) -> tuple[pl.DataFrame, str]:
+    """(``table``'s rows of ``window``, how they were read): see ``extract_source``."""
+    if partitions_dir is not None and table in PARTITION_KEYS:
+        history = history_days if table in HISTORY_SOURCES else 0
+        written = extract_partitions(table, warehouse_url, window, partitions_dir, full_refresh, history)
+        days = ", ".join(day.isoformat() for day in written)
+        kept = window.window_days + history
+        how = f"extracted {len(written)} day(s) [{days}], reused {kept - len(written)} from {partitions_dir}"
+        return assemble_window(table, window, partitions_dir), how
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            frame = read_rows(conn, extract_query(table), table, window.window_start, window.window_end, "window")
+    finally:
+        engine.dispose()
+    return frame, "whole-window query"
 
 
 def read_rows(conn: Connection, query: str, table: str, start: datetime, end: datetime, bound: str) -> pl.DataFrame:

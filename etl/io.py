@@ -47,3 +47,21 @@ def write_json_atomically(path: Path, payload: Any, sort_keys: bool = True) -> P
     """Strict JSON (NaN is an error), indented, with a final newline."""
     text = json.dumps(payload, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
     return write_text_atomically(path, text)
+
+
+def point_link(link: Path, target: Path) -> Path:
+    """Make ``link`` a symbolic link to ``target`` (relative, so the folder can move), switched
+    atomically: a reader follows the old target or the new one. A real directory already at ``link``
+    (written by an older release) is left as it is, and the link is not made."""
+    link, target = Path(link), Path(target)
+    if link.is_dir() and not link.is_symlink():
+        return link
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp_link = link.with_name(f".{link.name}.{os.getpid()}.link")
+    tmp_link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), tmp_link)
+    try:
+        os.replace(tmp_link, link)
+    finally:
+        tmp_link.unlink(missing_ok=True)
+    return link

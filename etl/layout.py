@@ -145,7 +145,8 @@ class RunLayout:
         return self.run_dir / "models"
 
     def model_dir(self, model_name: str) -> Path:
-        """Where the night's ``model_name`` is trained."""
+        """The night's ``model_name``: the nightly DAG trains each version into its own directory
+        beside this one (``training.summary.version_dir``) and makes this a link to the latest."""
         return self.models_dir / model_name
 
     def champion_dir(self, model_name: str) -> Path:

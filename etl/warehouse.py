@@ -186,7 +186,21 @@ def create_warehouse_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60})
         sa.event.listen(engine, "connect", _configure_sqlite)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    sa.event.listen(engine, "connect", _configure_postgresql)
+    return engine
+
+
+# The warehouse's times are UTC. A session in another time zone would read a TIMESTAMP WITH TIME ZONE
+# column in its own wall time and compare it with the day's naive UTC bounds hours off.
+SESSION_TIME_ZONE_SQL = "SET TIME ZONE 'UTC'"
+
+
+def _configure_postgresql(dbapi_connection, _record) -> None:
+    # SET is undone by a rolled-back transaction: committed at once so that it holds for the session.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(SESSION_TIME_ZONE_SQL)
+    dbapi_connection.commit()
 
 
 def decode_text(data: bytes) -> str:
@@ -485,6 +499,7 @@ def arrow_query_to_frame(conn: Connection, query: str, params: Mapping[str, obje
     bound = ClientCursor(conn.connection.driver_connection).mogrify(str(compiled), dict(params))
     uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with adbc.connect(uri) as arrow_conn, arrow_conn.cursor() as cursor:
+        cursor.execute(SESSION_TIME_ZONE_SQL)
         cursor.execute(bound)
         arrow = cursor.fetch_arrow_table()
     # NUMERIC arrives as an opaque extension type over its decimal text; Polars takes the text.

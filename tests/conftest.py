@@ -66,9 +66,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL database, dropped after the test."""
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """An AUTOCOMMIT engine on the test server's admin database (to create and drop databases); skips
+    the test when no server is configured or answering, fails it instead under SHOPMTL_REQUIRE_POSTGRES=1."""
     import sqlalchemy as sa
 
     from etl.warehouse import normalize_url
@@ -78,7 +79,15 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("SHOPMTL_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"PostgreSQL is required (SHOPMTL_REQUIRE_POSTGRES=1) but unreachable: {reason}")
         pytest.skip(reason)
-    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database, dropped after the test."""
+    admin = postgres_admin
     name = f"shopmtl_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
@@ -86,14 +95,12 @@ def postgres_url() -> Iterator[str]:
     except Exception as error:
         if os.environ.get("SHOPMTL_REQUIRE_POSTGRES") == "1":
             raise
-        pytest.skip(f"PostgreSQL tests skipped: cannot create a database via {reason}: {error}")
-    url = sa.make_url(normalize_url(admin_url)).set(database=name).render_as_string(hide_password=False)
+        pytest.skip(f"PostgreSQL tests skipped: cannot create a database on {admin.url.render_as_string()}: {error}")
     try:
-        yield url
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -26,12 +26,12 @@ import numpy as np
 import polars as pl
 
 from etl.contract import FRAUD_LGBM
-from etl.io import write_atomically, write_json_atomically, write_parquet_atomically
+from etl.io import point_link, write_atomically, write_json_atomically, write_parquet_atomically
 from etl.layout import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILES, feature_path, manifest_path, prediction_path
 from training.config import FraudLgbmConfig
 from training.evaluation import objective_metric_rows
 from training.holdout import newest_rows
-from training.summary import TrainingSummary, compute_model_version
+from training.summary import TrainingSummary, compute_model_version, version_dir
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +164,21 @@ def write_order_scores(model: FraudLgbm, orders: pl.DataFrame, output_dir: Path)
     return objective_metric_rows("fraud", predictions, orders)
 
 
-def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConfig = FraudLgbmConfig()) -> TrainingSummary:
-    """Train LightGBM on the train orders, stop early on the newest of them, save text model and predictions."""
+def train_fraud_lgbm(
+    features_dir: Path, output_dir: Path, config: FraudLgbmConfig = FraudLgbmConfig(), versioned: bool = False
+) -> TrainingSummary:
+    """Train LightGBM on the train orders, stop early on the newest of them, save text model and predictions.
+    ``versioned``: as ``training.train.train_multitask``'s (the version's own directory, linked)."""
     started = time.perf_counter()
     features_dir, output_dir = Path(features_dir), Path(output_dir)
+    link_dir = output_dir
     manifest = json.loads(manifest_path(features_dir).read_text())
     ds = date.fromisoformat(manifest["ds"])
     orders_path = feature_path(features_dir, "orders")
     inputs = [orders_path, manifest_path(features_dir), Path(__file__)]  # source too: code changes get new versions
     model_version = compute_model_version(FRAUD_LGBM, ds, config.to_json(), inputs)
+    if versioned:
+        output_dir = version_dir(link_dir, model_version)
     orders = pl.read_parquet(orders_path)
     labelled = pl.col("is_fraud").is_not_null()
     # Early stopping reads the newest training orders (the network's fraud validation rows), never
@@ -251,6 +257,8 @@ def train_fraud_lgbm(features_dir: Path, output_dir: Path, config: FraudLgbmConf
         output_dir / METRICS_FILE,
         {**summary.to_dict(), "best_iteration": best_iteration, "feature_importance_gain": importance},
     )
+    if versioned:
+        point_link(link_dir, output_dir)
     log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, summary.metrics)
     return summary
 

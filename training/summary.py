@@ -16,6 +16,13 @@ def compute_model_version(model_name: str, ds: date, config_json: str, input_pat
     return f"{model_name}-{ds:%Y%m%d}-{digest_inputs(config_json, input_paths)[:10]}"
 
 
+def version_dir(output_dir: Path, model_version: str) -> Path:
+    """Where a version trained for ``output_dir`` is kept, beside it: ``<parent>/<model_version>``.
+    The registry records a model by its directory, so no other version may ever write there: a re-run
+    of a day on corrected data trains another version, and must not overwrite the one that serves."""
+    return Path(output_dir).parent / model_version
+
+
 def digest_inputs(text: str, input_paths: Iterable[Path]) -> str:
     """sha256 (hex) of ``text`` and the bytes of every file in ``input_paths``."""
     # Files are hashed in the order given, by name and bytes only: the same inputs in another

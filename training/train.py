@@ -45,7 +45,7 @@ import polars as pl
 import torch
 
 from etl.contract import MULTITASK, OBJECTIVES
-from etl.io import write_json_atomically
+from etl.io import point_link, write_json_atomically
 from etl.layout import METRICS_FILE
 from training import data as data_module
 from training import device as device_module
@@ -94,7 +94,7 @@ from training.predict import (
 )
 from training.selection import FitResult
 from training.splits import ObjectiveFrames, split_objective_frames
-from training.summary import TrainingSummary, compute_model_version
+from training.summary import TrainingSummary, compute_model_version, version_dir
 from training.warm_start import warm_start_from
 
 log = logging.getLogger(__name__)
@@ -314,10 +314,15 @@ def train_multitask(
     output_dir: Path,
     config: MultiTaskConfig = MultiTaskConfig(),
     warm_start_dir: Path | None = None,
+    versioned: bool = False,
 ) -> TrainingSummary:
-    """Train the configured and available objectives on ``features_dir``; write model, metrics and predictions."""
+    """Train the configured and available objectives on ``features_dir``; write model, metrics and predictions.
+
+    ``versioned`` (the nightly DAG): write into ``version_dir(output_dir, model_version)`` and then
+    make ``output_dir`` a link to it, so a version that serves is never overwritten by a later one."""
     started = time.perf_counter()
     features_dir, output_dir = Path(features_dir), Path(output_dir)
+    link_dir = output_dir
     tables = read_feature_tables(features_dir, impression_splits=("eval",))  # training reads its rows itself
     # The model's source is hashed too, so a code change never reuses a version name for other weights.
     sources = [Path(module.__file__) for module in SOURCE_MODULES]
@@ -329,7 +334,9 @@ def train_multitask(
     model_version = compute_model_version(
         MULTITASK, tables.ds, config.to_json(), [*tables.input_paths(), *warm_inputs, Path(__file__), *sources]
     )
-    log.info("training %s on %s", model_version, device)
+    if versioned:
+        output_dir = version_dir(link_dir, model_version)
+    log.info("training %s on %s into %s", model_version, device, output_dir)
 
     # The window's encoded impressions are memory-mapped files here (training/impression_rows.py),
     # beside the features they come from; removed when training ends, however it ends.
@@ -383,6 +390,8 @@ def train_multitask(
             "incremental": prepared.incremental,
         },
     )
+    if versioned:
+        point_link(link_dir, output_dir)
     log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, format_metric_rows(metrics))
     return summary
 

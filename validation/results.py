@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import polars as pl
 
-from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, replace_rows
+from etl.warehouse import TABLE_SCHEMAS, ValueTypeError, create_tables, create_warehouse_engine, replace_rows
 from validation.suites import is_critical
 
 if TYPE_CHECKING:
+    from etl.drift import SchemaDriftError
     from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,30 @@ def unreadable_values_outcome(table: str, column: str, dtype: str, count: int, s
         table, column, "expect_column_values_to_be_of_type", critical=True, kwargs={"column": column, "type_": dtype},
         element_count=None, unexpected_count=count, unexpected_values=list(samples), evaluated_on="warehouse",
     )
+
+
+def retyped_column_outcome(table: str, column: str, sql_type: str, contract_type: str) -> ExpectationOutcome:
+    """The outcome of a source column retyped so that the extract cannot read it (critical), read like
+    GX's ``expect_column_values_to_be_in_type_list``."""
+    return rule_outcome(
+        table, column, "expect_column_values_to_be_in_type_list", critical=True,
+        kwargs={"column": column, "type_list": [contract_type]}, element_count=None,
+        observed_value=sql_type, success=False, evaluated_on="warehouse",
+    )  # fmt: skip
+
+
+def source_failure_outcomes(error: SchemaDriftError | ValueTypeError) -> list[ExpectationOutcome]:
+    """The data-quality outcomes of an extract that stopped on its source: schema drift (missing or
+    retyped columns) or values that do not read as their type."""
+    if isinstance(error, ValueTypeError):
+        return [unreadable_values_outcome(error.table, error.column, str(error.dtype), error.count, error.samples)]
+    if error.retyped:
+        contract = TABLE_SCHEMAS[error.table]
+        return [
+            retyped_column_outcome(error.table, column, sql_type, str(contract[column]))
+            for column, sql_type in error.retyped.items()
+        ]
+    return [schema_drift_outcome(error.table, error.expected, error.found)]
 
 
 def write_results(

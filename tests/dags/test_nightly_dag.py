@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from etl.contract import ANY_SCENARIO
 from etl.warehouse import bind_date, bind_timestamp, create_warehouse_engine, read_frame
 
-REPO_DIR = Path(__file__).resolve().parents[2]
 START, DS = date(2026, 1, 1), date(2026, 1, 22)
 RUN_CONF = {"window_days": 21, "maturity_days": 7, "fraud_eval_days": 5, "seed": 3}
 SCORE_TABLES = ("score_user_item", "score_order_fraud", "score_review_sentiment", "score_item_category", "model_runs")
@@ -23,15 +22,6 @@ SCORE_ORDER = {
     "score_item_category": "item_id",
     "model_runs": "model_name, task, metric, scenario",
 }
-
-
-@pytest.fixture(scope="module")
-def nightly_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO_DIR / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags["nightly_retrain"]
 
 
 def run_day(dag, ds: date, **conf) -> str:

@@ -155,7 +155,8 @@ def test_undecodable_review_text_in_sqlite_is_kept_with_replacement_characters_a
 
 
 def test_a_source_table_without_a_contract_column_is_named_as_schema_drift(warehouse_url, tmp_path):
-    from etl.extract import SchemaDriftError, extract_source
+    from etl.drift import SchemaDriftError
+    from etl.extract import extract_source
 
     seed_point_in_time_rows(warehouse_url)
     engine = create_warehouse_engine(warehouse_url)
@@ -207,3 +208,51 @@ def test_sqlite_timestamps_with_an_offset_or_impossible_are_named(sqlite_url, tm
     with pytest.raises(ValueTypeError, match=r"reviews\.created_at: 1 value\(s\) cannot be read as Datetime") as raised:
         extract_sources(sqlite_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("reviews",))
     assert raised.value.samples == [stamp]
+
+
+@pytest.mark.postgres
+def test_a_retyped_column_the_extract_cannot_read_is_named_as_schema_drift_and_a_readable_one_is_read(postgres_url, tmp_path):
+    from etl.drift import SchemaDriftError
+    from validation.results import source_failure_outcomes
+
+    seed_point_in_time_rows(postgres_url)
+    engine = create_warehouse_engine(postgres_url)
+    with engine.begin() as conn:
+        # an upstream release stores times as text and prices as floats (dropping the views that read them)
+        for view in sa.inspect(conn).get_view_names():
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {view} CASCADE"))
+        conn.execute(sa.text("ALTER TABLE orders ALTER COLUMN created_at TYPE TEXT USING to_char(created_at, 'DD.MM.YYYY HH24:MI')"))
+        conn.execute(sa.text("ALTER TABLE items ALTER COLUMN price TYPE DOUBLE PRECISION"))
+    engine.dispose()
+    window = ExtractWindow(ds=DS, window_days=28)
+    assert [r.rows for r in extract_sources(postgres_url, window, tmp_path, ("items",))] == [1]
+    for table in ("orders", "fraud_labels"):  # the labels are read through their order's time
+        with pytest.raises(SchemaDriftError, match=r"orders has retyped column\(s\): created_at is TEXT") as raised:
+            extract_sources(postgres_url, window, tmp_path, (table,))
+        assert raised.value.table == "orders" and raised.value.retyped == {"created_at": "TEXT"}
+        assert "operator does not exist" in str(raised.value)
+    [outcome] = source_failure_outcomes(raised.value)
+    assert (outcome.table, outcome.column, outcome.expectation, outcome.success, outcome.critical) == (
+        "orders", "created_at", "expect_column_values_to_be_in_type_list", False, True,
+    )
+    assert not (tmp_path / "orders.parquet").exists()
+
+
+@pytest.mark.postgres
+def test_a_timestamp_with_time_zone_column_reads_as_utc_whatever_the_server_time_zone(postgres_url, tmp_path):
+    seed_point_in_time_rows(postgres_url)
+    database = sa.make_url(postgres_url).database
+    engine = create_warehouse_engine(postgres_url)
+    with engine.begin() as conn:
+        for view in sa.inspect(conn).get_view_names():
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {view} CASCADE"))
+        conn.execute(sa.text("ALTER TABLE orders ALTER COLUMN created_at TYPE TIMESTAMPTZ USING created_at AT TIME ZONE 'UTC'"))
+        conn.execute(sa.text(f'ALTER DATABASE "{database}" SET timezone = \'Asia/Tokyo\''))
+    engine.dispose()
+    engine = create_warehouse_engine(postgres_url)
+    with engine.begin() as conn:  # 23:30 UTC on day D is 08:30 the next day in Tokyo
+        conn.execute(sa.text("INSERT INTO orders VALUES (202, 1, '2026-03-10 23:30:00+00', 5.0, 'card', 'd1', 'ip1', 'web', 'DE', 'completed')"))
+    engine.dispose()
+    extract_sources(postgres_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("orders",))
+    orders = pl.read_parquet(tmp_path / "orders.parquet")
+    assert orders.select("order_id", "created_at").rows() == [(200, datetime(2026, 3, 1)), (202, datetime(2026, 3, 10, 23, 30))]
