@@ -80,9 +80,16 @@ TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
 def nightly_retrain():
     @task
     def plan(params=None, logical_date=None, data_interval_start=None) -> dict:
-        from etl.runs import plan_run
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return plan_run(logical_date, data_interval_start, params["ds"], params["window_days"]).to_dict()
+        from etl.config import FeatureConfig
+        from etl.runs import RunParamsError, plan_run
+
+        features = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
+        try:
+            return plan_run(logical_date, data_interval_start, params["ds"], params["window_days"], features=features).to_dict()
+        except RunParamsError as error:  # a misused Param: retrying cannot help
+            raise AirflowFailException(str(error)) from error
 
     @task
     def list_sources(run_plan: dict) -> list[str]:
@@ -98,7 +105,7 @@ def nightly_retrain():
         from etl.drift import SchemaDriftError
         from etl.extract import extract_source
         from etl.runs import RunPlan
-        from etl.warehouse import ValueTypeError
+        from etl.casting import ValueTypeError
 
         run = RunPlan.from_dict(run_plan)
         warehouse_url = resolve_warehouse_url()

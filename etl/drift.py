@@ -21,14 +21,8 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from etl.warehouse import (
-    TABLE_SCHEMAS,
-    ValueTypeError,
-    create_warehouse_engine,
-    is_sqlite,
-    missing_columns,
-    table_columns,
-)
+from etl.casting import ValueTypeError
+from etl.warehouse import TABLE_SCHEMAS, create_warehouse_engine, is_sqlite, missing_columns, table_columns
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy.engine import Connection
 
+from etl.casting import cast_to_schema
 from etl.contract import SOURCE_TABLES
 from etl.drift import check_source_columns, read_naming_drift
 from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
@@ -27,7 +28,6 @@ from etl.warehouse import (
     TABLE_SCHEMAS,
     arrow_query_to_frame,
     bind_timestamp,
-    cast_to_schema,
     create_warehouse_engine,
     is_sqlite,
     mask_url,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from etl.config import Settings, load_settings
+from etl.config import FeatureConfig, Settings, load_settings
 from etl.contract import OBJECTIVES, SOURCE_TABLES, available_objectives
 from etl.extract import ExtractWindow
 from etl.layout import RunLayout
@@ -77,18 +77,39 @@ def choose_day(logical_date: datetime | None, data_interval_start: datetime | No
     return instant.date()
 
 
+class RunParamsError(ValueError):
+    """Params that are each within bounds but together leave a night nothing to do (Airflow checks each
+    Param alone; their combination is checked here, by the first task, before anything is read)."""
+
+
+def check_window(window_days: int, features: FeatureConfig, objectives: list[str]) -> None:
+    """Refuse a window too short for the labels its objectives need: fraud trains on orders older
+    than ``maturity_days + fraud_eval_days``, and impressions need ``label_days`` to get their labels."""
+    if "fraud" in objectives and window_days <= features.maturity_days + features.fraud_eval_days:
+        raise RunParamsError(
+            f"window_days={window_days} leaves no fraud training orders: it must exceed maturity_days "
+            f"({features.maturity_days}) + fraud_eval_days ({features.fraud_eval_days}) = "
+            f"{features.maturity_days + features.fraud_eval_days}"
+        )
+    if window_days <= features.label_days:
+        raise RunParamsError(f"window_days={window_days} must exceed the {features.label_days} day(s) impressions need for their labels")
+
+
 def plan_run(
     logical_date: datetime | None,
     data_interval_start: datetime | None,
     ds_override: str | None,
     window_days: int,
     settings: Settings | None = None,
+    features: FeatureConfig | None = None,
 ) -> RunPlan:
     """The RunPlan of a run: its directory keyed by day D under ``SHOPMTL_HOME/runs``, and the
-    deployment's configured sources (``SHOPMTL_SOURCES``)."""
+    deployment's configured sources (``SHOPMTL_SOURCES``). ``RunParamsError`` when ``window_days`` is
+    too short for ``features``' label settings."""
     ds = choose_day(logical_date, data_interval_start, ds_override)
     settings = settings or load_settings()
     plan = RunPlan(ds=ds, window_days=window_days, run_dir=settings.run_dir(ds), sources=settings.sources)
+    check_window(window_days, features or FeatureConfig(), plan.objectives)
     skipped = [objective for objective in OBJECTIVES if objective not in plan.objectives]
     if skipped:
         log.warning("Sources %s allow objectives %s; skipping %s", list(plan.sources), plan.objectives, skipped)

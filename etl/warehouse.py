@@ -18,6 +18,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from etl.casting import cast_to_schema
 from etl.contract import SOURCE_TABLES
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
@@ -410,56 +411,6 @@ def bind_date(conn: Connection, value: date) -> date | str:
     return value.isoformat() if is_sqlite(conn) else value
 
 
-class ValueTypeError(ValueError):
-    """Values of a source column that cannot be read as its contract type ('12,50 EUR' in a numeric
-    column, '2026-01-09 25:61:00' or an offset in a timestamp): named with table, column, count and
-    samples instead of the cast's own error."""
-
-    def __init__(self, table: str, column: str, dtype: pl.DataType, count: int, samples: list[object]) -> None:
-        self.table, self.column, self.dtype, self.count, self.samples = table, column, dtype, count, samples
-        super().__init__(f"{table}.{column}: {count} value(s) cannot be read as {dtype}; samples: {samples}")
-
-
-TIMESTAMP_TEXT = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$"  # naive UTC text, as the contract stores it
-
-
-def _cast_expression(name: str, source: pl.DataType, dtype: pl.DataType) -> pl.Expr:
-    """``name`` as ``dtype``, null where a value does not read as one (``cast_to_schema`` names those)."""
-    column = pl.col(name)
-    if isinstance(dtype, pl.Datetime) and source == pl.String:
-        # Only naive text is a timestamp here (the contract's UTC): one with an offset or zone would
-        # name another instant's wall time, so it is refused rather than parsed.
-        naive = pl.when(column.str.contains(TIMESTAMP_TEXT)).then(column).otherwise(None)
-        return naive.str.to_datetime(time_unit="us", strict=False)
-    if dtype == pl.Date and source == pl.String:
-        return column.str.to_date(strict=False)
-    if dtype == pl.Boolean and source != pl.Boolean:
-        return column.cast(pl.Int8, strict=False).cast(pl.Boolean)
-    return column.cast(dtype, strict=False)
-
-
-def cast_to_schema(frame: pl.DataFrame, schema: Mapping[str, pl.DataType], table: str = "query") -> pl.DataFrame:
-    """Cast the columns of a raw query result to the contract types (SQLite returns text timestamps).
-
-    A value that does not read as its type is a ``ValueTypeError`` naming ``table``, the column, how
-    many and which values, never a silent null."""
-    columns = [
-        _cast_expression(name, frame.schema[name], dtype).cast(dtype).alias(name)
-        if name in frame.columns
-        else pl.lit(None, dtype=dtype).alias(name)
-        for name, dtype in schema.items()
-    ]
-    result = frame.select(columns + [name for name in frame.columns if name not in schema])
-    for name, dtype in schema.items():
-        if name not in frame.columns:
-            continue
-        unread = frame.get_column(name).is_not_null() & result.get_column(name).is_null()  # [rows]
-        count = int(unread.sum())
-        if count:
-            raise ValueTypeError(table, name, dtype, count, frame.get_column(name).filter(unread).head(5).to_list())
-    return result
-
-
 def select_table(table: str, frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with exactly the contract columns and types of ``table`` (other columns dropped)."""
     return frame.select([pl.col(name).cast(dtype) for name, dtype in TABLE_SCHEMAS[table].items()])
@@ -566,7 +517,6 @@ __all__ = [
     "TABLE_SCHEMAS",
     "bind_date",
     "bind_timestamp",
-    "cast_to_schema",
     "arrow_query_to_frame",
     "create_tables",
     "create_view",

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import polars as pl
 
-from etl.warehouse import TABLE_SCHEMAS, ValueTypeError, create_tables, create_warehouse_engine, replace_rows
+from etl.casting import ValueTypeError
+from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, replace_rows
 from validation.suites import is_critical
 
 if TYPE_CHECKING:

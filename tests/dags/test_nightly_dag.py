@@ -257,6 +257,13 @@ def test_a_bad_param_is_refused_before_any_task_runs(nightly_dag, shopmtl_home, 
     assert not (shopmtl_home / "runs").exists()  # no task ran: plan would have made the run's directory
 
 
+def test_params_that_together_leave_no_training_labels_fail_the_first_task_without_retries(nightly_dag, shopmtl_home):
+    # Each is within its bounds; together no order is old enough to train the fraud models on.
+    assert run_day(nightly_dag, DS, window_days=10, maturity_days=7, fraud_eval_days=5) == "failed"
+    assert not (shopmtl_home / "runs").exists()  # plan refused it: nothing extracted, nothing written
+    assert not (shopmtl_home / "warehouse.db").exists()
+
+
 @pytest.mark.slow
 def test_a_day_long_before_the_demo_runs_its_tasks_and_fails_loudly_without_data(nightly_dag, shopmtl_home):
     from etl.config import load_settings

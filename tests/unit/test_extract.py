@@ -177,7 +177,7 @@ def test_a_source_table_without_a_contract_column_is_named_as_schema_drift(wareh
 
 
 def test_values_that_do_not_read_as_their_type_are_named_with_table_column_and_samples(warehouse_url, tmp_path):
-    from etl.warehouse import ValueTypeError
+    from etl.casting import ValueTypeError
 
     seed_point_in_time_rows(warehouse_url)
     engine = create_warehouse_engine(warehouse_url)
@@ -197,7 +197,7 @@ def test_values_that_do_not_read_as_their_type_are_named_with_table_column_and_s
 def test_sqlite_timestamps_with_an_offset_or_impossible_are_named(sqlite_url, tmp_path, stamp):
     import sqlite3
 
-    from etl.warehouse import ValueTypeError
+    from etl.casting import ValueTypeError
 
     seed_point_in_time_rows(sqlite_url)
     connection = sqlite3.connect(sa.make_url(sqlite_url).database)
@@ -256,3 +256,24 @@ def test_a_timestamp_with_time_zone_column_reads_as_utc_whatever_the_server_time
     extract_sources(postgres_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("orders",))
     orders = pl.read_parquet(tmp_path / "orders.parquet")
     assert orders.select("order_id", "created_at").rows() == [(200, datetime(2026, 3, 1)), (202, datetime(2026, 3, 10, 23, 30))]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "key"),
+    [("fraud_labels", "is_fraud", 2, "order_id = 200"), ("reviews", "rating", 4.5, "review_id = 300"),
+     ("order_items", "item_id", 10.7, "order_id = 200"), ("users", "birth_year", "1980s", "user_id = 1")],
+)  # fmt: skip
+def test_sqlite_values_a_cast_would_bend_are_named_not_truncated_or_guessed(sqlite_url, tmp_path, table, column, value, key):
+    import sqlite3
+
+    from etl.casting import ValueTypeError
+
+    seed_point_in_time_rows(sqlite_url)
+    connection = sqlite3.connect(sa.make_url(sqlite_url).database)
+    connection.execute(f"UPDATE {table} SET {column} = ? WHERE {key}", (value,))
+    connection.execute("UPDATE fraud_labels SET labeled_at = '2026-03-09 00:00:00.000000'")  # known at the cutoff
+    connection.commit()
+    connection.close()
+    with pytest.raises(ValueTypeError, match=rf"{table}\.{column}: 1 value\(s\) cannot be read") as raised:
+        extract_sources(sqlite_url, ExtractWindow(ds=DS, window_days=28), tmp_path, (table,))
+    assert raised.value.samples == [value]

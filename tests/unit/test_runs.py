@@ -164,6 +164,20 @@ def test_plan_of_a_scheduled_run_with_every_source(dag, shopmtl_home, monkeypatc
     assert plan.layout.model_dir("multitask") == plan.run_dir / "models" / "multitask"
 
 
+def test_a_window_too_short_for_the_labels_is_refused_by_name(shopmtl_home, monkeypatch):
+    from etl.config import FeatureConfig
+    from etl.runs import RunParamsError
+
+    with pytest.raises(RunParamsError, match=r"window_days=17 leaves no fraud training orders: it must exceed maturity_days \(14\) \+ fraud_eval_days \(3\) = 17"):
+        plan_run(None, None, "2026-03-10", 17)
+    assert plan_run(None, None, "2026-03-10", 18).window_days == 18
+    assert plan_run(None, None, "2026-03-10", 10, features=FeatureConfig(maturity_days=5, fraud_eval_days=4)).window_days == 10
+    with pytest.raises(RunParamsError, match="must exceed the 2 day"):
+        plan_run(None, None, "2026-03-10", 2, features=FeatureConfig(maturity_days=0, fraud_eval_days=0))
+    monkeypatch.setenv("SHOPMTL_SOURCES", "clicks,items")  # no fraud objective: its labels do not matter
+    assert plan_run(None, None, "2026-03-10", 7).objectives == ["click"]
+
+
 def test_plan_with_restricted_sources_keeps_only_the_objectives_they_allow(shopmtl_home, monkeypatch, caplog):
     monkeypatch.setenv("SHOPMTL_SOURCES", "reviews, item_images,items")
     with caplog.at_level(logging.WARNING, logger="etl.runs"):
