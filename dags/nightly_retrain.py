@@ -20,7 +20,9 @@ scheduled run starts just after D ends):
    objective;
 5. **publish** `score_user_item`, `score_order_fraud`, `score_review_sentiment`,
    `score_item_category` and `model_runs` for D, replacing D's rows, and record the gates' decisions
-   in `model_registry`, all in one transaction: a run that fails before this leaves no trace;
+   in `model_registry`, all in one transaction: a run that fails before this leaves no trace. Each
+   table is an Asset (`x-shopmtl://warehouse/<table>`) whose event carries the day and its rows,
+   so a DAG scheduled on it runs once the day is published;
 6. **report**: `runs/D/report.html` (metrics of the last nights, score distributions, calibration,
    data quality); the task log prints its path.
 
@@ -36,16 +38,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from etl.config import load_settings
-from etl.contract import DAG_ID, FRAUD_LGBM, MULTITASK
+from etl.contract import ASSET_GROUP, DAG_ID, FRAUD_LGBM, MULTITASK, PUBLISHED_TABLES, table_asset_uri
 
 # Training may run on its own Celery queue (SHOPMTL_TRAINING_QUEUE=gpu for docker-compose's gpu worker);
 # unset, it shares Airflow's default queue.
 TRAINING_QUEUE = load_settings().training_queue
 TRAINING_TASK_ARGS = {"queue": TRAINING_QUEUE} if TRAINING_QUEUE else {}
+# The published tables as Assets: publish's outlets, for DAGs scheduled on them (README, "For analysts").
+PUBLISHED_ASSETS = {table: Asset(name=table, uri=table_asset_uri(table), group=ASSET_GROUP) for table in PUBLISHED_TABLES}
 
 
 @dag(
@@ -89,7 +93,7 @@ def nightly_retrain():
         try:
             return plan_run(logical_date, data_interval_start, params["ds"], params["window_days"], features=features).to_dict()
         except RunParamsError as error:  # a misused Param: retrying cannot help
-            raise AirflowFailException(str(error)) from error
+            raise AirflowFailException(str(error)) from None
 
     @task
     def list_sources(run_plan: dict) -> list[str]:
@@ -120,7 +124,7 @@ def nightly_retrain():
             from validation.results import source_failure_outcomes, write_results
 
             write_results(warehouse_url, run.ds, run_id, source_failure_outcomes(error), table=error.table)
-            raise AirflowFailException(str(error)) from error
+            raise AirflowFailException(str(error)) from None
 
     @task
     def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:
@@ -145,8 +149,9 @@ def nightly_retrain():
                 limits=ValidationLimits(money_ceiling=load_settings().money_ceiling),
             ).to_dict()
         except DataQualityError as error:
-            # Bad data does not get better by retrying: fail now, with the reason in the log.
-            raise AirflowFailException(str(error)) from error
+            # Bad data does not get better by retrying: fail now, with the reason in the log once
+            # (from None: no second traceback of the library's frames under the same message).
+            raise AirflowFailException(str(error)) from None
 
     @task
     def build_features(run_plan: dict, validation: dict, params=None) -> dict:
@@ -207,9 +212,10 @@ def nightly_retrain():
         return select_scoring_model(resolve_warehouse_url(), run.ds, model, run.layout.features_dir, champion_dir).to_dict()
 
     # none_failed: a deployment without fraud labels skips the LightGBM baseline but still publishes.
-    @task(trigger_rule="none_failed")
-    def publish(run_plan: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None) -> dict:
-        """Day D's scores, model_runs and the gates' registry decisions, in one transaction."""
+    @task(trigger_rule="none_failed", outlets=list(PUBLISHED_ASSETS.values()))
+    def publish(run_plan: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None, outlet_events=None) -> dict:
+        """Day D's scores, model_runs and the gates' registry decisions, in one transaction; each
+        table's Asset event says which day and how many rows (or why it was skipped)."""
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
         from training.gate import GateResult
@@ -217,7 +223,7 @@ def nightly_retrain():
 
         run = RunPlan.from_dict(run_plan)
         gates = [GateResult.from_dict(result) for result in (multitask, fraud_lgbm) if result]
-        return publish_night(
+        published = publish_night(
             resolve_warehouse_url(),
             run.ds,
             run_id,
@@ -226,6 +232,11 @@ def nightly_retrain():
             gates,
             champion_dirs={gate.model_name: run.layout.champion_dir(gate.model_name) for gate in gates},
         )
+        for table, asset in PUBLISHED_ASSETS.items():
+            outlet_events[asset].extra = {
+                "ds": published["ds"], "rows": published["rows"].get(table, 0), "skipped": published["skipped"].get(table),
+            }
+        return published
 
     @task
     def report(run_plan: dict, published: dict, run_id=None) -> str:

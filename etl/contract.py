@@ -61,6 +61,16 @@ SCORE_TABLE_OBJECTIVES: dict[str, tuple[str, ...]] = {
 }
 SCORE_TABLES = tuple(SCORE_TABLE_OBJECTIVES)
 PUBLISHED_TABLES = (*SCORE_TABLES, "model_runs")
+# Each published table is an Airflow Asset (outlets of the DAG's publish task), so a downstream DAG
+# can be scheduled on "day D of score_order_fraud was published". ``x-`` marks a scheme of our own.
+ASSET_GROUP = "shopmtl"
+
+
+def table_asset_uri(table: str) -> str:
+    """The Asset URI of a published table (``x-shopmtl://warehouse/<table>``)."""
+    if table not in PUBLISHED_TABLES:
+        raise ValueError(f"{table!r} is not a published table; published: {list(PUBLISHED_TABLES)}")
+    return f"x-{ASSET_GROUP}://warehouse/{table}"
 
 
 def available_objectives(sources: tuple[str, ...] | list[str]) -> list[str]:

@@ -2,10 +2,13 @@
 
 PostgreSQL tests run when ``SHOPMTL_TEST_POSTGRES_URL`` is set or a server answers on 127.0.0.1:5432.
 With ``SHOPMTL_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) an unreachable server fails them instead.
+Every database they create is named ``$SHOPMTL_TEST_DB_PREFIX<random>`` (default ``shopmtl_test_``),
+so that on a shared server they are recognisable, and dropped after the test.
 """
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +21,14 @@ import pytest
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REPO_DIR = Path(__file__).resolve().parents[1]
+DB_PREFIX = os.environ.get("SHOPMTL_TEST_DB_PREFIX") or "shopmtl_test_"
+if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", DB_PREFIX):
+    raise pytest.UsageError(f"SHOPMTL_TEST_DB_PREFIX must be a lower-case SQL identifier prefix, got {DB_PREFIX!r}")
+
+
+def new_database_name(kind: str = "") -> str:
+    """A fresh test database name: the prefix, ``kind`` (e.g. ``airflow_``) and 12 random hex digits."""
+    return f"{DB_PREFIX}{kind}{uuid.uuid4().hex[:12]}"
 
 # Airflow reads its configuration when first imported, so the test Airflow is set up before any test
 # module can import it: a private AIRFLOW_HOME (SQLite metadata DB) and this repository's DAG folder.
@@ -40,14 +51,14 @@ def _postgres_admin_url() -> tuple[str | None, str]:
     """(admin URL, reason) — the URL is None when no server is configured or answering."""
     configured = os.environ.get("SHOPMTL_TEST_POSTGRES_URL")
     if configured:
-        return configured, "SHOPMTL_TEST_POSTGRES_URL is set"
+        return configured, "the server of SHOPMTL_TEST_POSTGRES_URL"
     try:
         with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return DEFAULT_POSTGRES_URL, "a server answers on 127.0.0.1:5432"
+            return DEFAULT_POSTGRES_URL, "the server answering on 127.0.0.1:5432"
     except OSError as error:
         return None, (
             f"PostgreSQL tests skipped: SHOPMTL_TEST_POSTGRES_URL is not set and nothing answers on "
-            f"127.0.0.1:5432 ({error})"
+            f"127.0.0.1:5432 ({error}); set it to a server where this user may create databases"
         )
 
 
@@ -84,18 +95,25 @@ def postgres_admin():
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def database_names():
+    """``new_database_name``, for tests that create PostgreSQL databases of their own."""
+    return new_database_name
+
+
 @pytest.fixture
 def postgres_url(postgres_admin) -> Iterator[str]:
     """URL of a fresh PostgreSQL database, dropped after the test."""
     admin = postgres_admin
-    name = f"shopmtl_test_{uuid.uuid4().hex[:12]}"
+    name = new_database_name()
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except Exception as error:
         if os.environ.get("SHOPMTL_REQUIRE_POSTGRES") == "1":
             raise
-        pytest.skip(f"PostgreSQL tests skipped: cannot create a database on {admin.url.render_as_string()}: {error}")
+        reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+        pytest.skip(f"PostgreSQL tests skipped: cannot create database {name} on {admin.url.render_as_string()}: {reason}")
     try:
         yield admin.url.set(database=name).render_as_string(hide_password=False)
     finally:

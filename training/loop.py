@@ -417,7 +417,7 @@ def fit_on_replica(
     history: list[dict[str, Any]] = []
     if replica.leads:
         history.append({"epoch": 0, "train": None, "validation": evaluate(model, validation, items, trained, config)})
-        log.info("epoch 0 (untrained) validation %s", _format(history[0]["validation"]))
+        log_epoch(0, None, None, history[0]["validation"], trained, selection, config)
     for epoch in range(1, config.max_epochs + 1):
         active = [kind for kind in kinds if not selection[kind].stopped]
         active_objectives = tuple(o for o in trained if OBJECTIVE_KIND[o] in active)
@@ -454,15 +454,7 @@ def fit_on_replica(
                     "samples_per_s_by_objective": rates,
                 }
             )
-            log.info(
-                "epoch %d (%.1fs, %.0f samples/s): validation %s; best so far %s%s",
-                epoch,
-                wall_s,
-                stats.rows / max(train_s, 1e-9),
-                _format(result),
-                " ".join(f"{kind}@{selection[kind].best_epoch}" for kind in kinds),
-                f"; {', '.join(stopped)} stopped after {config.patience} epochs without a better validation loss" if stopped else "",
-            )
+            log_epoch(epoch, wall_s, stats.rows / max(train_s, 1e-9), result, active_objectives, selection, config)
         flags = replica.follow_leader([selection[kind].stopped for kind in kinds])
         for kind, flag in zip(kinds, flags, strict=True):
             selection[kind].stopped = flag
@@ -478,16 +470,38 @@ def fit_on_replica(
         best = selection[OBJECTIVE_KIND[objective]].best_epoch if OBJECTIVE_KIND[objective] in selection else 0
         best_epochs[objective] = best if best in snapshots else last_epoch  # never improved (NaN loss): the last epoch
     snapshots = {epoch: state for epoch, state in snapshots.items() if epoch in set(best_epochs.values())}
+    every_stopped = all(selection[kind].stopped for kind in kinds)
     log.info(
-        "training ended after epoch %d (%s); each objective is served from its best epoch: %s",
+        "training stopped after epoch %d: %s; kept %s",
         last_epoch,
-        "every kind stopped early" if all(selection[kind].stopped for kind in kinds) else f"max_epochs {config.max_epochs}",
+        "all objectives stopped early" if every_stopped else f"max_epochs {config.max_epochs} reached",
         " ".join(f"{objective}@{epoch}" for objective, epoch in best_epochs.items()),
     )
     return FitResult(history=history, best_epochs=best_epochs, snapshots=snapshots)
 
 
-def _format(values: dict[str, Any]) -> str:
-    return " ".join(
-        f"{key}={value:.4f}" for key, value in values.items() if isinstance(value, float)
-    )
+def log_epoch(
+    epoch: int,
+    wall_s: float | None,
+    samples_per_s: float | None,
+    result: dict[str, Any],
+    objectives: tuple[str, ...],
+    selection: dict[str, KindSelection],
+    config: MultiTaskConfig,
+) -> None:
+    """One short line for the epoch, then one per objective: its validation loss and metric, the epoch
+    it would be served from so far, and, on the epoch its batch kind stops, that it stopped and why."""
+    if wall_s is None:
+        log.info("epoch %d: the untrained network", epoch)
+    else:
+        log.info("epoch %d: %.1fs, %.0f samples/s", epoch, wall_s, samples_per_s)
+    for objective in objectives:
+        kind = selection.get(OBJECTIVE_KIND[objective], KindSelection())
+        metric = next((f" {key.split('_', 1)[1]} {value:.4f}" for key, value in result.items()
+                       if key.startswith(f"{objective}_") and isinstance(value, float)), "")  # fmt: skip
+        loss = result.get(objective)
+        stopped = f"; stopped (no better validation loss in {config.patience} epochs)" if kind.stopped and kind.stale == config.patience else ""
+        log.info(
+            "epoch %d %s: validation loss %s%s, best epoch %d%s",
+            epoch, objective, "n/a" if loss is None else f"{loss:.4f}", metric, kind.best_epoch, stopped,
+        )  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -204,7 +203,7 @@ def published_night(request, nightly_dag, tmp_path_factory) -> Iterator[Publishe
             yield PublishedNight(url, home, lambda: sqlite_copy(snapshot, str(home / "warehouse.db")))
             return
         admin = request.getfixturevalue("postgres_admin")
-        name = f"shopmtl_test_{uuid.uuid4().hex[:12]}"
+        name = request.getfixturevalue("database_names")()
         url = admin.url.set(database=name).render_as_string(hide_password=False)
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')

@@ -67,6 +67,27 @@ print(json.dumps({"connection_calls": len(calls), "heavy_modules": heavy}))
 """
 
 
+def test_publish_declares_every_published_table_as_an_asset(dag_bag):
+    from etl.contract import PUBLISHED_TABLES
+
+    publish = dag_bag.dags["nightly_retrain"].get_task("publish")
+    assert sorted((asset.name, asset.uri, asset.group) for asset in publish.outlets) == sorted(
+        (table, f"x-shopmtl://warehouse/{table}", "shopmtl") for table in PUBLISHED_TABLES
+    )
+
+
+def test_the_readme_dag_scheduled_on_a_published_table_parses_and_waits_for_its_asset(tmp_path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    readme = (REPO_DIR / "README.md").read_text()
+    source = readme.split("<!-- asset-consumer-dag -->\n```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "fraud_review_queue.py").write_text(source)
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert bag.import_errors == {}
+    condition = bag.dags["fraud_review_queue"].timetable.asset_condition
+    assert [asset.uri for asset in condition.objects] == ["x-shopmtl://warehouse/score_order_fraud"]
+
+
 def test_dag_files_touch_no_connection_and_import_nothing_heavy_at_parse_time(airflow_db):
     result = subprocess.run(
         [sys.executable, "-c", PARSE_PROBE, *map(str, DAG_FILES)],

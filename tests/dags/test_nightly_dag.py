@@ -104,6 +104,17 @@ def assert_report_with_plots(report: Path) -> None:
             assert image.format == "PNG" and min(image.size) > 0
 
 
+def asset_events(uri: str) -> list[dict]:
+    """The extras of the Asset events of ``uri`` in Airflow's metadata database, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id).where(AssetModel.uri == uri)
+        return list(session.scalars(query.order_by(AssetEvent.id)))
+
+
 def drop_truth_tables(warehouse_url: str) -> None:
     engine = create_warehouse_engine(warehouse_url)
     with engine.begin() as conn:
@@ -131,6 +142,9 @@ def test_nightly_dag_on_the_embedded_warehouse_is_idempotent_and_never_reads_tru
     engine.dispose()
     assert champions.rows() == [("fraud_lgbm", "fraud"), *(("multitask", o) for o in ("category", "click", "fraud", "purchase", "review"))]
     assert_report_with_plots(shopmtl_home / "runs" / DS.isoformat() / "report.html")
+    # Each published table's Asset got an event saying the day and its rows.
+    events = asset_events("x-shopmtl://warehouse/score_order_fraud")
+    assert events[-1] == {"ds": DS.isoformat(), "rows": first["score_order_fraud"].height, "skipped": None}
 
     assert run_day(nightly_dag, DS) == "success"  # the same day again replaces it
     second = assert_published_day(warehouse_url, DS)
@@ -159,7 +173,8 @@ def test_bad_data_stops_the_run_before_publishing_and_keeps_the_last_good_scores
     # The task log says what was wrong: table.column, the rule, how many rows, sample values.
     task_log = "".join(capfd.readouterr())
     assert "Data quality check failed for ds=2026-01-22" in task_log
-    assert "orders.amount: expect_column_values_to_be_between failed: 3 unexpected" in task_log
+    assert task_log.count("orders.amount: expect_column_values_to_be_between failed: 3 unexpected") == 1  # once
+    assert "The above exception was the direct cause" not in task_log  # one traceback, not two
     after = read_published(warehouse_url, DS)
     for table in SCORE_TABLES:
         assert good[table].equals(after[table]), f"{table} changed although validation failed"

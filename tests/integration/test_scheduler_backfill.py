@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -61,10 +60,10 @@ TERMINAL = {"success", "failed"}
 
 
 @pytest.fixture
-def metadata_db_url(postgres_url: str):
+def metadata_db_url(postgres_url: str, database_names):
     """A fresh, empty PostgreSQL database for Airflow's metadata on the tests' server, dropped after."""
     server = sa.make_url(postgres_url)
-    name = f"shopmtl_airflow_{uuid.uuid4().hex[:12]}"
+    name = database_names("airflow_")
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")  # any database can create another
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from training.config import MultiTaskConfig, ValidationSplit
 from training.data import read_feature_tables
@@ -66,10 +68,11 @@ def test_sparse_reviews_still_validate_on_their_newest_share() -> None:
 
 
 def test_a_kind_that_stops_trains_no_more_while_the_others_go_on(
-    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = dataclasses.replace(tiny_config, max_epochs=8, patience=1, learning_rate=3e-2)
-    train_multitask(features_dir, tmp_path, config)
+    with caplog.at_level(logging.INFO, logger="training.loop"):
+        train_multitask(features_dir, tmp_path, config)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     history, best = metrics["history"], metrics["best_epochs"]
     stopped_at = {kind: epoch["epoch"] for epoch in history[1:] for kind in epoch["stopped"]}
@@ -86,3 +89,15 @@ def test_a_kind_that_stops_trains_no_more_while_the_others_go_on(
     assert bundle.network_for("click") is bundle.network_for("purchase")
     scored = pl.read_parquet(tmp_path / "predictions" / "impressions_eval.parquet")
     assert scored.height > 0 and scored.get_column("p_click").null_count() == 0
+    # The log: short lines, one per epoch and objective trained in it, the stop and the kept epochs said.
+    lines = [record.getMessage() for record in caplog.records if record.name == "training.loop"]
+    assert max(len(line) for line in lines) < 120, max(lines, key=len)
+    for epoch in history[1:]:
+        for objective in epoch["train"]:
+            assert sum(line.startswith(f"epoch {epoch['epoch']} {objective}: validation loss") for line in lines) == 1
+    for kind, epoch in stopped_at.items():
+        for objective in kind_of[kind]:
+            assert any(line.startswith(f"epoch {epoch} {objective}:") and line.endswith("stopped (no better validation loss in 1 epochs)")
+                       for line in lines), (objective, epoch)  # fmt: skip
+    assert lines[-1].startswith(f"training stopped after epoch {history[-1]['epoch']}: all objectives stopped early; kept ")
+    assert set(lines[-1].split("; kept ")[1].split()) == {f"{objective}@{epoch}" for objective, epoch in best.items()}
