@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from demo.progress import TaskProgress, stream_command
 from etl.config import load_settings
 from etl.contract import DAG_ID, PUBLISHED_TABLES
 from etl.layout import RunLayout
@@ -23,14 +24,15 @@ from etl.warehouse import bind_date, create_warehouse_engine, read_frame
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 
+# Reads only what the read-only analyst role may read (score tables and views, no source tables).
 EXAMPLE_QUERY = """\
--- The top 5 recommendations of the day for three users, with the item's category
-SELECT s.user_id, s.rank, s.item_id, i.category, ROUND(s.p_click, 3) AS p_click,
-       ROUND(s.p_purchase, 4) AS p_purchase
-FROM score_user_item s JOIN items i ON i.item_id = s.item_id
+-- The top 5 recommendations of the day for three users, with the item's listed category
+SELECT s.user_id, s.scenario, s.rank, s.item_id, c.listed_category, ROUND(CAST(s.p_click AS NUMERIC), 3) AS p_click,
+       ROUND(CAST(s.p_purchase AS NUMERIC), 4) AS p_purchase
+FROM score_user_item s LEFT JOIN score_item_category c ON c.ds = s.ds AND c.item_id = s.item_id
 WHERE s.ds = :ds AND s.rank <= 5 AND s.user_id IN (
     SELECT DISTINCT user_id FROM score_user_item WHERE ds = :ds ORDER BY user_id LIMIT 3)
-ORDER BY s.user_id, s.rank"""
+ORDER BY s.user_id, s.scenario, s.rank"""
 
 
 def airflow_environment(airflow_home: Path) -> dict[str, str]:
@@ -138,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     if run_airflow(["db", "migrate"], env, log_path).returncode != 0:
         print(f"airflow db migrate failed; see {log_path}", file=sys.stderr)
         return 1
-    print(f"Running `airflow dags test {DAG_ID} {args.end}` (task logs in {log_path}) ...")
+    print(f"Running `airflow dags test {DAG_ID} {args.end}` (task logs in {log_path}, written as they come) ...")
     t0 = time.perf_counter()
-    result = run_airflow(["dags", "test", DAG_ID, args.end.isoformat()], env, log_path)
+    progress = TaskProgress()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    returncode = stream_command([airflow, "dags", "test", DAG_ID, args.end.isoformat()], env, log_path, progress)
     dag_seconds = time.perf_counter() - t0
-    if result.returncode != 0 or "state=success" not in result.stdout + result.stderr:
-        print((result.stdout + result.stderr)[-6000:], file=sys.stderr)
+    if returncode != 0 or not progress.succeeded:
+        print("".join(progress.tail)[-6000:], file=sys.stderr)
         print(f"\nThe DAG run failed; full output in {log_path}", file=sys.stderr)
         return 1
     print(f"  DAG run succeeded in {dag_seconds:.1f} s. Time per task:")

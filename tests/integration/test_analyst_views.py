@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -312,6 +313,33 @@ def refused(engine: sa.Engine, statement: str) -> None:
     assert isinstance(error.value.orig, psycopg.errors.InsufficientPrivilege), error.value
 
 
+def readme_queries() -> list[str]:
+    """The README's example queries for analysts, one statement each."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- analyst-queries -->\n```sql\n", 1)[1].split("```", 1)[0]
+    return [statement.strip() for statement in block.split(";") if statement.strip()]
+
+
+def run_analyst_queries(conn: sa.Connection) -> dict[str, int]:
+    """Rows each README query and the demo's query return (by their first comment line)."""
+    from demo.__main__ import EXAMPLE_QUERY
+
+    rows = {query.splitlines()[0]: len(conn.execute(sa.text(query)).all()) for query in readme_queries()}
+    day = D2.isoformat() if conn.dialect.name == "sqlite" else D2
+    rows["demo"] = len(conn.execute(sa.text(EXAMPLE_QUERY), {"ds": day}).all())
+    return rows
+
+
+def test_the_readme_and_demo_queries_run_and_find_rows_without_hard_coded_days_or_users(warehouse_url):
+    engine = create_warehouse_engine(warehouse_url)
+    publish_two_days(engine)
+    with engine.connect() as conn:
+        rows = run_analyst_queries(conn)
+    engine.dispose()
+    assert len(rows) == 11 and all(rows[name] > 0 for name in list(rows)[:6] + ["demo"]), rows
+    assert rows["-- The 50 listings most likely to be in the wrong category"] == 3
+
+
 def test_role_names_are_plain_identifiers_and_sqlite_has_no_roles(sqlite_url):
     assert check_role_name(DEFAULT_ROLE) == "shopmtl_analyst"
     for bad in ('x"; DROP ROLE postgres; --', "a$$b", "1abc", "", "a" * 64):
@@ -353,6 +381,8 @@ def test_analyst_role_reads_views_and_scores_and_nothing_else(postgres_url, anal
         with analyst.connect() as conn:
             for name, expected in counts.items():  # every view and score/ops table
                 assert conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar() == expected, name
+            # Everything the README and make demo tell an analyst to run works for the role.
+            assert run_analyst_queries(conn)["demo"] > 0
             # The queue shows order context although the role may not read orders (owner's rights).
             assert select(conn, "SELECT order_id, user_id FROM v_fraud_review_queue WHERE order_id = 100") == [
                 {"order_id": 100, "user_id": 1}
