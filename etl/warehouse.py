@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from etl.casting import cast_to_schema
+from etl.comments import apply_comments, parse_comment
 from etl.contract import SOURCE_TABLES
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
@@ -259,6 +260,7 @@ def create_tables(engine: Engine, areas: Iterable[str] = DDL_AREAS) -> None:
 
     Tables and indexes are ``IF NOT EXISTS``. Views (area ``views``) are created or replaced only
     when their file changed (``create_view``), so re-runs neither lock them nor drop their grants.
+    Tables' and columns' comments are written where they differ (``etl.comments``; not on SQLite).
     """
     with engine.begin() as conn:
         if not is_sqlite(conn):
@@ -273,10 +275,13 @@ def create_tables(engine: Engine, areas: Iterable[str] = DDL_AREAS) -> None:
                     existing = set(sa.inspect(conn).get_table_names()) if existing is None else existing
                     if name in existing:
                         continue
-                for statement in split_sql(text):
-                    conn.exec_driver_sql(statement)
+                statements = split_sql(text)
+                for statement in statements:
+                    if parse_comment(statement) is None:
+                        conn.exec_driver_sql(statement)
                 if area in OWNED_AREAS:
                     check_table_columns(conn, area, name)
+                apply_comments(conn, statements)
 
 
 def table_columns(conn: Connection, table: str) -> list[str]:

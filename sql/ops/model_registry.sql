@@ -21,3 +21,17 @@ CREATE TABLE IF NOT EXISTS model_registry (
 );
 -- The gate's invariant, enforced by the database too: two concurrent promotions cannot both win.
 CREATE UNIQUE INDEX IF NOT EXISTS ux_model_registry_champion ON model_registry (model_name, objective) WHERE status = 'champion';
+-- What each column means (PostgreSQL keeps them in its catalogue, see \d+ model_registry in psql, and docs/data_dictionary.md).
+COMMENT ON TABLE model_registry IS 'Every trained model version and objective, and what the champion/challenger gate decided.';
+COMMENT ON COLUMN model_registry.model_name IS 'multitask or fraud_lgbm.';
+COMMENT ON COLUMN model_registry.model_version IS 'The version: <model name>-<trained day>-<hash of its inputs and code>.';
+COMMENT ON COLUMN model_registry.objective IS 'The objective decided on: click, purchase, review, category or fraud.';
+COMMENT ON COLUMN model_registry.trained_ds IS 'The day it was trained for.';
+COMMENT ON COLUMN model_registry.artifact_path IS 'The directory holding its files (no other version ever writes there).';
+COMMENT ON COLUMN model_registry.status IS 'champion (serves the objective now), challenger (served it before) or rejected (not promoted).';
+COMMENT ON COLUMN model_registry.metrics_json IS 'Its metrics on the day it was trained for, as JSON.';
+COMMENT ON COLUMN model_registry.created_at IS 'When the decision took effect (UTC): the publish of its day.';
+COMMENT ON COLUMN model_registry.reasons_json IS 'Why it was or was not promoted, as JSON.';
+COMMENT ON COLUMN model_registry.compared_with IS 'The champion it was compared with, if any.';
+COMMENT ON COLUMN model_registry.compared_metrics_json IS 'That champion''s metrics on the same rows, as JSON.';
+COMMENT ON COLUMN model_registry.evidence_json IS 'The paired comparison: both values, the difference and its 95% confidence interval, as JSON.';

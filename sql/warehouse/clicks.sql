@@ -13,3 +13,13 @@ CREATE TABLE IF NOT EXISTS clicks (
     scenario   TEXT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_clicks_event_time ON clicks (event_time);
+-- What each column means (PostgreSQL keeps them in its catalogue, see \d+ clicks in psql, and docs/data_dictionary.md).
+COMMENT ON TABLE clicks IS 'Behavioural events: impressions, clicks and add-to-carts (a source).';
+COMMENT ON COLUMN clicks.event_id IS 'The event''s id.';
+COMMENT ON COLUMN clicks.event_time IS 'When the event happened (UTC).';
+COMMENT ON COLUMN clicks.user_id IS 'The user it happened to (users.user_id).';
+COMMENT ON COLUMN clicks.item_id IS 'The item shown or clicked (items.item_id).';
+COMMENT ON COLUMN clicks.session_id IS 'The browsing session, a click counts for an impression of the same session.';
+COMMENT ON COLUMN clicks.event_type IS 'impression, click or add_to_cart.';
+COMMENT ON COLUMN clicks.position IS 'The impression''s slot on the page (0 = first), NULL for other events.';
+COMMENT ON COLUMN clicks.scenario IS 'The surface the event happened on (home_feed, search, product_page, cart, or the platform''s own names), NULL when unknown.';
