@@ -11,7 +11,7 @@ DEMO_SEED ?= 7
 BENCH_SCALES ?= 1 10
 BENCH_NIGHTS ?= 2
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo airflow test test-all bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ install: $(VENV)/.installed
 ## Seed the embedded demo warehouse and run the nightly DAG for its last day through Airflow.
 demo: install
 	$(BIN)/python -m demo --start $(DEMO_START) --end $(DEMO_END) --scale $(DEMO_SCALE) --seed $(DEMO_SEED)
+
+## A local Airflow 3 (UI, scheduler, dag-processor, triggerer) with this DAG and the embedded warehouse;
+## prints the URL and the login; Ctrl-C stops it. AIRFLOW_PORT picks the UI's port.
+AIRFLOW_PORT ?= 8080
+airflow: install
+	$(BIN)/python -m local.airflow --port $(AIRFLOW_PORT)
 
 ## The test suite (PostgreSQL tests run when a server answers; see README).
 test: install

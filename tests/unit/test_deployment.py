@@ -401,7 +401,7 @@ def test_image_installs_the_project_with_the_celery_extra():
 
 # Developer tools the image leaves out: `make bench` seeds its own databases and runs the DAG from a
 # checkout; no service imports it, so shipping it would only grow the image.
-DEV_ONLY_PACKAGES = {"bench"}
+DEV_ONLY_PACKAGES = {"bench", "local"}  # local: `make airflow`, Airflow from .venv without Docker
 
 
 def test_image_copies_every_package_and_everything_the_services_run():

@@ -1,0 +1,1 @@
+"""Running shopmtl on one machine without Docker (``make airflow``)."""
