@@ -3,6 +3,9 @@
 For day **D** (the run's logical date; its data interval is D 00:00 to D+1 00:00 UTC, and the
 scheduled run starts just after D ends):
 
+0. **wait for data**: a sensor (reschedule mode) waits until day D's clicks, orders and reviews have
+   rows in the warehouse, up to `wait_for_data_hours` after D ends; then it fails with "no data for
+   D" (also written to `data_quality_results`). A backfill of an old day without data fails at once;
 1. **extract** each warehouse source for the training window ending with D into Parquet
    (`$SHOPMTL_HOME/runs/D/extract/`); nothing at or after the interval end is read. Event sources
    (clicks, orders, order lines, reviews, fraud labels) are assembled from immutable daily partitions
@@ -77,6 +80,10 @@ PUBLISHED_ASSETS = {table: Asset(name=table, uri=table_asset_uri(table), group=A
         ),
         "replay_fraction": Param(0.1, type="number", minimum=0, maximum=1, description="Share of the older training rows replayed on an incremental night"),
         "ds": Param(None, type=["null", "string"], format="date", description="Process this day instead of the logical date"),
+        "wait_for_data_hours": Param(
+            6, type="integer", minimum=0, maximum=72,
+            description="Hours after day D ends to wait for D's data (clicks, orders, reviews) before failing with 'no data for D' (0: fail at once)",
+        ),
         "full_refresh": Param(False, type="boolean", description="Re-extract every day of the window's event sources (and their 28 days of history) from the warehouse and rebuild every day's impression features, replacing the kept partitions"),
     },
     doc_md=__doc__,
@@ -94,6 +101,29 @@ def nightly_retrain():
             return plan_run(logical_date, data_interval_start, params["ds"], params["window_days"], features=features).to_dict()
         except RunParamsError as error:  # a misused Param: retrying cannot help
             raise AirflowFailException(str(error)) from None
+
+    # Reschedule mode: between pokes the sensor holds no worker slot. The Param bounds the wait from
+    # the end of day D (validation/landing.py); the timeout here is only a backstop beyond its maximum.
+    @task.sensor(poke_interval=600, timeout=(72 + 24) * 3600, mode="reschedule")
+    def wait_for_data(run_plan: dict, params=None, run_id=None):
+        from datetime import UTC, datetime, timedelta
+
+        from airflow.sdk import PokeReturnValue
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from etl.config import resolve_warehouse_url
+        from etl.runs import RunPlan
+        from validation.landing import check_landing
+        from validation.results import write_results
+
+        run = RunPlan.from_dict(run_plan)
+        warehouse_url = resolve_warehouse_url()
+        landing = check_landing(warehouse_url, run.window.day_start, run.sources)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        if landing.gave_up(now, timedelta(hours=params["wait_for_data_hours"])):
+            write_results(warehouse_url, run.ds, run_id, landing.outcomes())  # "why did it stop?" answered there
+            raise AirflowFailException(f"{landing.message()}, {params['wait_for_data_hours']} h after the day ended")
+        return PokeReturnValue(is_done=landing.landed, xcom_value=landing.message())
 
     @task
     def list_sources(run_plan: dict) -> list[str]:
@@ -263,7 +293,9 @@ def nightly_retrain():
         return str(path)
 
     run_plan = plan()
-    extracts = extract.partial(run_plan=run_plan).expand(table=list_sources(run_plan))
+    sources = list_sources(run_plan)
+    wait_for_data(run_plan) >> sources
+    extracts = extract.partial(run_plan=run_plan).expand(table=sources)
     validation = validate(run_plan, extracts)
     features = build_features(run_plan, validation)
     multitask_gate = gate.override(task_id="gate_multitask")(run_plan, train_multitask(run_plan, features))

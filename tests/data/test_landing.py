@@ -1,0 +1,44 @@
+"""Has day D landed? One indexed probe per required source, on SQLite and PostgreSQL; how long to wait."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
+from validation.landing import DAY_REQUIRED, check_landing
+
+D = datetime(2026, 3, 10)
+
+
+def test_a_day_lands_when_every_required_source_has_a_row_on_it(warehouse_url):
+    engine = create_warehouse_engine(warehouse_url)
+    create_tables(engine, areas=["warehouse"])
+    with engine.begin() as conn:
+        insert_frame(conn, "clicks", pl.DataFrame([(1, D + timedelta(hours=23), 1, 1, "s", "impression", 1, None)],
+                                                  schema=TABLE_SCHEMAS["clicks"], orient="row"))  # fmt: skip
+        insert_frame(conn, "orders", pl.DataFrame([(1, 1, D + timedelta(days=1), 5.0, "card", "d", "ip", "web", "DE", "placed")],
+                                                  schema=TABLE_SCHEMAS["orders"], orient="row"))  # the next day's: not D's
+    engine.dispose()
+    assert DAY_REQUIRED == ("clicks", "orders", "reviews")
+    landing = check_landing(warehouse_url, D, ["users", "clicks", "orders", "reviews"])
+    assert landing.missing == ("orders", "reviews") and not landing.landed
+    assert landing.message() == "No data for 2026-03-10 yet: orders, reviews hold no row dated 2026-03-10"
+    assert [(o.table, o.expectation, o.critical, o.success) for o in landing.outcomes()] == [
+        ("orders", "expect_table_row_count_to_be_between", True, False),
+        ("reviews", "expect_table_row_count_to_be_between", True, False),
+    ]
+    assert check_landing(warehouse_url, D, ["clicks", "items"]).landed  # a deployment without orders or reviews
+    # Waiting: until D's end plus the Param, then give up.
+    end = D + timedelta(days=1)
+    assert not landing.gave_up(end + timedelta(hours=5), timedelta(hours=6))
+    assert landing.gave_up(end + timedelta(hours=6), timedelta(hours=6))
+    assert landing.gave_up(end, timedelta(0))
+    assert not check_landing(warehouse_url, D, ["clicks"]).gave_up(end + timedelta(days=9), timedelta(0))  # landed
+
+
+def test_a_missing_table_is_left_to_the_extract_to_name(sqlite_url):
+    engine = create_warehouse_engine(sqlite_url)
+    create_tables(engine, areas=["ops"])
+    engine.dispose()
+    assert check_landing(sqlite_url, D, ["clicks", "orders"]).landed

@@ -1,0 +1,82 @@
+"""Has day D's data landed? The sources the day suites require rows of on D (``rows_on_day``: clicks,
+orders, reviews when configured) must each hold at least one row dated on D. The DAG's first
+sensor waits for that, so a night whose loads are late waits instead of failing validation, and
+gives up with "no data for D" once D's end plus the ``wait_for_data_hours`` Param has passed: a
+backfill of an old day that has no data fails at once, a scheduled night waits for its loads.
+
+One indexed range probe per table (``LIMIT 1`` on its day column), whatever the table's size.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from etl.warehouse import bind_timestamp, create_warehouse_engine
+from validation.references import check_identifiers
+from validation.results import ExpectationOutcome, rule_outcome
+from validation.suites import DAY_COLUMNS, WINDOW_CHECKS
+
+# The tables whose day suite fails without rows on day D (WindowCheck.non_empty None: rows_on_day).
+DAY_REQUIRED = tuple(table for table, check in WINDOW_CHECKS.items() if check.non_empty is None)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """What the warehouse holds of day D: the required sources without a row on D (missing tables
+    are left to the extract, which names them as schema drift)."""
+
+    day_start: datetime
+    missing: tuple[str, ...]
+
+    @property
+    def landed(self) -> bool:
+        return not self.missing
+
+    def gave_up(self, now: datetime, wait: timedelta) -> bool:
+        """Whether waiting longer is pointless: D ended more than ``wait`` ago and data is still missing."""
+        return not self.landed and now >= self.day_start + timedelta(days=1) + wait
+
+    def message(self) -> str:
+        day = self.day_start.date().isoformat()
+        if self.landed:
+            return f"Day {day} has landed: every required source has rows on it"
+        return f"No data for {day} yet: {', '.join(self.missing)} hold no row dated {day}"
+
+    def outcomes(self) -> list[ExpectationOutcome]:
+        """One critical row-count failure per missing source, like the day suite's ``rows_on_day``."""
+        day = self.day_start.date().isoformat()
+        return [
+            rule_outcome(
+                table, None, "expect_table_row_count_to_be_between", critical=True,
+                kwargs={"min_value": 1, "day_column": DAY_COLUMNS[table], "day": day}, element_count=0,
+                observed_value=0, success=False, evaluated_on="warehouse",
+            )  # fmt: skip
+            for table in self.missing
+        ]
+
+
+def check_landing(warehouse_url: str, day_start: datetime, tables: Sequence[str]) -> Landing:
+    """Which of ``tables`` (the configured sources) that must have rows on the day starting at
+    ``day_start`` (naive UTC) have none yet."""
+    required = [table for table in tables if table in DAY_REQUIRED]
+    engine = create_warehouse_engine(warehouse_url)
+    missing = []
+    try:
+        with engine.connect() as conn:
+            present = set(sa.inspect(conn).get_table_names())
+            bounds = {"start": bind_timestamp(conn, day_start), "end": bind_timestamp(conn, day_start + timedelta(days=1))}
+            for table in (table for table in required if table in present):
+                column = DAY_COLUMNS[table]
+                check_identifiers(table, column)
+                probe = f"SELECT 1 FROM {table} WHERE {column} >= :start AND {column} < :end LIMIT 1"
+                if conn.execute(sa.text(probe), bounds).first() is None:
+                    missing.append(table)
+    finally:
+        engine.dispose()
+    return Landing(day_start, tuple(missing))
+
+
+__all__ = ["DAY_REQUIRED", "Landing", "check_landing"]
