@@ -195,7 +195,8 @@ def quality_html(data: ReportData, run_dir: Path) -> str:
     docs_index = docs_dir / DATA_DOCS_INDEX
     if docs_index.is_file():
         href = Path(os.path.relpath(docs_index, run_dir)).as_posix()
-        parts.append(f'<p>GX data docs of the run: <a href="{esc(href)}">{esc(href)}</a></p>')
+        parts.append(f'<p>GX data docs of the run: <a href="{esc(href)}">{esc(href)}</a> (they load their styles '
+                     "from the internet; every expectation is also listed below)</p>")
     else:
         parts.append(_note(f"no GX data docs under {docs_dir}"))
     quality = data.quality
@@ -239,4 +240,27 @@ def quality_html(data: ReportData, run_dir: Path) -> str:
         ))
         if rows.height > listed.height:
             parts.append(_note(f"{rows.height - listed.height} more not listed; see data_quality_results"))
+    parts.append(every_expectation_html(quality))
+    return "".join(parts)
+
+
+def every_expectation_html(quality: pl.DataFrame) -> str:
+    """Every rule checked, one folded table per source table: the report alone answers what was
+    checked, offline too (GX's data docs load their styles and scripts from CDNs)."""
+    parts = ["<h3>Every expectation checked</h3>"]
+    ordered = quality.sort(["table_name", "column_name", "expectation"], nulls_last=True)
+    for (table,), rows in ordered.group_by("table_name", maintain_order=True):
+        failed = int((~rows["success"]).sum())
+        summary = f"{table}: {rows.height} expectations, {failed} failed"
+        body = _table(
+            ["column", "rule", "critical", "result", "unexpected", "of rows"],
+            [
+                (column or "(table)", rule, "yes" if critical else "no", "ok" if success else "FAILED", unexpected, of_rows)
+                for column, rule, critical, success, unexpected, of_rows in rows.select(
+                    "column_name", "expectation", "critical", "success", "unexpected_count", "element_count"
+                ).rows()
+            ],
+            numeric=[4, 5],
+        )
+        parts.append(f"<details><summary>{esc(summary)}</summary>{body}</details>")
     return "".join(parts)

@@ -198,7 +198,12 @@ def test_report_over_several_nights_shows_plots_gate_and_data_quality(tmp_path):
     critical = text.split("Critical failures")[1].split("Warnings")[0]
     assert "orders" in critical and "amount" in critical and "expect_column_values_to_be_between" in critical
     assert ">3<" in critical
-    assert "session_id" in text.split("Warnings")[1]
+    assert "session_id" in text.split("Warnings (non-critical failures)")[1]
+    # Every expectation checked, per table, readable offline (GX's data docs need CDNs for theirs).
+    every = text.split("Every expectation checked")[1]
+    assert "orders: 2 expectations, 1 failed" in every and "clicks: 2 expectations, 1 failed" in every
+    assert "reviews: 1 expectations, 0 failed" in every and every.count("<details>") == 3
+    assert "expect_column_values_to_be_unique" in every.split("orders:")[1] and "FAILED" in every
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert 'href="data_docs/index.html"' in text
     # No network resources.
