@@ -77,7 +77,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 from sqlalchemy.engine import Engine
@@ -122,6 +122,21 @@ def simulate_day_tables(world: DemoWorld, day: date) -> dict[str, pl.DataFrame]:
     return tables
 
 
+# Rows that arrive days after the day that makes them (a fraud decision, a review after delivery):
+# a warehouse seeded up to yesterday cannot hold the ones whose time has not come.
+ARRIVAL_COLUMNS = {"fraud_labels": "labeled_at", "reviews": "created_at"}
+
+
+def withhold_future(tables: dict[str, pl.DataFrame], known_before: datetime | None) -> dict[str, pl.DataFrame]:
+    """``tables`` without the late-arriving rows dated at or after ``known_before`` (naive UTC)."""
+    if known_before is None:
+        return tables
+    return {
+        table: frame.filter(pl.col(ARRIVAL_COLUMNS[table]) < known_before) if table in ARRIVAL_COLUMNS else frame
+        for table, frame in tables.items()
+    }
+
+
 def write_tables(engine: Engine, tables: dict[str, pl.DataFrame], low: int, high: int) -> dict[str, int]:
     """Replace the rows with ids in [low, high) of every table by ``tables``, in one transaction."""
     written: dict[str, int] = {}
@@ -135,9 +150,10 @@ def write_tables(engine: Engine, tables: dict[str, pl.DataFrame], low: int, high
 
 
 def generate_warehouse(
-    warehouse_url: str, start: date, end: date, scale: float = 1.0, seed: int = 7
+    warehouse_url: str, start: date, end: date, scale: float = 1.0, seed: int = 7, known_before: datetime | None = None
 ) -> dict[str, int]:
-    """Fill the demo warehouse for the days ``start..end`` (inclusive); returns rows written per table."""
+    """Fill the demo warehouse for the days ``start..end`` (inclusive); returns rows written per table.
+    ``known_before`` (naive UTC; e.g. now): leave out the labels and reviews that would arrive later."""
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
     if start < FIRST_DAY:
@@ -165,7 +181,7 @@ def generate_warehouse(
         day = start
         while day <= end:
             low, high = day_id_range(day)
-            add(write_tables(engine, simulate_day_tables(world, day), low, high))
+            add(write_tables(engine, withhold_future(simulate_day_tables(world, day), known_before), low, high))
             log.info("generated %s", day)
             day += timedelta(days=1)
     finally:

@@ -34,6 +34,9 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"  # where Airflow's simple auth manager keeps them
 READY_TIMEOUT_S = 300
+# A night trains on the DAG's window (the window_days Param, 28 by default): fewer seeded days leave
+# its first nights without the history and matured fraud labels they train on.
+MIN_DAYS = 28
 STOP_TIMEOUT_S = 60
 
 
@@ -56,9 +59,10 @@ def airflow_environment(airflow_home: Path, port: int) -> dict[str, str]:
     return env
 
 
-def seed_if_empty(warehouse_url: str, days: int, scale: float, today: date) -> tuple[date, date] | None:
-    """Seed the embedded warehouse with the ``days`` days up to yesterday when it has no orders;
-    returns the days seeded (None when it already held data)."""
+def seed_if_empty(warehouse_url: str, days: int, scale: float, now: datetime) -> tuple[date, date] | None:
+    """Seed the embedded warehouse with the ``days`` days up to yesterday (``now``: naive UTC) when it
+    has no orders, without the labels and reviews dated after ``now``; returns the days seeded (None
+    when it already held data)."""
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
@@ -69,9 +73,9 @@ def seed_if_empty(warehouse_url: str, days: int, scale: float, today: date) -> t
         return None
     from demo.synthetic import generate_warehouse  # the demo generator: only an empty warehouse needs it
 
-    end = today - timedelta(days=1)
+    end = now.date() - timedelta(days=1)
     start = end - timedelta(days=days - 1)
-    generate_warehouse(warehouse_url, start, end, scale=scale)
+    generate_warehouse(warehouse_url, start, end, scale=scale, known_before=now)
     return start, end
 
 
@@ -134,11 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=35, help="days an empty warehouse is seeded with, up to yesterday")
     parser.add_argument("--scale", type=float, default=1.0, help="demo data scale of that seeding")
     args = parser.parse_args(argv)
+    if args.days < MIN_DAYS:
+        parser.error(f"--days must be at least {MIN_DAYS}, the nightly window (window_days) it trains on")
 
     settings = load_settings()
     airflow_home = settings.home / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
-    seeded = seed_if_empty(settings.embedded_warehouse_url, args.days, args.scale, datetime.now(UTC).date())
+    seeded = seed_if_empty(settings.embedded_warehouse_url, args.days, args.scale, datetime.now(UTC).replace(tzinfo=None))
     if seeded:
         print(f"Seeded the embedded warehouse {settings.embedded_warehouse_url} with {seeded[0]}..{seeded[1]}", flush=True)
     log_path = airflow_home / "standalone.log"

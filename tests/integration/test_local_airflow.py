@@ -1,7 +1,7 @@
 """``make airflow`` for real: ``python -m local.airflow`` starts Airflow's components from this
 virtualenv, seeds the empty embedded warehouse up to yesterday, prints the UI's URL and login; the
-printed login works against the REST API (the DAG is there), and Ctrl-C (SIGINT) stops every
-process it started."""
+printed login works against the REST API (the DAG is there, paused), unpausing it gives a green
+scheduled run for yesterday, and Ctrl-C (SIGINT) stops every process it started."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,7 @@ def test_make_airflow_prints_a_working_login_and_ctrl_c_stops_everything(tmp_pat
         AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
     )
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "local.airflow", "--port", str(port), "--days", "3", "--scale", "0.05"],
+        [sys.executable, "-m", "local.airflow", "--port", str(port), "--scale", "0.05"],
         cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     seen: list[str] = []
@@ -82,6 +83,17 @@ def test_make_airflow_prints_a_working_login_and_ctrl_c_stops_everything(tmp_pat
             newest = conn.execute(sa.text("SELECT MAX(created_at) FROM orders")).scalar()
         engine.dispose()
         assert newest is not None and seen[0].startswith("Seeded the embedded warehouse")
+        # Unpausing schedules the newest complete day, yesterday: the seeded data makes it a green run.
+        assert httpx.patch(f"{url}/api/v2/dags/nightly_retrain", json={"is_paused": False}, headers=headers, timeout=30).status_code == 200
+        deadline, runs = time.monotonic() + 600, []
+        while time.monotonic() < deadline:
+            runs = httpx.get(f"{url}/api/v2/dags/nightly_retrain/dagRuns", headers=headers, timeout=30).json()["dag_runs"]
+            if runs and all(run["state"] in ("success", "failed") for run in runs):
+                break
+            time.sleep(10)
+        assert [(run["run_type"], run["state"]) for run in runs] == [("scheduled", "success")], runs
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+        assert runs[0]["logical_date"].startswith(yesterday)
     finally:
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

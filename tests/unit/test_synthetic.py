@@ -95,6 +95,19 @@ def test_days_do_not_depend_on_the_generated_range(tmp_path: Path) -> None:
     assert_same_tables(read_tables(pieces), read_tables(whole))
 
 
+def test_a_warehouse_seeded_up_to_now_holds_no_label_or_review_from_the_future(tmp_path: Path) -> None:
+    url, whole = url_in(tmp_path, "now"), url_in(tmp_path, "whole")
+    known_before = datetime.combine(D1 + 5 * DAY, datetime.min.time()) + timedelta(hours=6)  # 06:00 the day after
+    generate_warehouse(url, D1, D1 + 4 * DAY, scale=0.3, seed=5, known_before=known_before)
+    generate_warehouse(whole, D1, D1 + 4 * DAY, scale=0.3, seed=5)
+    now, later = read_tables(url), read_tables(whole)
+    for table, column in (("fraud_labels", "labeled_at"), ("reviews", "created_at")):
+        kept = later[table].filter(pl.col(column) < known_before)
+        assert 0 < kept.height < later[table].height, table  # some had arrived by then, some not yet
+        assert now[table].equals(kept), table
+    assert now["orders"].equals(later["orders"]) and now["clicks"].equals(later["clicks"])
+
+
 def test_rows_grow_linearly_with_scale(tmp_path: Path) -> None:
     small, large = url_in(tmp_path, "small.db"), url_in(tmp_path, "large.db")
     counts_small = generate_warehouse(small, D1, D1 + DAY, scale=0.2, seed=7)
