@@ -105,7 +105,7 @@ def nightly_retrain():
     # Reschedule mode: between pokes the sensor holds no worker slot. The Param bounds the wait from
     # the end of day D (validation/landing.py); the timeout here is only a backstop beyond its maximum.
     @task.sensor(poke_interval=600, timeout=(72 + 24) * 3600, mode="reschedule")
-    def wait_for_data(run_plan: dict, params=None, run_id=None):
+    def wait_for_data(run_plan: dict, params=None, run_id=None, dag_run=None):
         from datetime import UTC, datetime, timedelta
 
         from airflow.sdk import PokeReturnValue
@@ -120,7 +120,9 @@ def nightly_retrain():
         warehouse_url = resolve_warehouse_url()
         landing = check_landing(warehouse_url, run.window.day_start, run.sources)
         now = datetime.now(UTC).replace(tzinfo=None)
-        if landing.gave_up(now, timedelta(hours=params["wait_for_data_hours"])):
+        scheduled = dag_run.run_type == "scheduled" and dag_run.start_date is not None
+        scheduled_since = dag_run.start_date.astimezone(UTC).replace(tzinfo=None) if scheduled else None
+        if landing.gave_up(now, timedelta(hours=params["wait_for_data_hours"]), scheduled_since):
             write_results(warehouse_url, run.ds, run_id, landing.outcomes())  # "why did it stop?" answered there
             raise AirflowFailException(f"{landing.message()}, {params['wait_for_data_hours']} h after the day ended")
         return PokeReturnValue(is_done=landing.landed, xcom_value=landing.message())

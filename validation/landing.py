@@ -2,7 +2,8 @@
 orders, reviews when configured) must each hold at least one row dated on D. The DAG's first
 sensor waits for that, so a night whose loads are late waits instead of failing validation, and
 gives up with "no data for D" once D's end plus the ``wait_for_data_hours`` Param has passed: a
-backfill of an old day that has no data fails at once, a scheduled night waits for its loads.
+backfill of an old day that has no data fails at once, a scheduled night waits for its loads (from
+its own start when that is later: a DAG unpaused after a pause gets its newest day's run then).
 
 One indexed range probe per table (``LIMIT 1`` on its day column), whatever the table's size.
 """
@@ -35,9 +36,12 @@ class Landing:
     def landed(self) -> bool:
         return not self.missing
 
-    def gave_up(self, now: datetime, wait: timedelta) -> bool:
-        """Whether waiting longer is pointless: D ended more than ``wait`` ago and data is still missing."""
-        return not self.landed and now >= self.day_start + timedelta(days=1) + wait
+    def gave_up(self, now: datetime, wait: timedelta, waiting_since: datetime | None = None) -> bool:
+        """Whether to stop waiting: data is still missing ``wait`` after D ended, or after
+        ``waiting_since`` when that is later (a scheduled run created late, when its DAG was unpaused:
+        it waits its full time for its loads)."""
+        start = max(self.day_start + timedelta(days=1), waiting_since or datetime.min)
+        return not self.landed and now >= start + wait
 
     def message(self) -> str:
         day = self.day_start.date().isoformat()

@@ -35,6 +35,10 @@ def test_a_day_lands_when_every_required_source_has_a_row_on_it(warehouse_url):
     assert landing.gave_up(end + timedelta(hours=6), timedelta(hours=6))
     assert landing.gave_up(end, timedelta(0))
     assert not check_landing(warehouse_url, D, ["clicks"]).gave_up(end + timedelta(days=9), timedelta(0))  # landed
+    # A scheduled run created late (its DAG unpaused days after D) waits its full time from its start.
+    started = end + timedelta(days=3)
+    assert not landing.gave_up(started + timedelta(hours=5), timedelta(hours=6), waiting_since=started)
+    assert landing.gave_up(started + timedelta(hours=6), timedelta(hours=6), waiting_since=started)
 
 
 def test_a_missing_table_is_left_to_the_extract_to_name(sqlite_url):
