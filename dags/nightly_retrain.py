@@ -106,6 +106,7 @@ def nightly_retrain():
     # the end of day D (validation/landing.py); the timeout here is only a backstop beyond its maximum.
     @task.sensor(poke_interval=600, timeout=(72 + 24) * 3600, mode="reschedule")
     def wait_for_data(run_plan: dict, params=None, run_id=None, dag_run=None):
+        import logging
         from datetime import UTC, datetime, timedelta
 
         from airflow.sdk import PokeReturnValue
@@ -125,6 +126,8 @@ def nightly_retrain():
         if landing.gave_up(now, timedelta(hours=params["wait_for_data_hours"]), scheduled_since):
             write_results(warehouse_url, run.ds, run_id, landing.outcomes())  # "why did it stop?" answered there
             raise AirflowFailException(f"{landing.message()}, {params['wait_for_data_hours']} h after the day ended")
+        if not landing.landed:
+            logging.getLogger("airflow.task").info("%s; checking again in 10 minutes", landing.message())
         return PokeReturnValue(is_done=landing.landed, xcom_value=landing.message())
 
     @task
