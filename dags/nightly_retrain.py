@@ -4,8 +4,9 @@ For day **D** (the run's logical date; its data interval is D 00:00 to D+1 00:00
 scheduled run starts just after D ends):
 
 0. **wait for data**: a sensor (reschedule mode) waits until day D's clicks, orders and reviews have
-   rows in the warehouse, up to `wait_for_data_hours` after D ends; then it fails with "no data for
-   D" (also written to `data_quality_results`). A backfill of an old day without data fails at once;
+   rows in the warehouse, up to `wait_for_data_hours` after D ends (after the run starts, for a
+   scheduled run created late); then it fails with "no data for D" (also written to
+   `data_quality_results`). A backfill of an old day without data fails at once;
 1. **extract** each warehouse source for the training window ending with D into Parquet
    (`$SHOPMTL_HOME/runs/D/extract/`); nothing at or after the interval end is read. Event sources
    (clicks, orders, order lines, reviews, fraud labels) are assembled from immutable daily partitions
@@ -107,25 +108,25 @@ def nightly_retrain():
     @task.sensor(poke_interval=600, timeout=(72 + 24) * 3600, mode="reschedule")
     def wait_for_data(run_plan: dict, params=None, run_id=None, dag_run=None):
         import logging
-        from datetime import UTC, datetime, timedelta
+        from datetime import UTC, timedelta
 
         from airflow.sdk import PokeReturnValue
         from airflow.sdk.exceptions import AirflowFailException
 
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
-        from validation.landing import check_landing
-        from validation.results import write_results
+        from validation.landing import NoDataError, poke_landing
 
         run = RunPlan.from_dict(run_plan)
-        warehouse_url = resolve_warehouse_url()
-        landing = check_landing(warehouse_url, run.window.day_start, run.sources)
-        now = datetime.now(UTC).replace(tzinfo=None)
-        scheduled = dag_run.run_type == "scheduled" and dag_run.start_date is not None
-        scheduled_since = dag_run.start_date.astimezone(UTC).replace(tzinfo=None) if scheduled else None
-        if landing.gave_up(now, timedelta(hours=params["wait_for_data_hours"]), scheduled_since):
-            write_results(warehouse_url, run.ds, run_id, landing.outcomes())  # "why did it stop?" answered there
-            raise AirflowFailException(f"{landing.message()}, {params['wait_for_data_hours']} h after the day ended")
+        # A scheduled run created late (its DAG was paused over its day) waits its full time from its start.
+        late_start = dag_run.start_date if dag_run.run_type == "scheduled" and dag_run.start_date else None
+        try:
+            landing = poke_landing(
+                resolve_warehouse_url(), run.ds, run_id, run.sources, timedelta(hours=params["wait_for_data_hours"]),
+                waiting_since=late_start.astimezone(UTC).replace(tzinfo=None) if late_start else None,
+            )
+        except NoDataError as error:  # no retries: the day's time is up
+            raise AirflowFailException(str(error)) from None
         if not landing.landed:
             logging.getLogger("airflow.task").info("%s; checking again in 10 minutes", landing.message())
         return PokeReturnValue(is_done=landing.landed, xcom_value=landing.message())
@@ -141,10 +142,10 @@ def nightly_retrain():
 
         from etl.config import load_settings, resolve_warehouse_url
         from etl.contract import FEATURE_HISTORY_DAYS
+        from etl.casting import ValueTypeError
         from etl.drift import SchemaDriftError
         from etl.extract import extract_source
         from etl.runs import RunPlan
-        from etl.casting import ValueTypeError
 
         run = RunPlan.from_dict(run_plan)
         warehouse_url = resolve_warehouse_url()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
 from etl.warehouse import bind_timestamp, create_warehouse_engine
 from validation.references import check_identifiers
-from validation.results import ExpectationOutcome, rule_outcome
+from validation.results import ExpectationOutcome, rule_outcome, write_results
 from validation.suites import DAY_COLUMNS, WINDOW_CHECKS
 
 # The tables whose day suite fails without rows on day D (WindowCheck.non_empty None: rows_on_day).
@@ -83,4 +83,29 @@ def check_landing(warehouse_url: str, day_start: datetime, tables: Sequence[str]
     return Landing(day_start, tuple(missing))
 
 
-__all__ = ["DAY_REQUIRED", "Landing", "check_landing"]
+class NoDataError(RuntimeError):
+    """Day D's data did not land in time: waiting longer is pointless."""
+
+
+def poke_landing(
+    warehouse_url: str,
+    ds: date,
+    run_id: str,
+    tables: Sequence[str],
+    wait: timedelta,
+    waiting_since: datetime | None = None,
+    now: datetime | None = None,
+) -> Landing:
+    """One look of the DAG's sensor at day ``ds``: its ``Landing``; when it gave up (``Landing.gave_up``),
+    the missing sources are written to data_quality_results (run ``run_id``) and ``NoDataError`` says so."""
+    day_start = datetime(ds.year, ds.month, ds.day)
+    landing = check_landing(warehouse_url, day_start, tables)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    if landing.gave_up(now, wait, waiting_since):
+        write_results(warehouse_url, ds, run_id, landing.outcomes())  # "why did it stop?" is answered there
+        hours = wait.total_seconds() / 3600
+        raise NoDataError(f"{landing.message()}, {hours:g} h after {'the run started' if waiting_since and waiting_since > day_start + timedelta(days=1) else 'the day ended'}")
+    return landing
+
+
+__all__ = ["DAY_REQUIRED", "Landing", "NoDataError", "check_landing", "poke_landing"]

@@ -1,12 +1,13 @@
 """Has day D landed? One indexed probe per required source, on SQLite and PostgreSQL; how long to wait."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
+import pytest
 
-from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame
-from validation.landing import DAY_REQUIRED, check_landing
+from etl.warehouse import TABLE_SCHEMAS, create_tables, create_warehouse_engine, insert_frame, read_frame
+from validation.landing import DAY_REQUIRED, NoDataError, check_landing, poke_landing
 
 D = datetime(2026, 3, 10)
 
@@ -46,3 +47,19 @@ def test_a_missing_table_is_left_to_the_extract_to_name(sqlite_url):
     create_tables(engine, areas=["ops"])
     engine.dispose()
     assert check_landing(sqlite_url, D, ["clicks", "orders"]).landed
+
+
+def test_a_poke_that_gives_up_records_why_and_says_no_data(sqlite_url):
+    engine = create_warehouse_engine(sqlite_url)
+    create_tables(engine, areas=["warehouse"])
+    engine.dispose()
+    day_end = D + timedelta(days=1)
+    waiting = poke_landing(sqlite_url, date(2026, 3, 10), "run-1", ["clicks"], timedelta(hours=6), now=day_end + timedelta(hours=1))
+    assert not waiting.landed  # still within the wait: the sensor pokes again later
+    with pytest.raises(NoDataError, match=r"No data for 2026-03-10 yet: clicks hold no row dated 2026-03-10, 6 h after the day ended"):
+        poke_landing(sqlite_url, date(2026, 3, 10), "run-1", ["clicks"], timedelta(hours=6), now=day_end + timedelta(hours=6))
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = read_frame(conn, "SELECT table_name, expectation, critical, success FROM data_quality_results WHERE run_id = 'run-1'")
+    engine.dispose()
+    assert [(t, e, bool(c), bool(s)) for t, e, c, s in rows.rows()] == [("clicks", "expect_table_row_count_to_be_between", True, False)]
