@@ -128,7 +128,7 @@ def read_naming_drift(warehouse_url: str, tables: Sequence[str], read: Callable[
                 table, retyped = next(((table, retyped) for table, retyped in drifted if retyped), (tables[0], {}))
                 found = table_columns(conn, table)
         except sa.exc.SQLAlchemyError:
-            log.exception("Could not look at %s's column types after its extract failed", table)
+            log.exception("Could not look at the column types of %s after the extract failed", list(tables))
             raise error from None
         finally:
             engine.dispose()

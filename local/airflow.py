@@ -66,7 +66,7 @@ def seed_if_empty(warehouse_url: str, days: int, scale: float, now: datetime) ->
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
-            has_orders = sa.inspect(conn).has_table("orders") and conn.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar()
+            has_orders = sa.inspect(conn).has_table("orders") and conn.execute(sa.text("SELECT 1 FROM orders LIMIT 1")).first()
     finally:
         engine.dispose()
     if has_orders:
