@@ -136,8 +136,10 @@ def nightly_retrain():
         # Mapping needs a plain list XCom; the sources come from the deployment's settings at run time.
         return run_plan["sources"]
 
-    @task
+    # map_index_template: the UI lists the mapped extracts by table name instead of 0..7.
+    @task(map_index_template="{{ source_table }}")
     def extract(table: str, run_plan: dict, params=None, run_id=None) -> dict:
+        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
         from etl.config import load_settings, resolve_warehouse_url
@@ -147,6 +149,7 @@ def nightly_retrain():
         from etl.extract import extract_source
         from etl.runs import RunPlan
 
+        get_current_context()["source_table"] = table
         run = RunPlan.from_dict(run_plan)
         warehouse_url = resolve_warehouse_url()
         try:

@@ -12,11 +12,13 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from etl.contract import SOURCE_TABLES
 from local.airflow import processes_of
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -94,6 +96,12 @@ def test_make_airflow_prints_a_working_login_and_ctrl_c_stops_everything(tmp_pat
         assert [(run["run_type"], run["state"]) for run in runs] == [("scheduled", "success")], runs
         yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
         assert runs[0]["logical_date"].startswith(yesterday)
+        instances = httpx.get(
+            f"{url}/api/v2/dags/nightly_retrain/dagRuns/{quote(runs[0]['dag_run_id'], safe='')}/taskInstances",
+            params={"limit": 100}, headers=headers, timeout=30,
+        ).json()["task_instances"]  # fmt: skip
+        # The UI names each mapped extract by its table.
+        assert {ti["rendered_map_index"] for ti in instances if ti["task_id"] == "extract"} == set(SOURCE_TABLES)
     finally:
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
