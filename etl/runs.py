@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from etl.config import FeatureConfig, Settings, load_settings
@@ -95,6 +95,13 @@ def check_window(window_days: int, features: FeatureConfig, objectives: list[str
         raise RunParamsError(f"window_days={window_days} must exceed the {features.label_days} day(s) impressions need for their labels")
 
 
+def check_day(ds: date, now: datetime) -> None:
+    """Refuse a day that has not begun (a ``ds`` Param in the future): nothing can have landed for
+    it, and waiting for its data would hold the run for days."""
+    if datetime(ds.year, ds.month, ds.day, tzinfo=UTC) > now:
+        raise RunParamsError(f"day {ds} has not begun yet (it is {now:%Y-%m-%d %H:%M} UTC): pick a day that has data")
+
+
 def plan_run(
     logical_date: datetime | None,
     data_interval_start: datetime | None,
@@ -102,11 +109,13 @@ def plan_run(
     window_days: int,
     settings: Settings | None = None,
     features: FeatureConfig | None = None,
+    now: datetime | None = None,
 ) -> RunPlan:
     """The RunPlan of a run: its directory keyed by day D under ``SHOPMTL_HOME/runs``, and the
-    deployment's configured sources (``SHOPMTL_SOURCES``). ``RunParamsError`` when ``window_days`` is
-    too short for ``features``' label settings."""
+    deployment's configured sources (``SHOPMTL_SOURCES``). ``RunParamsError`` when D has not begun
+    (``now``: aware; default now) or ``window_days`` is too short for ``features``' label settings."""
     ds = choose_day(logical_date, data_interval_start, ds_override)
+    check_day(ds, now or datetime.now(UTC))
     settings = settings or load_settings()
     plan = RunPlan(ds=ds, window_days=window_days, run_dir=settings.run_dir(ds), sources=settings.sources)
     check_window(window_days, features or FeatureConfig(), plan.objectives)

@@ -178,6 +178,15 @@ def test_a_window_too_short_for_the_labels_is_refused_by_name(shopmtl_home, monk
     assert plan_run(None, None, "2026-03-10", 7).objectives == ["click"]
 
 
+def test_a_day_that_has_not_begun_is_refused(shopmtl_home):
+    from etl.runs import RunParamsError
+
+    now = utc(2026, 3, 10)
+    with pytest.raises(RunParamsError, match=r"day 2026-03-11 has not begun yet \(it is 2026-03-10 00:00 UTC\)"):
+        plan_run(None, None, "2026-03-11", 28, now=now)
+    assert plan_run(None, None, "2026-03-10", 28, now=now).ds == date(2026, 3, 10)  # today: begun (the sensor waits for it)
+
+
 def test_plan_with_restricted_sources_keeps_only_the_objectives_they_allow(shopmtl_home, monkeypatch, caplog):
     monkeypatch.setenv("SHOPMTL_SOURCES", "reviews, item_images,items")
     with caplog.at_level(logging.WARNING, logger="etl.runs"):
