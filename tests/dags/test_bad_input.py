@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.warehouse import bind_timestamp, create_warehouse_engine, read_frame
-from tests.dags.test_nightly_dag import DS, RUN_CONF, SCORE_ORDER, START
+from tests.dags.test_nightly_dag import DS, SCORE_ORDER, START, run_day
 
 KEPT_TABLES = {**SCORE_ORDER, "model_registry": "model_name, model_version, objective"}
 DAY_START, DAY_END = datetime(DS.year, DS.month, DS.day), datetime(DS.year, DS.month, DS.day) + timedelta(days=1)
@@ -224,11 +224,6 @@ def published_night(request, nightly_dag, tmp_path_factory) -> Iterator[Publishe
             with admin.connect() as conn:
                 for database in (name, f"{name}_published"):
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-def run_day(dag, ds: date, **conf) -> str:
-    dag_run = dag.test(logical_date=datetime(ds.year, ds.month, ds.day, tzinfo=UTC), run_conf={**RUN_CONF, **conf})
-    return str(dag_run.state)
 
 
 def failed_rules(url: str) -> set[tuple[str, str | None, str]]:
