@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,12 @@ def airflow_environment(airflow_home: Path, port: int) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH")])),
     )
     return env
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:``port`` (its health check would answer for us)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def seed_if_empty(warehouse_url: str, days: int, scale: float, now: datetime) -> tuple[date, date] | None:
@@ -140,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.days < MIN_DAYS:
         parser.error(f"--days must be at least {MIN_DAYS}, the nightly window (window_days) it trains on")
+    if port_in_use(args.port):
+        parser.error(f"port {args.port} is in use on 127.0.0.1: pick another (make airflow AIRFLOW_PORT=8081)")
 
     settings = load_settings()
     airflow_home = settings.home / "airflow"

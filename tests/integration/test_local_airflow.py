@@ -47,6 +47,20 @@ def read_until(process: subprocess.Popen, pattern: str, timeout_s: float, seen: 
     raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(seen)}")
 
 
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "SHOPMTL_HOME": str(tmp_path / "home")}
+        result = subprocess.run([sys.executable, "-m", "local.airflow", "--port", str(port)], cwd=REPO_DIR, env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and f"port {port} is in use" in result.stderr
+    assert not (tmp_path / "home" / "warehouse.db").exists()  # refused before seeding
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_make_airflow_prints_a_working_login_and_ctrl_c_stops_everything(tmp_path):
