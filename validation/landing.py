@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
+from etl.drift import retyped_columns
 from etl.warehouse import bind_timestamp, create_warehouse_engine
 from validation.references import check_identifiers
 from validation.results import ExpectationOutcome, rule_outcome, write_results
@@ -26,8 +27,9 @@ DAY_REQUIRED = tuple(table for table, check in WINDOW_CHECKS.items() if check.no
 
 @dataclass(frozen=True)
 class Landing:
-    """What the warehouse holds of day D: the required sources without a row on D (missing tables
-    are left to the extract, which names them as schema drift)."""
+    """What the warehouse holds of day D: the required sources without a row on D (missing tables,
+    and tables whose day column was retyped so that it cannot be compared, are left to the extract,
+    which names them as schema drift)."""
 
     day_start: datetime
     missing: tuple[str, ...]
@@ -76,8 +78,14 @@ def check_landing(warehouse_url: str, day_start: datetime, tables: Sequence[str]
                 column = DAY_COLUMNS[table]
                 check_identifiers(table, column)
                 probe = f"SELECT 1 FROM {table} WHERE {column} >= :start AND {column} < :end LIMIT 1"
-                if conn.execute(sa.text(probe), bounds).first() is None:
-                    missing.append(table)
+                try:
+                    if conn.execute(sa.text(probe), bounds).first() is None:
+                        missing.append(table)
+                except sa.exc.DBAPIError:
+                    conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
+                    if not retyped_columns(conn, table):
+                        raise
+                    # A retyped day column (TEXT times cannot be compared): the extract names it as schema drift.
     finally:
         engine.dispose()
     return Landing(day_start, tuple(missing))

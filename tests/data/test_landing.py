@@ -63,3 +63,17 @@ def test_a_poke_that_gives_up_records_why_and_says_no_data(sqlite_url):
         rows = read_frame(conn, "SELECT table_name, expectation, critical, success FROM data_quality_results WHERE run_id = 'run-1'")
     engine.dispose()
     assert [(t, e, bool(c), bool(s)) for t, e, c, s in rows.rows()] == [("clicks", "expect_table_row_count_to_be_between", True, False)]
+
+
+@pytest.mark.postgres
+def test_a_retyped_day_column_is_left_to_the_extract_to_name_as_drift(postgres_url):
+    import sqlalchemy as sa
+
+    engine = create_warehouse_engine(postgres_url)
+    create_tables(engine, areas=["warehouse"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE orders ALTER COLUMN created_at TYPE TEXT USING created_at::text"))
+    engine.dispose()
+    # text >= timestamp has no operator: the probe fails, and the extract names the drift instead
+    landing = check_landing(postgres_url, D, ["orders", "reviews"])
+    assert landing.missing == ("reviews",)
