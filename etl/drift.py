@@ -113,29 +113,40 @@ def check_source_columns(warehouse_url: str, table: str) -> None:
 
 
 def read_naming_drift(warehouse_url: str, tables: Sequence[str], read: Callable[[], Result]) -> Result:
-    """``read()``; when it fails and one of ``tables`` (the table read, then the others its query may
-    join) has retyped contract columns, a ``SchemaDriftError`` naming the first such table's (the
-    driver's error as its cause), else the failure as it came."""
+    """``read()``; when it fails and one of ``tables`` (the table read, then the others its query
+    joins: users are read through their clicks, orders and reviews) lacks contract columns or has
+    retyped ones, a ``SchemaDriftError`` naming the first such table's (the driver's error as its
+    cause), else the failure as it came (a lost connection: Airflow retries it)."""
     try:
         return read()
     except ValueTypeError:
         raise  # the column reads, some of its values do not: those are named already
     except Exception as error:
-        engine = create_warehouse_engine(warehouse_url)
         try:
-            with engine.connect() as conn:
-                drifted = [(table, retyped_columns(conn, table)) for table in dict.fromkeys(tables)]
-                table, retyped = next(((table, retyped) for table, retyped in drifted if retyped), (tables[0], {}))
-                found = table_columns(conn, table)
+            drift = find_drift(warehouse_url, tables, error)
         except sa.exc.SQLAlchemyError:
-            log.exception("Could not look at the column types of %s after the extract failed", list(tables))
+            log.exception("Could not look at the columns of %s after the extract failed", list(tables))
             raise error from None
-        finally:
-            engine.dispose()
-        if not retyped:
+        if drift is None:
             raise
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found, retyped, cause) from error
+        raise drift from error
 
 
-__all__ = ["SchemaDriftError", "check_source_columns", "read_naming_drift", "retyped_columns"]
+def find_drift(warehouse_url: str, tables: Sequence[str], error: Exception) -> SchemaDriftError | None:
+    """The schema drift of the first of ``tables`` that lacks contract columns or has retyped ones."""
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    engine = create_warehouse_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            for table in dict.fromkeys(tables):
+                found = table_columns(conn, table)
+                if missing_columns(table, found):
+                    return SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found)
+                if retyped := retyped_columns(conn, table):
+                    return SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found, retyped, cause)
+    finally:
+        engine.dispose()
+    return None
+
+
+__all__ = ["SchemaDriftError", "check_source_columns", "find_drift", "read_naming_drift", "retyped_columns"]

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 
 from etl.drift import retyped_columns
-from etl.warehouse import bind_timestamp, create_warehouse_engine
+from etl.warehouse import bind_timestamp, create_warehouse_engine, missing_columns, table_columns
 from validation.references import check_identifiers
 from validation.results import ExpectationOutcome, rule_outcome, write_results
 from validation.suites import DAY_COLUMNS, WINDOW_CHECKS
@@ -28,8 +28,8 @@ DAY_REQUIRED = tuple(table for table, check in WINDOW_CHECKS.items() if check.no
 @dataclass(frozen=True)
 class Landing:
     """What the warehouse holds of day D: the required sources without a row on D (missing tables,
-    and tables whose day column was retyped so that it cannot be compared, are left to the extract,
-    which names them as schema drift)."""
+    and tables whose day column was dropped or retyped so that it cannot be compared, are left to
+    the extract, which names them as schema drift)."""
 
     day_start: datetime
     missing: tuple[str, ...]
@@ -83,9 +83,9 @@ def check_landing(warehouse_url: str, day_start: datetime, tables: Sequence[str]
                         missing.append(table)
                 except sa.exc.DBAPIError:
                     conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
-                    if not retyped_columns(conn, table):
+                    if not (retyped_columns(conn, table) or missing_columns(table, table_columns(conn, table))):
                         raise
-                    # A retyped day column (TEXT times cannot be compared): the extract names it as schema drift.
+                    # A dropped or retyped day column: the extract names it as schema drift.
     finally:
         engine.dispose()
     return Landing(day_start, tuple(missing))

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from etl.warehouse import bind_timestamp, create_warehouse_engine, read_frame
-from tests.dags.test_nightly_dag import DS, SCORE_ORDER, START, run_day
+from tests.dags.test_nightly_dag import DS, RUN_CONF, SCORE_ORDER, START, run_day
 
 KEPT_TABLES = {**SCORE_ORDER, "model_registry": "model_name, model_version, objective"}
 DAY_START, DAY_END = datetime(DS.year, DS.month, DS.day), datetime(DS.year, DS.month, DS.day) + timedelta(days=1)
@@ -107,6 +107,15 @@ def drop_clicks_session_id(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE clicks DROP COLUMN session_id"))
 
 
+def drop_reviews_created_at(conn: Connection) -> None:
+    """The day column itself: the first task, which probes it for day D's rows, must not stumble on it."""
+    if postgres(conn):
+        for view in sa.inspect(conn).get_view_names():
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {view} CASCADE"))
+    conn.execute(sa.text("DROP INDEX ix_reviews_created_at"))
+    conn.execute(sa.text("ALTER TABLE reviews DROP COLUMN created_at"))
+
+
 def amount_as_text(conn: Connection) -> None:
     order_id, _ = day_order(conn)
     if postgres(conn):
@@ -151,6 +160,7 @@ CASES = {
     "label_without_order": BadInput(label_without_order, ("fraud_labels", "order_id", "expect_column_values_to_be_in_set")),
     "review_without_order": BadInput(review_without_order, ("reviews", "order_id", "expect_column_values_to_be_in_set")),
     "missing_source_column": BadInput(drop_clicks_session_id, ("clicks", "session_id", "expect_table_columns_to_match_set")),
+    "missing_day_column": BadInput(drop_reviews_created_at, ("reviews", "created_at", "expect_table_columns_to_match_set")),
     "amount_as_text": BadInput(amount_as_text, ("orders", "amount", OF_TYPE)),
     "timestamp_with_offset": BadInput(created_at_text(f"{DS} 10:00:00+02:00"), ("orders", "created_at", OF_TYPE),
                                       ("orders", "created_at", "expect_column_values_to_be_in_type_list")),
@@ -226,6 +236,18 @@ def published_night(request, nightly_dag, tmp_path_factory) -> Iterator[Publishe
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def failed_instances(dag_run) -> list:
+    """The task instances of ``dag_run`` that failed (not those skipped because an upstream failed)."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return [ti for ti in dag_run.get_task_instances(session=session) if str(ti.state) == "failed"]
+
+
+def failed_task_ids(dag_run) -> list[str]:
+    return [ti.task_id for ti in failed_instances(dag_run)]
+
+
 def failed_rules(url: str) -> set[tuple[str, str | None, str]]:
     engine = create_warehouse_engine(url)
     with engine.connect() as conn:
@@ -253,9 +275,12 @@ def test_bad_input_stops_the_night_by_name_and_keeps_the_last_good_rows(publishe
         with pytest.raises(ParamValidationError):
             run_day(nightly_dag, DS, **bad.conf)
     else:
-        assert run_day(nightly_dag, DS) == "failed"
+        dag_run = nightly_dag.test(logical_date=datetime(DS.year, DS.month, DS.day, tzinfo=UTC), run_conf=RUN_CONF)
+        assert str(dag_run.state) == "failed"
         rule = bad.postgres_rule if on_postgres and bad.postgres_rule else bad.rule
         assert rule in failed_rules(published_night.url)
+        # Named failures are not retried: a raw driver error would have been, after 2 minutes each time.
+        assert {ti.task_id: ti.try_number for ti in failed_instances(dag_run)} == dict.fromkeys(failed_task_ids(dag_run), 1)
     after = read_kept(published_night.url)
     for table, rows in good.items():
         assert rows.equals(after[table]), f"{table} changed although the night failed on {case}"

@@ -77,3 +77,15 @@ def test_a_retyped_day_column_is_left_to_the_extract_to_name_as_drift(postgres_u
     # text >= timestamp has no operator: the probe fails, and the extract names the drift instead
     landing = check_landing(postgres_url, D, ["orders", "reviews"])
     assert landing.missing == ("reviews",)
+
+
+def test_a_dropped_day_column_is_left_to_the_extract_too(sqlite_url):
+    import sqlalchemy as sa
+
+    engine = create_warehouse_engine(sqlite_url)
+    create_tables(engine, areas=["warehouse"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_reviews_created_at"))
+        conn.execute(sa.text("ALTER TABLE reviews DROP COLUMN created_at"))
+    engine.dispose()
+    assert check_landing(sqlite_url, D, ["orders", "reviews"]).missing == ("orders",)

@@ -277,3 +277,22 @@ def test_sqlite_values_a_cast_would_bend_are_named_not_truncated_or_guessed(sqli
     with pytest.raises(ValueTypeError, match=rf"{table}\.{column}: 1 value\(s\) cannot be read") as raised:
         extract_sources(sqlite_url, ExtractWindow(ds=DS, window_days=28), tmp_path, (table,))
     assert raised.value.samples == [value]
+
+
+def test_a_table_read_through_a_drifted_one_names_that_table(warehouse_url, tmp_path):
+    from etl.drift import SchemaDriftError
+
+    seed_point_in_time_rows(warehouse_url)
+    engine = create_warehouse_engine(warehouse_url)
+    with engine.begin() as conn:
+        cascade = " CASCADE" if conn.dialect.name == "postgresql" else ""
+        for view in sa.inspect(conn).get_view_names():
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}{cascade}"))
+        conn.execute(sa.text("DROP INDEX ix_reviews_created_at"))
+        conn.execute(sa.text("ALTER TABLE reviews DROP COLUMN created_at"))
+    engine.dispose()
+    # users are read through their activity, reviews included: the driver's "no such column" becomes
+    # reviews' schema drift, not a users error that Airflow would retry
+    with pytest.raises(SchemaDriftError, match=r"reviews lacks column\(s\) \['created_at'\]") as raised:
+        extract_sources(warehouse_url, ExtractWindow(ds=DS, window_days=28), tmp_path, ("users",))
+    assert raised.value.table == "reviews"
