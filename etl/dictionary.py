@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etl.comments import parse_comment
-from etl.warehouse import read_ddl, split_sql
+from etl.warehouse import named_tables, read_ddl, split_sql
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DICTIONARY_PATH = REPO_DIR / "docs" / "data_dictionary.md"
@@ -33,7 +33,6 @@ WRITERS = {
 }
 CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (?P<table>[a-z_]+) \((?P<body>.*)\)\s*$", re.DOTALL)
 COLUMN_LINE = re.compile(r"^(?P<name>[a-z_]+)\s+(?P<type>[A-Z]+(?: PRECISION)?(?:\(\d+(?:,\s*\d+)?\))?)(?P<rest>.*)$")
-TABLE_NAME = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def view_readers() -> dict[str, list[str]]:
     """{table: the analysts' views (sql/views/) whose query names it}."""
     readers: dict[str, list[str]] = {}
     for view, text in read_ddl("views"):
-        for table in sorted(set(TABLE_NAME.findall(text))):
+        for table in sorted(named_tables(text)):
             readers.setdefault(table, []).append(view)
     return readers
 

@@ -138,15 +138,20 @@ def find_drift(warehouse_url: str, tables: Sequence[str], error: Exception) -> S
     engine = create_warehouse_engine(warehouse_url)
     try:
         with engine.connect() as conn:
-            for table in dict.fromkeys(tables):
-                found = table_columns(conn, table)
-                if missing_columns(table, found):
-                    return SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found)
-                if retyped := retyped_columns(conn, table):
-                    return SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found, retyped, cause)
+            return next(filter(None, (table_drift(conn, table, cause) for table in dict.fromkeys(tables))), None)
     finally:
         engine.dispose()
+
+
+def table_drift(conn: Connection, table: str, cause: str = "") -> SchemaDriftError | None:
+    """``table``'s schema drift (contract columns missing, or retyped; ``cause``: the error that made
+    us look), or None."""
+    found = table_columns(conn, table)
+    if missing_columns(table, found):
+        return SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found)
+    if retyped := retyped_columns(conn, table):
+        return SchemaDriftError(table, list(TABLE_SCHEMAS[table]), found, retyped, cause)
     return None
 
 
-__all__ = ["SchemaDriftError", "check_source_columns", "find_drift", "read_naming_drift", "retyped_columns"]
+__all__ = ["SchemaDriftError", "check_source_columns", "find_drift", "read_naming_drift", "retyped_columns", "table_drift"]

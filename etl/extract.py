@@ -10,7 +10,6 @@ them, so a night's extraction costs one day of events instead of ``window_days``
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from etl.warehouse import (
     create_warehouse_engine,
     is_sqlite,
     mask_url,
+    named_tables,
     read_frame,
 )
 
@@ -80,8 +80,7 @@ def extract_query(table: str) -> str:
 def query_tables(table: str) -> tuple[str, ...]:
     """``table`` and the other source tables its extract queries read (orders for lines and labels)."""
     text = extract_query(table) + (partition_query(table) if table in PARTITION_KEYS else "")
-    named = re.findall(r"\b(?:FROM|JOIN)\s+([a-z_]+)", text, flags=re.IGNORECASE)
-    return tuple(dict.fromkeys([table, *(name for name in named if name in SOURCE_TABLES)]))
+    return tuple(dict.fromkeys([table, *(name for name in named_tables(text) if name in SOURCE_TABLES)]))
 
 
 def partition_query(table: str) -> str:

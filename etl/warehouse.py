@@ -315,6 +315,15 @@ def check_table_columns(conn: Connection, area: str, table: str) -> None:
         )
 
 
+# A table a query reads: the name after FROM or JOIN (our SQL names plain tables, no schemas or quotes).
+READ_TABLE = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_]+)", re.IGNORECASE)
+
+
+def named_tables(sql: str) -> list[str]:
+    """The tables ``sql`` reads (after FROM or JOIN), each once, in order of first mention."""
+    return list(dict.fromkeys(READ_TABLE.findall(sql)))
+
+
 def split_sql(text: str) -> list[str]:
     """Statements of a DDL file (no semicolons inside our DDL, so a plain split is exact)."""
     without_comments = "\n".join(line.split("--", 1)[0] for line in text.splitlines())

@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from etl.drift import retyped_columns
-from etl.warehouse import bind_timestamp, create_warehouse_engine, missing_columns, table_columns
+from etl.drift import table_drift
+from etl.warehouse import bind_timestamp, create_warehouse_engine
 from validation.references import check_identifiers
 from validation.results import ExpectationOutcome, rule_outcome, write_results
 from validation.suites import DAY_COLUMNS, WINDOW_CHECKS
@@ -83,7 +83,7 @@ def check_landing(warehouse_url: str, day_start: datetime, tables: Sequence[str]
                         missing.append(table)
                 except sa.exc.DBAPIError:
                     conn.rollback()  # PostgreSQL refuses further statements in a failed transaction
-                    if not (retyped_columns(conn, table) or missing_columns(table, table_columns(conn, table))):
+                    if table_drift(conn, table) is None:
                         raise
                     # A dropped or retyped day column: the extract names it as schema drift.
     finally:
