@@ -89,3 +89,15 @@ def test_a_dropped_day_column_is_left_to_the_extract_too(sqlite_url):
         conn.execute(sa.text("ALTER TABLE reviews DROP COLUMN created_at"))
     engine.dispose()
     assert check_landing(sqlite_url, D, ["orders", "reviews"]).missing == ("orders",)
+
+
+def test_a_source_that_is_a_view_is_probed_like_a_table(sqlite_url):
+    import sqlalchemy as sa
+
+    engine = create_warehouse_engine(sqlite_url)
+    create_tables(engine, areas=["warehouse"])
+    with engine.begin() as conn:  # the platform exposes clicks as a view over its own table
+        conn.execute(sa.text("ALTER TABLE clicks RENAME TO raw_clicks"))
+        conn.execute(sa.text("CREATE VIEW clicks AS SELECT * FROM raw_clicks"))
+    engine.dispose()
+    assert check_landing(sqlite_url, D, ["clicks"]).missing == ("clicks",)  # no row on D: waited for, not skipped
