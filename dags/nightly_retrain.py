@@ -142,41 +142,56 @@ def nightly_retrain():
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
+        from etl.artifacts import load_artifact_store
         from etl.config import load_settings, resolve_warehouse_url
         from etl.contract import FEATURE_HISTORY_DAYS
         from etl.casting import ValueTypeError
         from etl.drift import SchemaDriftError
         from etl.extract import extract_source
+        from etl.layout import extract_path, partition_paths
         from etl.runs import RunPlan
 
         get_current_context()["source_table"] = table
         run = RunPlan.from_dict(run_plan)
         warehouse_url = resolve_warehouse_url()
+        partitions_dir = load_settings().partitions_dir(warehouse_url)
+        # With shared artifacts (etl.artifacts) the store's partitions come to this worker first, and
+        # the ones the extract writes go back after it, with the window's extract file.
+        store = load_artifact_store()
+        partitions = partition_paths(partitions_dir, table, run.window.days_with_history(FEATURE_HISTORY_DAYS))
+        store.pull_files(partitions)
+        before = store.snapshot(partitions)
         try:
-            return extract_source(
+            extracted = extract_source(
                 table, warehouse_url, run.window, run.layout.extract_dir,
-                partitions_dir=load_settings().partitions_dir(warehouse_url), full_refresh=params["full_refresh"],
-                history_days=FEATURE_HISTORY_DAYS,
-            ).to_dict()
+                partitions_dir=partitions_dir, full_refresh=params["full_refresh"], history_days=FEATURE_HISTORY_DAYS,
+            )
         except (SchemaDriftError, ValueTypeError) as error:
             # A data-quality failure like validate's: on record (data_quality_results), no retries.
             from validation.results import source_failure_outcomes, write_results
 
             write_results(warehouse_url, run.ds, run_id, source_failure_outcomes(error), table=error.table)
             raise AirflowFailException(str(error)) from None
+        store.push_changed(before)
+        store.push_files([extract_path(run.layout.extract_dir, table)])
+        return extracted.to_dict()
 
     @task
     def validate(run_plan: dict, extracts: list[dict], run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from etl.artifacts import load_artifact_store
         from etl.config import load_settings, resolve_warehouse_url
+        from etl.layout import extract_path
         from etl.runs import RunPlan
         from validation.suites import ValidationLimits
         from validation.validate import DataQualityError, validate_extracts
 
         run = RunPlan.from_dict(run_plan)
+        store = load_artifact_store()
+        store.pull_files([extract_path(run.layout.extract_dir, extract["table"]) for extract in extracts])
         try:
-            return validate_extracts(
+            validation = validate_extracts(
                 extract_dir=run.layout.extract_dir,
                 docs_dir=run.layout.data_docs_dir,
                 warehouse_url=resolve_warehouse_url(),
@@ -186,32 +201,56 @@ def nightly_retrain():
                 window_end=run.window.window_end,
                 tables=[extract["table"] for extract in extracts],
                 limits=ValidationLimits(money_ceiling=load_settings().money_ceiling),
-            ).to_dict()
+            )
         except DataQualityError as error:
             # Bad data does not get better by retrying: fail now, with the reason in the log once
-            # (from None: no second traceback of the library's frames under the same message).
+            # (from None: no second traceback of the library's frames under the same message). The
+            # data docs show why, so they are shared even then.
+            store.push_folder(run.layout.data_docs_dir)
             raise AirflowFailException(str(error)) from None
+        store.push_folder(run.layout.data_docs_dir)
+        return validation.to_dict()
 
     @task
     def build_features(run_plan: dict, validation: dict, params=None) -> dict:
+        from etl.artifacts import load_artifact_store
         from etl.build_features import KeptDays, build_features
         from etl.config import FeatureConfig, load_settings, resolve_warehouse_url
+        from etl.contract import FEATURE_HISTORY_DAYS
+        from etl.extract import HISTORY_SOURCES
+        from etl.layout import ITEM_TABLES_DIR, extract_path, partition_paths
         from etl.runs import RunPlan
 
         run = RunPlan.from_dict(run_plan)
         config = FeatureConfig(maturity_days=params["maturity_days"], fraud_eval_days=params["fraud_eval_days"])
-        kept = KeptDays(load_settings().partitions_dir(resolve_warehouse_url()), run.window.window_days, params["full_refresh"])
-        return build_features(run.layout.extract_dir, run.layout.features_dir, run.ds, config, run.sources, kept).to_dict()
+        partitions_dir = load_settings().partitions_dir(resolve_warehouse_url())
+        kept = KeptDays(partitions_dir, run.window.window_days, params["full_refresh"])
+        store = load_artifact_store()
+        history_days = run.window.days_with_history(FEATURE_HISTORY_DAYS)
+        store.pull_files([extract_path(run.layout.extract_dir, table) for table in run.sources])
+        store.pull_files([path for table in HISTORY_SOURCES for path in partition_paths(partitions_dir, table, history_days)])
+        kept_days = kept.window_paths(run.ds, config, run.sources)
+        store.pull_files(kept_days)
+        before = store.snapshot(kept_days)
+        features = build_features(run.layout.extract_dir, run.layout.features_dir, run.ds, config, run.sources, kept)
+        # The kept days first: the features' impressions refer to them instead of holding a second copy.
+        store.push_changed(before)
+        store.push_folder(run.layout.features_dir, same_as_roots=[kept.version_dir(config, run.sources)], skip=[ITEM_TABLES_DIR])
+        return features.to_dict()
 
     @task(**TRAINING_TASK_ARGS)
     def train_multitask(run_plan: dict, features: dict, params=None) -> dict:
+        from etl.artifacts import load_artifact_store
         from etl.config import resolve_warehouse_url
+        from etl.layout import ITEM_TABLES_DIR
         from etl.runs import RunPlan
         from training.config import MultiTaskConfig
         from training.gate import read_champion_dir
         from training.train import train_multitask
 
         run = RunPlan.from_dict(run_plan)
+        store = load_artifact_store()
+        store.pull_folder(run.layout.features_dir, keep=[ITEM_TABLES_DIR])
         config = MultiTaskConfig(
             seed=params["seed"],
             objectives=tuple(run.objectives),
@@ -219,14 +258,16 @@ def nightly_retrain():
             replay_fraction=params["replay_fraction"],
         )
         warm_start_dir = read_champion_dir(resolve_warehouse_url(), MULTITASK) if params["warm_start"] else None
-        return train_multitask(
-            run.layout.features_dir, run.layout.model_dir(MULTITASK), config, warm_start_dir, versioned=True
-        ).to_dict()
+        trained = train_multitask(run.layout.features_dir, run.layout.model_dir(MULTITASK), config, warm_start_dir, versioned=True)
+        store.push_folder(trained.output_dir)
+        return trained.to_dict()
 
     @task(**TRAINING_TASK_ARGS)
     def train_fraud_baseline(run_plan: dict, features: dict, params=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from etl.artifacts import load_artifact_store
+        from etl.layout import ITEM_TABLES_DIR
         from etl.runs import RunPlan
         from training.config import FraudLgbmConfig
         from training.fraud_lgbm import train_fraud_lgbm
@@ -235,33 +276,51 @@ def nightly_retrain():
         if "fraud" not in run.objectives:
             raise AirflowSkipException(f"No fraud objective: the configured sources {list(run.sources)} lack fraud labels or orders")
         config = FraudLgbmConfig(seed=params["seed"])
-        return train_fraud_lgbm(run.layout.features_dir, run.layout.model_dir(FRAUD_LGBM), config, versioned=True).to_dict()
+        store = load_artifact_store()
+        store.pull_folder(run.layout.features_dir, keep=[ITEM_TABLES_DIR])
+        trained = train_fraud_lgbm(run.layout.features_dir, run.layout.model_dir(FRAUD_LGBM), config, versioned=True)
+        store.push_folder(trained.output_dir)
+        return trained.to_dict()
 
     @task
     def gate(run_plan: dict, trained: dict) -> dict:
         """Champion/challenger: register the night's model and choose whose predictions publish."""
+        from etl.artifacts import load_artifact_store
         from etl.config import resolve_warehouse_url
+        from etl.layout import ITEM_TABLES_DIR
         from etl.runs import RunPlan
         from training.gate import select_scoring_model
         from training.summary import TrainingSummary
 
         run = RunPlan.from_dict(run_plan)
         model = TrainingSummary.from_dict(trained)
+        store = load_artifact_store()
+        store.pull_folder(run.layout.features_dir, keep=[ITEM_TABLES_DIR])
+        store.pull_folder(model.output_dir)  # the champions come from the registry's locations (training.gate)
         champion_dir = run.layout.champion_dir(model.model_name)
-        return select_scoring_model(resolve_warehouse_url(), run.ds, model, run.layout.features_dir, champion_dir).to_dict()
+        result = select_scoring_model(resolve_warehouse_url(), run.ds, model, run.layout.features_dir, champion_dir)
+        for scored in result.champion_output_dirs():
+            store.push_folder(scored)
+        return result.to_dict()
 
     # none_failed: a deployment without fraud labels skips the LightGBM baseline but still publishes.
     @task(trigger_rule="none_failed", outlets=list(PUBLISHED_ASSETS.values()))
     def publish(run_plan: dict, multitask: dict, fraud_lgbm: dict | None, run_id=None, outlet_events=None) -> dict:
         """Day D's scores, model_runs and the gates' registry decisions, in one transaction; each
         table's Asset event says which day and how many rows (or why it was skipped)."""
+        from etl.artifacts import load_artifact_store
         from etl.config import resolve_warehouse_url
+        from etl.layout import ITEM_TABLES_DIR
         from etl.runs import RunPlan
         from training.gate import GateResult
         from training.publication import publish_night
 
         run = RunPlan.from_dict(run_plan)
         gates = [GateResult.from_dict(result) for result in (multitask, fraud_lgbm) if result]
+        store = load_artifact_store()
+        store.pull_folder(run.layout.features_dir, keep=[ITEM_TABLES_DIR])
+        for output_dir in {path for gate in gates for path in gate.output_dirs()}:
+            store.pull_folder(output_dir)
         published = publish_night(
             resolve_warehouse_url(),
             run.ds,
@@ -271,6 +330,11 @@ def nightly_retrain():
             gates,
             champion_dirs={gate.model_name: run.layout.champion_dir(gate.model_name) for gate in gates},
         )
+        # A champion scored here (a decision made again against a newer champion) is shared too.
+        scored_before = {path for gate in gates for path in gate.champion_output_dirs()}
+        for result in published["gates"]:
+            for output_dir in set(GateResult.from_dict(result).champion_output_dirs()) - scored_before:
+                store.push_folder(output_dir)
         for table, asset in PUBLISHED_ASSETS.items():
             outlet_events[asset].extra = {
                 "ds": published["ds"], "rows": published["rows"].get(table, 0), "skipped": published["skipped"].get(table),
@@ -282,6 +346,7 @@ def nightly_retrain():
         """runs/D/report.html: metrics over the last nights, score distributions, calibration, GX summary."""
         import logging
 
+        from etl.artifacts import load_artifact_store
         from etl.config import resolve_warehouse_url
         from etl.runs import RunPlan
         from reporting.report import write_run_report
@@ -289,6 +354,10 @@ def nightly_retrain():
 
         run = RunPlan.from_dict(run_plan)
         gates = [GateResult.from_dict(result) for result in published["gates"]]  # the decisions that took effect
+        store = load_artifact_store()
+        for output_dir in {path for gate in gates for path in gate.output_dirs()}:
+            store.pull_folder(output_dir)
+        store.pull_folder(run.layout.data_docs_dir, required=False)  # the page links to them
         path = write_run_report(
             resolve_warehouse_url(),
             run.ds,
@@ -298,8 +367,10 @@ def nightly_retrain():
             scoring={result.model_name: result.scoring_dicts() for result in gates},
             decisions=[row for result in gates for row in result.decision.rows()],
         )
-        logging.getLogger("airflow.task").info("Run report for %s: %s", run.ds, path)
-        return str(path)
+        store.push_folder(run.layout.plots_dir)
+        store.push_files([path])  # after its plots, so a reader of the page finds them
+        logging.getLogger("airflow.task").info("Run report for %s: %s", run.ds, store.location(path))
+        return store.location(path)
 
     run_plan = plan()
     sources = list_sources(run_plan)

@@ -3,7 +3,8 @@
 ``SHOPMTL_HOME`` (default ``~/.shopmtl``) holds the embedded warehouse (``warehouse.db``), the daily
 partitions of the event sources (``partitions/<warehouse>/<table>/<d>.parquet``) and the run directories
 (``runs/<D>/``, whose files ``etl.layout`` names; the models are trained there). Environment
-variables: ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``, ``SHOPMTL_BENCH_POSTGRES_URL``.
+variables: ``SHOPMTL_HOME``, ``SHOPMTL_ARTIFACTS_URL``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``,
+``SHOPMTL_TRAIN_PROCS``, ``SHOPMTL_BENCH_POSTGRES_URL``, ``SHOPMTL_MONEY_CEILING``.
 """
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ class Settings:
     # Prices and amounts at or above this fail validation (SHOPMTL_MONEY_CEILING; the shop's currency
     # units). 10 million by default: raise it for a shop that sells houses.
     money_ceiling: float = DEFAULT_MONEY_CEILING
+    # Where the run artifacts live (SHOPMTL_ARTIFACTS_URL: any fsspec URL, e.g. s3://bucket/shopmtl);
+    # None keeps them in ``home`` itself. With a URL, ``home`` is each worker's local working copy and
+    # every task pulls what it reads and pushes what it wrote (etl.artifacts).
+    artifacts_url: str | None = None
+    # Processes train_multitask trains on (SHOPMTL_TRAIN_PROCS): above 1, torchrun launches that many
+    # DistributedDataParallel workers (NCCL on GPUs, gloo on CPUs).
+    train_procs: int = 1
 
     @property
     def embedded_warehouse_url(self) -> str:
@@ -89,8 +97,9 @@ class FeatureConfig:
 
 
 def load_settings() -> Settings:
-    """Read ``SHOPMTL_HOME``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``,
-    ``SHOPMTL_BENCH_POSTGRES_URL`` and ``SHOPMTL_MONEY_CEILING`` (or their defaults) into Settings."""
+    """Read ``SHOPMTL_HOME``, ``SHOPMTL_ARTIFACTS_URL``, ``SHOPMTL_SOURCES``, ``SHOPMTL_TRAINING_QUEUE``,
+    ``SHOPMTL_TRAIN_PROCS``, ``SHOPMTL_BENCH_POSTGRES_URL`` and ``SHOPMTL_MONEY_CEILING`` (or their
+    defaults) into Settings."""
     home = Path(os.environ.get("SHOPMTL_HOME") or DEFAULT_HOME).expanduser().resolve()
     return Settings(
         home=home,
@@ -98,7 +107,22 @@ def load_settings() -> Settings:
         training_queue=os.environ.get("SHOPMTL_TRAINING_QUEUE") or None,
         bench_postgres_url=os.environ.get("SHOPMTL_BENCH_POSTGRES_URL") or DEFAULT_BENCH_POSTGRES_URL,
         money_ceiling=parse_money_ceiling(os.environ.get("SHOPMTL_MONEY_CEILING")),
+        artifacts_url=(os.environ.get("SHOPMTL_ARTIFACTS_URL") or "").strip() or None,
+        train_procs=parse_train_procs(os.environ.get("SHOPMTL_TRAIN_PROCS")),
     )
+
+
+def parse_train_procs(value: str | None) -> int:
+    """A whole number of processes, at least 1 (default 1)."""
+    if not value or not value.strip():
+        return 1
+    try:
+        procs = int(value)
+    except ValueError:
+        raise ValueError(f"SHOPMTL_TRAIN_PROCS must be a whole number, got {value!r}") from None
+    if procs < 1:
+        raise ValueError(f"SHOPMTL_TRAIN_PROCS must be at least 1, got {value!r}")
+    return procs
 
 
 def parse_money_ceiling(value: str | None) -> float:

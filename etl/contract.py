@@ -13,6 +13,8 @@ Words used the same way everywhere:
 
 DAG_ID = "nightly_retrain"
 WAREHOUSE_CONN_ID = "shopmtl_warehouse"
+# Endpoint and credentials of SHOPMTL_ARTIFACTS_URL (etl.artifacts), when not from the AWS_* variables.
+ARTIFACTS_CONN_ID = "shopmtl_artifacts"
 
 SOURCE_TABLES = ("users", "items", "item_images", "clicks", "orders", "order_items", "fraud_labels", "reviews")
 

@@ -46,7 +46,7 @@ from etl.extract import ExtractWindow
 from etl.features import IMPRESSION_DENSE, add_user_item_features, scan_source
 from etl.io import SCRATCH_COMPRESSION, write_parquet_atomically
 from etl.labels import label_impressions
-from etl.layout import day_file_path, partition_path
+from etl.layout import day_file_path, impression_partition_path, partition_path
 from etl.sequences import SEQUENCE_COLUMNS, add_recent_clicks
 from etl.warehouse import TABLE_SCHEMAS
 
@@ -71,6 +71,14 @@ class KeptDays:
     partitions_dir: Path
     window_days: int
     full_refresh: bool = False  # rebuild and replace every settled day of the window
+
+    def version_dir(self, config: FeatureConfig, sources: Sequence[str]) -> Path:
+        """The folder of the days kept by this feature code and settings."""
+        return impression_partition_path(self.partitions_dir, impression_version(config, sources), date.min).parent
+
+    def window_paths(self, ds: date, config: FeatureConfig, sources: Sequence[str]) -> list[Path]:
+        """The kept files the window ending with ``ds`` may reuse, present or not (what a worker pulls)."""
+        return [day_file_path(self.version_dir(config, sources), day) for day in ExtractWindow(ds, self.window_days).days]
 
 
 @dataclass(frozen=True)

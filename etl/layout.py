@@ -60,6 +60,11 @@ def partition_path(partitions_dir: Path, table: str, day: date) -> Path:
     return Path(partitions_dir) / table / f"{day.isoformat()}.parquet"
 
 
+def partition_paths(partitions_dir: Path, table: str, days: list[date]) -> list[Path]:
+    """The partitions of ``days`` of an event source, present or not (what a worker pulls)."""
+    return [partition_path(partitions_dir, table, day) for day in days]
+
+
 def impression_partition_path(partitions_dir: Path, version: str, day: date) -> Path:
     """The kept impression examples of settled day ``day``, built by feature code and settings ``version``."""
     return Path(partitions_dir) / "features" / "impressions" / version / f"{day.isoformat()}.parquet"

@@ -243,12 +243,13 @@ def published_versions(scores: Mapping[str, pl.DataFrame]) -> dict[str, str]:
 def find_scoring_dirs(layout: RunLayout, versions: Mapping[str, str]) -> dict[str, Path]:
     """Model name -> its directory in the run whose metrics.json names the version that scored.
 
-    A model that scored is the night's own (``models/<name>``) or, where the gate kept a champion,
-    that champion scoring the day (``models/<name>_champion/<version>``).
+    A model that scored is the night's own (``models/<version>``; ``models/<name>`` links to the
+    latest, on the worker that trained it) or, where the gate kept a champion, that champion scoring
+    the day (``models/<name>_champion/<version>``).
     """
     found: dict[str, Path] = {}
     for name, version in versions.items():
-        for model_dir in (layout.model_dir(name), layout.champion_dir(name) / version):
+        for model_dir in (layout.models_dir / version, layout.model_dir(name), layout.champion_dir(name) / version):
             try:
                 payload = json.loads((model_dir / METRICS_FILE).read_text())
             except (OSError, ValueError):

@@ -36,6 +36,7 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="shopmtl_airflow_")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_DIR / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.pop("AIRFLOW_CONN_SHOPMTL_WAREHOUSE", None)
+os.environ.pop("SHOPMTL_ARTIFACTS_URL", None)  # artifacts stay in each test's SHOPMTL_HOME unless a test says
 
 
 @pytest.fixture(scope="session")
@@ -127,3 +128,42 @@ def warehouse_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3-compatible server (moto in server mode, over HTTP like any S3) for the session."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request in the test logs
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_artifacts(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """SHOPMTL_ARTIFACTS_URL on a new bucket of the local S3 server; endpoint and credentials come from
+    the standard AWS variables, as in a deployment."""
+    import s3fs
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "shopmtl-test", "AWS_SECRET_ACCESS_KEY": "shopmtl-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"shopmtl-test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    url = f"s3://{bucket}/artifacts"
+    monkeypatch.setenv("SHOPMTL_ARTIFACTS_URL", url)
+    return url

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from etl.artifacts import load_artifact_store
 from etl.contract import FRAUD_LGBM, MULTITASK
 from etl.config import FeatureConfig
 from etl.io import write_json_atomically
@@ -89,6 +90,14 @@ class GateResult:
     def to_dict(self) -> dict[str, Any]:
         return {"decision": self.decision.to_dict(), "trained": self.trained.to_dict(), "scoring": self.scoring_dicts()}
 
+    def output_dirs(self) -> list[Path]:
+        """The directories of the night's model and of every model scoring an objective."""
+        return sorted({self.trained.output_dir, *(summary.output_dir for summary in self.scoring.values())})
+
+    def champion_output_dirs(self) -> list[Path]:
+        """Where champions scored the day (the scoring directories other than the night's model's)."""
+        return sorted({summary.output_dir for summary in self.scoring.values()} - {self.trained.output_dir})
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> GateResult:
         return cls(
@@ -119,7 +128,7 @@ def usable_champion(model_name: str, champion: dict[str, Any] | None) -> dict[st
     if champion is None:
         log.info("no %s champion registered yet", model_name)
         return None
-    model_dir = Path(champion["artifact_path"])
+    model_dir = load_artifact_store().fetch_folder(champion["artifact_path"])  # pulled from a shared store
     if saved_model_name(model_dir) != model_name:
         log.warning(
             "champion %s %s: no %s and %s in %s; treated as absent",
@@ -237,7 +246,7 @@ def gather_evidence(
             unseen_rows_view(features_dir, date.fromisoformat(champion["trained_ds"])) as view,
             tempfile.TemporaryDirectory(prefix="shopmtl_champion_") as scored,
         ):
-            predict_eval_rows(Path(champion["artifact_path"]), view, Path(scored))
+            predict_eval_rows(load_artifact_store().local_path(champion["artifact_path"]), view, Path(scored))
             for objective in served:
                 evidence[objective] = paired_evidence(objective, challenger_dir, Path(scored), view, confidence)
     return evidence
@@ -353,7 +362,9 @@ def select_scoring_model(
             raise ValueError(f"{trained.model_version} is rejected for {objective} but no champion serves it")
         if status.champion_version not in scored_champions:
             scored_champions[status.champion_version] = score_with_model(
-                Path(status.champion_artifact_path), features_dir, Path(champion_output_dir) / status.champion_version
+                load_artifact_store().local_path(status.champion_artifact_path),
+                features_dir,
+                Path(champion_output_dir) / status.champion_version,
             )
         scoring[objective] = scored_champions[status.champion_version]
     log.info(
@@ -370,4 +381,4 @@ def read_champion_dir(warehouse_url: str, model_name: str) -> Path | None:
     """The artifact directory a warm start begins from: the champion of the model's first objective
     (click for the network), or None (first run, or its files are gone)."""
     champion = usable_champion(model_name, read_champion(warehouse_url, model_name))
-    return Path(champion["artifact_path"]) if champion else None
+    return load_artifact_store().local_path(champion["artifact_path"]) if champion else None

@@ -9,7 +9,9 @@ batch between replicas instead gained nothing: a step's fixed cost (Python, smal
 shrink with its rows. This is what ``torch.nn.parallel.DistributedDataParallel`` does; it is not used
 because the step must also average the loss weighting's own parameters and the sparse id-table
 gradients of objectives that only some replicas saw this step, and GradNorm takes per-objective
-gradients with ``torch.autograd.grad``, which DDP's backward hooks do not see.
+gradients with ``torch.autograd.grad``, which DDP's backward hooks do not see. (Processes launched by
+torchrun, ``SHOPMTL_TRAIN_PROCS``, each reading their own shard, do use DDP for the network's dense
+gradients and average the rest through the hooks of ``Replica``: ``training/distributed.py``.)
 
 The calling process is replica 0 (it keeps the trained network and evaluates); replicas 1.. are
 ``os.fork()`` children, so they share its encoded tensors copy-on-write instead of reading and
@@ -35,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.distributed import FileStore, ProcessGroupGloo
@@ -67,7 +69,11 @@ def resolve_processes(processes: int | None, device: torch.device) -> int:
 
 @dataclass(frozen=True)
 class Replica:
-    """One of ``world`` data-parallel replicas; ``group`` is None when training alone."""
+    """One of ``world`` data-parallel replicas; ``group`` is None when training alone.
+
+    The forked replicas hold every row and split each step's rows between them (``shard``); a torchrun
+    rank (``training.distributed.DistributedReplica``) holds only its own rows and overrides the hooks
+    below (``shard_frames``, ``count_totals``, ``wrap``, the collectives)."""
 
     rank: int = 0
     world: int = 1
@@ -82,23 +88,36 @@ class Replica:
         """This replica's contiguous share of a step's row indices (shares differ by at most one row)."""
         return index if self.world == 1 else index.tensor_split(self.world)[self.rank]
 
+    def shard_frames(self, frames: dict[str, T]) -> dict[str, T]:
+        """The training frames this replica encodes: all of them (forked replicas share one copy)."""
+        return frames
+
+    def count_totals(self, sizes: dict[str, int]) -> dict[str, int] | None:
+        """Every replica's rows per kind when each holds only its own (None: all hold the same rows)."""
+        return None
+
+    def wrap(self, module: torch.nn.Module, weighting: torch.nn.Module) -> torch.nn.Module:
+        """The module a training step's forward runs through (``module`` itself: gradients are averaged
+        by ``average_gradients`` after the backward pass)."""
+        return module
+
     def average_gradients(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter]) -> None:
         """Average ``.grad`` over the replicas. A parameter no replica reached keeps ``grad = None``
         (so Adam skips it, as it does when training alone); one that only some reached averages
         with zeros from the others."""
-        if self.group is None:
+        if self.world == 1:
             return
-        # Every collective is started before any is waited on: gloo runs them on its own threads, so
-        # their round trips overlap instead of adding up.
+        # The dense collective is started before the sparse ones and waited on last: gloo runs them on
+        # its own threads, so their round trips overlap instead of adding up.
         pending = []
         if dense:
-            present = torch.tensor([p.grad is not None for p in dense], dtype=torch.float32)  # [n_dense]
+            device = dense[0].device
+            present = torch.tensor([p.grad is not None for p in dense], dtype=torch.float32, device=device)  # [n_dense]
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in dense]
             # One flat buffer: one collective per step instead of one per parameter tensor.
             flat = torch.cat([present, *(g.reshape(-1) for g in grads)])
-            pending.append(self.group.allreduce([flat]))
-        sparse_grads = [(p.grad if p.grad is not None else _empty_sparse_like(p)).coalesce() for p in sparse]
-        pending += [self.group.allreduce([grad]) for grad in sparse_grads]  # gloo gathers every replica's rows
+            pending.append(self.start_all_reduce(flat))
+        sparse_grads = self.sum_sparse([(p.grad if p.grad is not None else _empty_sparse_like(p)).coalesce() for p in sparse])
         for work in pending:
             work.wait()
         if dense:
@@ -109,11 +128,23 @@ class Replica:
             grad = grad.coalesce()
             parameter.grad = grad / self.world if grad._nnz() else None
 
+    def start_all_reduce(self, values: torch.Tensor) -> Any:
+        """Start summing ``values`` in place over the replicas; returns the work to ``wait()`` on."""
+        assert self.group is not None
+        return self.group.allreduce([values])
+
+    def sum_sparse(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Coalesced sparse gradients summed over the replicas (gloo gathers every replica's rows)."""
+        assert self.group is not None
+        for work in [self.group.allreduce([grad]) for grad in grads]:
+            work.wait()
+        return grads
+
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """``values`` summed over the replicas (every replica gets the sum)."""
-        if self.group is not None:
+        if self.world > 1:
             values = values.clone()
-            self.group.allreduce([values]).wait()
+            self.start_all_reduce(values).wait()
         return values
 
     def follow_leader(self, decisions: list[bool]) -> list[bool]:
@@ -128,7 +159,7 @@ class Replica:
 
 def _empty_sparse_like(parameter: torch.nn.Parameter) -> torch.Tensor:
     """A sparse gradient with no rows, shaped like the embedding table ``parameter``."""
-    indices = torch.empty((1, 0), dtype=torch.long)
+    indices = torch.empty((1, 0), dtype=torch.long, device=parameter.device)
     values = parameter.new_zeros((0, *parameter.shape[1:]))
     return torch.sparse_coo_tensor(indices, values, parameter.shape, check_invariants=True)
 

@@ -23,6 +23,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from etl.artifacts import load_artifact_store
 from etl.contract import OBJECTIVES
 from etl.warehouse import (
     bind_date,
@@ -238,7 +239,9 @@ def decide_registration(
             for objective in objectives
         }
     )  # fmt: skip
-    itself = {"model_version": model_version, "artifact_path": str(summary["output_dir"]), "trained_ds": ds}
+    # Recorded as the store's URL where artifacts are shared (etl.artifacts), so any worker finds it.
+    artifact_path = load_artifact_store().location(summary["output_dir"])
+    itself = {"model_version": model_version, "artifact_path": artifact_path, "trained_ds": ds}
     statuses = {
         objective: _status(
             "champion" if decision.promote else "rejected",
@@ -252,7 +255,7 @@ def decide_registration(
         model_version,
         statuses,
         ds=ds.isoformat(),
-        artifact_path=str(summary["output_dir"]),
+        artifact_path=artifact_path,
         metrics=metrics,
         decisions={
             objective: {

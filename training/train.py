@@ -39,16 +39,19 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
 import torch
 
+from etl.config import load_settings
 from etl.contract import MULTITASK, OBJECTIVES
 from etl.io import point_link, write_json_atomically
 from etl.layout import METRICS_FILE
 from training import data as data_module
 from training import device as device_module
+from training import distributed as distributed_module
 from training import encoders as encoders_module
 from training import impression_rows as impression_rows_module
 from training import incremental as incremental_module
@@ -75,6 +78,7 @@ from training.data import (
     read_feature_tables,
 )
 from training.device import resolve_device, seeded_torch
+from training.distributed import DistributedReplica, launch_training
 from training.evaluation import format_metric_rows
 from training.impression_rows import ImpressionRows, count_rows
 from training.incremental import kept_whole, plan_replay
@@ -82,7 +86,7 @@ from training.item_cache import load_item_table
 from training.loop import fit
 from training.loss_weighting import METHODS, LossWeighting, UncertaintyWeighting, build_loss_weighting
 from training.multitask import ARCHITECTURES, MultiTaskModelConfig, MultiTaskNet
-from training.parallel import resolve_processes
+from training.parallel import Replica, resolve_processes
 from training.predict import (
     MODEL_FILE,
     MultiTaskBundle,
@@ -104,8 +108,14 @@ log = logging.getLogger(__name__)
 SOURCE_MODULES = (
     multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
     warm_start_module, device_module, incremental_module, parallel_module, impression_rows_module, selection_module,
-    splits_module,
+    splits_module, distributed_module,
 )
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # a tensor summed over the processes that train (itself alone)
+
+
+def keep_local(values: torch.Tensor) -> torch.Tensor:
+    """The sum over one process: ``values``."""
+    return values
 
 
 def plan_objectives(
@@ -169,38 +179,51 @@ def log_odds(rate: float) -> float:
     return math.log(rate / (1 - rate))
 
 
-def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors]) -> None:
-    """Start each head at its training base rate (log-odds, log prior), so early steps learn ranking, not the prior."""
+def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors], reduce: Reduce = keep_local) -> None:
+    """Start each head at its training base rate (log-odds, log prior), so early steps learn ranking, not
+    the prior. The counts are ``reduce``d: summed over the processes that each hold a shard of the rows."""
+
+    def count(*labels: torch.Tensor) -> list[float]:  # [rows, sum of each label]
+        return reduce(torch.tensor([labels[0].numel(), *(label.double().sum() for label in labels)], dtype=torch.float64)).tolist()
+
     with torch.no_grad():
         if "impression" in train:
-            clicked, converted = train["impression"]["clicked"], train["impression"]["converted"]  # [rows] each
-            model.impression_tower.click_head.output.bias.fill_(log_odds(clicked.mean().item()))
-            if clicked.sum() > 0:  # the CVR head predicts conversion given a click
-                model.impression_tower.cvr_head.output.bias.fill_(log_odds((converted.sum() / clicked.sum()).item()))
+            rows, clicks, conversions = count(train["impression"]["clicked"], train["impression"]["converted"])
+            model.impression_tower.click_head.output.bias.fill_(log_odds(clicks / rows if rows else math.nan))
+            if clicks > 0:  # the CVR head predicts conversion given a click
+                model.impression_tower.cvr_head.output.bias.fill_(log_odds(conversions / clicks))
         if "review" in train:
-            model.review_tower[-1].bias.fill_(log_odds(train["review"]["negative"].mean().item()))
+            rows, negatives = count(train["review"]["negative"])
+            model.review_tower[-1].bias.fill_(log_odds(negatives / rows if rows else math.nan))
         if "item" in train:
-            counts = torch.bincount(train["item"]["label"], minlength=model.category_head.out_features).double()
+            counts = reduce(torch.bincount(train["item"]["label"], minlength=model.category_head.out_features).double())
             model.category_head.bias.copy_(torch.log((counts + 1.0) / (counts.sum() + counts.numel())).float())
         if "order" in train:
-            model.fraud_tower[-1].bias.fill_(log_odds(train["order"]["is_fraud"].mean().item()))
+            rows, frauds = count(train["order"]["is_fraud"])
+            model.fraud_tower[-1].bias.fill_(log_odds(frauds / rows if rows else math.nan))
 
 
 SCALING_CHUNK_ROWS = 1 << 20  # rows summed at a time in float64 (a float64 copy of 14M x 22 would be 2.5 GB)
 
 
-def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor) -> None:
-    """Fill a model's mean/std buffers from training features [rows, n_dense]; constant columns get std 1."""
-    if dense.shape[0] == 0 or dense.shape[1] == 0:
+def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor, reduce: Reduce = keep_local) -> None:
+    """Fill a model's mean/std buffers from training features [rows, n_dense]; constant columns get std 1.
+    The sums are ``reduce``d: summed over the processes that each hold a shard of the rows."""
+    if dense.shape[1] == 0:
         return
-    total = torch.zeros(dense.shape[1], dtype=torch.float64)  # [n_dense]
+    total = torch.zeros(dense.shape[1] + 1, dtype=torch.float64)  # [1 + n_dense] rows, then column sums
+    total[0] = dense.shape[0]
     for chunk in dense.split(SCALING_CHUNK_ROWS):
-        total += chunk.double().sum(dim=0)
-    column_mean = total / dense.shape[0]  # [n_dense]
-    squares = torch.zeros_like(total)  # [n_dense] sum of squared deviations (two passes: no cancellation)
+        total[1:] += chunk.double().sum(dim=0)
+    total = reduce(total)
+    rows = total[0]
+    if rows == 0:
+        return
+    column_mean = total[1:] / rows  # [n_dense]
+    squares = torch.zeros_like(column_mean)  # [n_dense] sum of squared deviations (two passes: no cancellation)
     for chunk in dense.split(SCALING_CHUNK_ROWS):
         squares += (chunk.double() - column_mean).pow(2).sum(dim=0)
-    column_std = (squares / dense.shape[0]).sqrt()  # [n_dense] population std
+    column_std = (reduce(squares) / rows).sqrt()  # [n_dense] population std
     mean.copy_(column_mean.float())
     std.copy_(torch.where(column_std > 1e-6, column_std, torch.ones_like(column_std)).float())
 
@@ -231,12 +254,21 @@ def start_from_champion(model: MultiTaskNet, spec: FeatureSpec, warm_start_dir: 
 
 
 def prepare_training(
-    tables: FeatureTables, config: MultiTaskConfig, warm_start_dir: Path | None = None, scratch_dir: Path | None = None
+    tables: FeatureTables,
+    config: MultiTaskConfig,
+    warm_start_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+    replica: Replica = Replica(),
 ) -> PreparedTraining:
     """Plan the objectives, build vocabularies and the network (warm-started when asked), choose the
     training rows (an incremental night's subset when warm-started with ``recent_days``), encode them
     (the window's impressions into memory maps under ``scratch_dir``, which must outlive the returned
-    tensors; in memory when None), set scaling and, for a network trained from scratch, the output biases."""
+    tensors; in memory when None), set scaling and, for a network trained from scratch, the output biases.
+
+    A torchrun ``replica`` (training/distributed.py) encodes only its shard of the training rows
+    (``replica.shard_frames``); the vocabularies come from the whole window's id columns, so every
+    process builds the same network (DDP requires it), and scaling and biases from counts summed
+    over the processes, so they are the ones a single process would set."""
     frames = split_objective_frames(tables, config.validation)
     trained, skipped = plan_objectives(config, tables, frames)
     if not trained:
@@ -255,7 +287,7 @@ def prepare_training(
             for kind in kinds
             if (selection := plan_replay(frames.train[kind], kind, config.recent_days, config.replay_fraction, config.seed))
         }
-    train = encode_objective_data(model, spec, frames.train, item_table, kinds, selections, scratch_dir)
+    train = encode_objective_data(model, spec, replica.shard_frames(frames.train), item_table, kinds, selections, scratch_dir)
     incremental = None
     if warm and config.recent_days is not None:
         incremental = {
@@ -264,16 +296,17 @@ def prepare_training(
         }
         log.info("incremental night: training rows kept per kind %s", incremental)
     frames.train.clear()  # the tensors replace the window's Polars rows: free them before going on
-    if "category" in trained and n_rows(train["item"]) == 0:  # every training image failed to decode
+    item_rows = int(replica.sum(torch.tensor([n_rows(train["item"]) if "item" in train else 0], dtype=torch.float64)))
+    if "category" in trained and item_rows == 0:  # every training image failed to decode (on every process)
         trained, skipped["category"] = tuple(t for t in trained if t != "category"), "no decodable training images"
         del train["item"]
     validation = encode_objective_data(model, spec, frames.validation, item_table, set(train))
     if "impression" in train:
-        set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"])
+        set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"], replica.sum)
     if "order" in train:
-        set_dense_scaling(model.order_dense_mean, model.order_dense_std, train["order"]["dense"])
+        set_dense_scaling(model.order_dense_mean, model.order_dense_std, train["order"]["dense"], replica.sum)
     if not warm:  # a warm-started network keeps the champion's heads, biases included
-        init_output_biases(model, train)
+        init_output_biases(model, train, replica.sum)
     for objective, reason in skipped.items():
         log.info("objective %s skipped: %s", objective, reason)
     log.info(
@@ -319,10 +352,13 @@ def train_multitask(
     """Train the configured and available objectives on ``features_dir``; write model, metrics and predictions.
 
     ``versioned`` (the nightly DAG): write into ``version_dir(output_dir, model_version)`` and then
-    make ``output_dir`` a link to it, so a version that serves is never overwritten by a later one."""
+    make ``output_dir`` a link to it, so a version that serves is never overwritten by a later one.
+    With ``SHOPMTL_TRAIN_PROCS`` above 1 (``etl.config.Settings.train_procs``) torchrun trains that
+    many DistributedDataParallel processes (training/distributed.py), which write the same files."""
     started = time.perf_counter()
     features_dir, output_dir = Path(features_dir), Path(output_dir)
     link_dir = output_dir
+    procs = load_settings().train_procs
     tables = read_feature_tables(features_dir, impression_splits=("eval",))  # training reads its rows itself
     # The model's source is hashed too, so a code change never reuses a version name for other weights.
     sources = [Path(module.__file__) for module in SOURCE_MODULES]
@@ -330,29 +366,61 @@ def train_multitask(
     warm_inputs = [path for path in warm_inputs if path.exists()]
     device = resolve_device(config.device)
     # The replica count changes the weights (training/parallel.py): resolve "one per core" before hashing.
-    config = replace(config, processes=resolve_processes(config.processes, device))
+    # Under torchrun its processes are the replicas (each forks none), and their count is hashed instead.
+    config = replace(config, processes=1 if procs > 1 else resolve_processes(config.processes, device))
+    hashed = config.to_json() if procs == 1 else json.dumps({"config": json.loads(config.to_json()), "train_procs": procs})
     model_version = compute_model_version(
-        MULTITASK, tables.ds, config.to_json(), [*tables.input_paths(), *warm_inputs, Path(__file__), *sources]
+        MULTITASK, tables.ds, hashed, [*tables.input_paths(), *warm_inputs, Path(__file__), *sources]
     )
     if versioned:
         output_dir = version_dir(link_dir, model_version)
-    log.info("training %s on %s into %s", model_version, device, output_dir)
+    if procs > 1:
+        log.info("training %s on %d torchrun processes into %s", model_version, procs, output_dir)
+        summary = launch_training(procs, features_dir, output_dir, config, warm_start_dir, model_version)
+        summary.wall_s = time.perf_counter() - started
+    else:
+        log.info("training %s on %s into %s", model_version, device, output_dir)
+        summary = train_and_save(tables, output_dir, config, warm_start_dir, model_version, device, started)
+    if versioned:
+        point_link(link_dir, output_dir)
+    log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, format_metric_rows(summary.metrics))
+    return summary
 
+
+def train_and_save(
+    tables: FeatureTables,
+    output_dir: Path,
+    config: MultiTaskConfig,
+    warm_start_dir: Path | None,
+    model_version: str,
+    device: torch.device,
+    started: float,
+    replica: Replica = Replica(),
+) -> TrainingSummary | None:
+    """Train ``model_version`` in this process (as the torchrun rank ``replica`` when given) and, on the
+    first replica, write the model, metrics and predictions into ``output_dir``; None on the others."""
+    features_dir = tables.features_dir
     # The window's encoded impressions are memory-mapped files here (training/impression_rows.py),
     # beside the features they come from; removed when training ends, however it ends.
     with (
         tempfile.TemporaryDirectory(prefix=".encoded-", dir=features_dir) as scratch_dir,
         seeded_torch(config.seed, device, config.num_threads) as generator,
     ):
-        prepared = prepare_training(tables, config, warm_start_dir, Path(scratch_dir))
+        prepared = prepare_training(tables, config, warm_start_dir, Path(scratch_dir), replica)
         model, spec, trained = prepared.model, prepared.spec, prepared.trained
         model.to(device)
         if config.compile:
             model.compile_towers()
+        sizes = {kind: n_rows(tensors) for kind, tensors in prepared.train.items()}
+        n_train = replica.count_totals(sizes) or sizes
+        ranks = replica.describe(sizes) if isinstance(replica, DistributedReplica) else None
         weighting = build_objective_weighting(config, trained).to(device)
         fitted = fit(
-            model, weighting, prepared.train, prepared.validation, prepared.items, trained, config, device, generator
-        )
+            model, weighting, prepared.train, prepared.validation, prepared.items, trained, config, device, generator,
+            replica if isinstance(replica, DistributedReplica) else None,
+        )  # fmt: skip
+        if not replica.leads:
+            return None
         networks = best_networks(model, fitted)
         predictions = predict_features(networks, spec, tables, prepared.items, trained, config.predict_batch_size)
         metrics = eval_metric_rows(tables, predictions, trained)
@@ -366,7 +434,7 @@ def train_multitask(
         metrics=metrics,
         scenario_metrics=scenario_metrics,
         device=str(device),
-        n_train={objective: n_rows(prepared.train[OBJECTIVE_KIND[objective]]) for objective in trained},
+        n_train={objective: n_train[OBJECTIVE_KIND[objective]] for objective in trained},
         wall_s=0.0,
     )
     bundle = MultiTaskBundle(
@@ -388,11 +456,9 @@ def train_multitask(
             "loss_log_variances": weighting.log_variance() if isinstance(weighting, UncertaintyWeighting) else None,
             "warm_start": prepared.warm_start,
             "incremental": prepared.incremental,
+            "distributed": ranks,  # torchrun: world size, backend and each rank's training rows; None alone
         },
     )
-    if versioned:
-        point_link(link_dir, output_dir)
-    log.info("trained %s in %.1fs: %s", model_version, summary.wall_s, format_metric_rows(metrics))
     return summary
 
 
