@@ -34,7 +34,9 @@ A deployment names the sources it has (`SHOPMTL_SOURCES`); the run trains and pu
 objectives those sources allow and logs the ones it skips.
 
 The warehouse is the Airflow connection `shopmtl_warehouse`; without it the embedded SQLite
-warehouse under `$SHOPMTL_HOME` is used. Backfill days from the UI (or `airflow backfill create`);
+warehouse under `$SHOPMTL_HOME` is used. With `SHOPMTL_ARTIFACTS_URL` (e.g. `s3://bucket/shopmtl`) the
+files live in that store: each task pulls what it reads into its worker's `$SHOPMTL_HOME` and pushes
+what it wrote once it succeeds, so the tasks of one run may execute on different hosts. Backfill days from the UI (or `airflow backfill create`);
 the `ds` Param reprocesses one day from a manual trigger.
 """
 from __future__ import annotations
@@ -159,8 +161,7 @@ def nightly_retrain():
         # the ones the extract writes go back after it, with the window's extract file.
         store = load_artifact_store()
         partitions = partition_paths(partitions_dir, table, run.window.days_with_history(FEATURE_HISTORY_DAYS))
-        store.pull_files(partitions)
-        before = store.snapshot(partitions)
+        before = store.pull_files(partitions)
         try:
             extracted = extract_source(
                 table, warehouse_url, run.window, run.layout.extract_dir,
@@ -229,9 +230,7 @@ def nightly_retrain():
         history_days = run.window.days_with_history(FEATURE_HISTORY_DAYS)
         store.pull_files([extract_path(run.layout.extract_dir, table) for table in run.sources])
         store.pull_files([path for table in HISTORY_SOURCES for path in partition_paths(partitions_dir, table, history_days)])
-        kept_days = kept.window_paths(run.ds, config, run.sources)
-        store.pull_files(kept_days)
-        before = store.snapshot(kept_days)
+        before = store.pull_files(kept.window_paths(run.ds, config, run.sources))
         features = build_features(run.layout.extract_dir, run.layout.features_dir, run.ds, config, run.sources, kept)
         # The kept days first: the features' impressions refer to them instead of holding a second copy.
         store.push_changed(before)

@@ -4,7 +4,8 @@
 #   2. set the UI admin's password for the SimpleAuthManager (AIRFLOW_ADMIN_USERNAME / _PASSWORD);
 #   3. check that the warehouse connection (shopmtl_warehouse, from AIRFLOW_CONN_SHOPMTL_WAREHOUSE)
 #      resolves and answers;
-#   4. seed the demo warehouse when it is empty (SHOPMTL_SEED_DEMO=true; never touches a warehouse
+#   4. create the artifacts bucket when missing (SHOPMTL_ARTIFACTS_URL on MinIO or any S3 store);
+#   5. seed the demo warehouse when it is empty (SHOPMTL_SEED_DEMO=true; never touches a warehouse
 #      that has source rows).
 set -euo pipefail
 
@@ -48,6 +49,8 @@ with engine.connect() as conn:
 engine.dispose()
 print(f"Airflow connection {WAREHOUSE_CONN_ID!r} -> {mask_url(url)} answers")
 PY
+
+python -m etl.artifacts init
 
 if [[ "${SHOPMTL_SEED_DEMO:-false}" == "true" ]]; then
   python "$(dirname "$0")/seed_demo_warehouse.py" \

@@ -121,26 +121,32 @@ class ArtifactStore:
 
     # --- pulling ---------------------------------------------------------------------------------
 
-    def pull_files(self, paths: Iterable[Path]) -> list[Path]:
-        """Bring each file to its local path as the store has it; a file the store lacks is removed
-        locally (the store is the record). Returns the files present."""
+    def pull_files(self, paths: Iterable[Path]) -> dict[Path, Stat | None]:
+        """Bring each file the store has to its local path, as the store has it. Returns the snapshot
+        ``push_changed`` takes after the stage: each path's local state, None where the store has no
+        copy, so that a local file the store lacks (left by a task that failed here) is pushed too.
+
+        A local file the store lacks is kept, as it would be without a store: removing it could pull
+        the floor from under a task of another night on this worker that has just written it."""
         paths = [Path(path) for path in paths]
         if not self.shared:
-            return [path for path in paths if path.is_file()]
+            return self.snapshot(paths)
         by_parent: dict[Path, list[Path]] = {}
         for path in paths:
             by_parent.setdefault(path.parent, []).append(path)
         wanted: list[tuple[str, Path, int, float, str | None]] = []
+        stored: set[Path] = set()
         for parent, children in by_parent.items():
             listing = self._list(self.key(parent))
             for path in children:
                 info = listing.get(path.name)
                 if info is None:
-                    path.unlink(missing_ok=True)
-                elif not matches(path, info):
+                    continue
+                stored.add(path)
+                if not matches(path, info):
                     wanted.append((info["name"], path, info["size"], modified(self.fs, info), None))
         self._download(wanted)
-        return [path for path in paths if path.is_file()]
+        return {path: local_stat(path) if path in stored else None for path in paths}
 
     def pull_folder(self, path: Path, required: bool = True, keep: Iterable[str] = ()) -> bool:
         """Bring a committed folder here whole: its listed files, checked, and nothing else (local
@@ -247,11 +253,12 @@ class ArtifactStore:
         log.info("Pushed %s (%d files, %d uploaded)", self.location(path), len(entries), len(uploads))
 
     def snapshot(self, paths: Iterable[Path]) -> dict[Path, Stat | None]:
-        """The local state of ``paths`` before a stage writes some of them (see ``push_changed``)."""
+        """The local state of ``paths`` (their size and modification second; None when absent)."""
         return {Path(path): local_stat(Path(path)) for path in paths}
 
     def push_changed(self, before: Mapping[Path, Stat | None]) -> list[Path]:
-        """Push the files of a snapshot that the stage created or changed since; returns them."""
+        """Push the files of a ``pull_files`` snapshot that the stage created or changed since, or that
+        the store lacked; returns them."""
         changed = [path for path, stat in before.items() if path.is_file() and local_stat(path) != stat]
         self.push_files(changed)
         return changed
@@ -445,20 +452,25 @@ def run_all(work: Any, items: list[Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: move folders between this machine's SHOPMTL_HOME and SHOPMTL_ARTIFACTS_URL by hand, e.g. to
-    put an existing deployment's champion model folders in a new store before the first shared night."""
+    """CLI: ``init`` creates the store's bucket or folder if missing (docker-compose's airflow-init);
+    the others move paths between this machine's SHOPMTL_HOME and the store by hand, e.g. to put an
+    existing deployment's champion model folders in a new store before its first shared night."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m etl.artifacts", description=main.__doc__)
-    parser.add_argument("action", choices=["push-folder", "pull-folder", "push-files", "pull-files"])
-    parser.add_argument("paths", nargs="+", type=Path, help="paths under SHOPMTL_HOME")
+    parser.add_argument("action", choices=["init", "push-folder", "pull-folder", "push-files", "pull-files"])
+    parser.add_argument("paths", nargs="*", type=Path, help="paths under SHOPMTL_HOME")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     store = load_artifact_store()
     if not store.shared:
-        parser.error("SHOPMTL_ARTIFACTS_URL is not set: SHOPMTL_HOME is the store, nothing to move")
+        print(f"SHOPMTL_ARTIFACTS_URL is not set: the artifacts stay in SHOPMTL_HOME ({store.home})")
+        return
     paths = [path.absolute() for path in args.paths]
-    if args.action == "push-files":
+    if args.action == "init":
+        store.fs.makedirs(store.key(store.home), exist_ok=True)
+        print(f"Run artifacts in {store.location(store.home)}")
+    elif args.action == "push-files":
         store.push_files(paths)
     elif args.action == "pull-files":
         store.pull_files(paths)

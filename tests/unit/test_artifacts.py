@@ -99,21 +99,23 @@ def test_an_object_changed_after_its_commit_is_an_error_not_a_silent_mix(tmp_pat
         second.pull_folder(second.home / "runs/d/features")
 
 
-def test_files_follow_the_store_which_is_the_record(tmp_path, store_url):
+def test_files_come_as_the_store_has_them_and_what_it_lacks_goes_back(tmp_path, store_url):
     first, second = worker(tmp_path, store_url, "a"), worker(tmp_path, store_url, "b")
     partitions = [first.home / f"partitions/w/clicks/2026-01-0{day}.parquet" for day in (1, 2, 3)]
-    before = first.snapshot(partitions)
+    before = first.pull_files(partitions)
+    assert before == dict.fromkeys(partitions)  # the store has none yet
     write(partitions[0], b"day 1")
     write(partitions[1], b"day 2")
     assert first.push_changed(before) == partitions[:2]
-    assert first.push_changed(first.snapshot(partitions)) == []  # nothing changed: nothing pushed
+    assert first.push_changed(first.pull_files(partitions)) == []  # nothing changed: nothing pushed
 
     mine = [second.home / path.relative_to(first.home) for path in partitions]
-    write(mine[2], b"a day the store does not have")
     write(mine[0], b"an older day 1")
-    assert second.pull_files(mine) == mine[:2]
-    assert [path.read_bytes() for path in mine[:2]] == [b"day 1", b"day 2"]
-    assert not mine[2].exists()
+    write(mine[2], b"day 3, written here by a task that then failed")
+    before = second.pull_files(mine)
+    assert [path.read_bytes() for path in mine] == [b"day 1", b"day 2", b"day 3, written here by a task that then failed"]
+    assert second.push_changed(before) == [mine[2]]  # the store lacked it: it goes back with this task's work
+    assert first.pull_files(partitions)[partitions[2]] is not None
 
 
 def test_the_features_refer_to_kept_days_instead_of_a_second_copy(tmp_path, store_url):
@@ -150,7 +152,7 @@ def test_without_a_store_home_is_the_store_and_nothing_moves(tmp_path, monkeypat
     model = write(tmp_path / "runs/d/models/v1/model.pt", b"w").parent
     store.push_folder(model)
     assert store.pull_folder(model) and store.location(model) == str(model)
-    assert store.pull_files([model / "model.pt", model / "absent"]) == [model / "model.pt"]
+    assert store.push_changed(store.pull_files([model / "model.pt", model / "absent"])) == []
     with pytest.raises(ArtifactMissingError):
         store.pull_folder(tmp_path / "runs/d/features")
 
@@ -171,3 +173,26 @@ def test_pushing_the_same_bytes_again_leaves_the_committed_folder_in_place(tmp_p
         first.push_folder(model)  # a re-run of the day trains the same version, byte for byte
     assert "already in the store as it is here" in caplog.text and "Pushed" not in caplog.text
     assert first.read_commit(model) is not None
+
+
+def test_an_airflow_connection_gives_the_endpoint_and_credentials(tmp_path, s3_endpoint, monkeypatch):
+    import s3fs
+
+    from etl.artifacts import cached_store
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = s3fs.S3FileSystem(endpoint_url=s3_endpoint, key="conn-key", secret="conn-secret", skip_instance_cache=True)
+    client.mkdir("shopmtl-conn-test")
+    connection = {"conn_type": "aws", "login": "conn-key", "password": "conn-secret", "extra": {"endpoint_url": s3_endpoint}}
+    monkeypatch.setenv("AIRFLOW_CONN_SHOPMTL_ARTIFACTS", json.dumps(connection))
+    monkeypatch.setenv("SHOPMTL_HOME", str(tmp_path))
+    monkeypatch.setenv("SHOPMTL_ARTIFACTS_URL", "s3://shopmtl-conn-test/artifacts")
+    cached_store.cache_clear()
+    store = load_artifact_store()
+    model = write(tmp_path / "runs/d/models/v1/model.pt", b"w").parent
+    store.push_folder(model)
+    assert client.exists("shopmtl-conn-test/artifacts/runs/d/models/v1/model.pt")
+    assert "conn-secret" not in repr(store)
+    cached_store.cache_clear()

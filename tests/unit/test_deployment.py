@@ -177,7 +177,7 @@ def test_docker_compose_accepts_the_file(args: list[str], tmp_path: Path):
 
 def test_every_service_is_defined_with_its_airflow_command():
     services = compose()["services"]
-    assert set(services) == set(AIRFLOW_SERVICES) | {"postgres", "redis"}
+    assert set(services) == set(AIRFLOW_SERVICES) | {"postgres", "redis", "minio"}
     for name, command in AIRFLOW_SERVICES.items():
         assert services[name]["image"].startswith("shopmtl:"), name
         assert "build" in services[name], name
@@ -256,27 +256,39 @@ def test_warehouse_connection_resolves_to_the_compose_warehouse(tmp_path: Path):
     assert result.stdout.strip().splitlines()[-1] == "postgresql+psycopg://shopmtl:p4ss@postgres:5432/warehouse"
 
 
-def test_shopmtl_home_is_one_volume_shared_by_every_airflow_service():
+def test_workers_share_only_postgres_redis_and_the_object_store():
     config = compose()
+    services = config["services"]
     home = dockerfile_env()["SHOPMTL_HOME"]
-    mounts = set()
+    shared = services["airflow-scheduler"]["environment"]
+    assert shared["SHOPMTL_HOME"] == home  # each container's local working copy, the same path everywhere
+    assert shared["SHOPMTL_ARTIFACTS_URL"].startswith("s3://")
     for name in AIRFLOW_SERVICES:
-        service = config["services"][name]
-        assert service["environment"]["SHOPMTL_HOME"] == home
-        mounts |= {volume for volume in service["volumes"] if volume.endswith(f":{home}")}
-    assert len(mounts) == 1, mounts  # the same volume everywhere: a run's tasks may run on any worker
-    volume = mounts.pop().split(":")[0]
-    assert volume in config["volumes"]  # a named volume, not a bind mount
+        mounts = {volume.split(":")[1] for volume in services[name].get("volumes", [])}
+        assert home not in mounts, f"{name} mounts a volume on SHOPMTL_HOME: run artifacts must go through the store"
+        assert mounts <= {"/opt/airflow/logs", "/opt/airflow/auth"}, (name, mounts)
+        assert services[name]["depends_on"]["minio"] == {"condition": "service_healthy"}, name
+    assert "shopmtl-home" not in config["volumes"]
+    # The store's endpoint is the MinIO service, and the key pair the workers use is MinIO's login.
+    minio = services["minio"]
+    assert shared["AWS_ENDPOINT_URL"] == "http://minio:9000" and "9000" in minio["expose"]  # MinIO's S3 API port
+    assert (minio["environment"]["MINIO_ROOT_USER"], minio["environment"]["MINIO_ROOT_PASSWORD"]) == (
+        shared["AWS_ACCESS_KEY_ID"], shared["AWS_SECRET_ACCESS_KEY"]
+    )
+    assert any(volume.endswith(":/data") and volume.split(":")[0] in config["volumes"] for volume in minio["volumes"])
+    assert "python -m etl.artifacts init" in (REPO_DIR / "docker" / "airflow-init.sh").read_text()  # creates the bucket
     assert 'mkdir -p "$AIRFLOW_HOME/logs" "$AIRFLOW_HOME/auth" "$SHOPMTL_HOME"' in dockerfile()
     assert 'chown -R airflow:0 "$AIRFLOW_HOME" "$SHOPMTL_HOME"' in dockerfile()
 
 
 # Read by load_settings() but used only by `make bench` on a developer's checkout: no service needs it.
 DEV_ONLY_ENV = {"SHOPMTL_BENCH_POSTGRES_URL"}
+# Set by torchrun for each training process it starts (training/distributed.py), never by a deployment.
+TORCHRUN_ENV = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
 
 
 def test_every_variable_the_code_reads_is_set_for_every_airflow_service():
-    names = env_vars_the_code_reads() - DEV_ONLY_ENV
+    names = env_vars_the_code_reads() - DEV_ONLY_ENV - TORCHRUN_ENV
     assert {"SHOPMTL_HOME", "SHOPMTL_SOURCES", "SHOPMTL_TRAINING_QUEUE"} <= names
     services = raw_compose()["services"]
     for name in AIRFLOW_SERVICES:
@@ -456,10 +468,14 @@ def test_seeding_fills_an_empty_warehouse_once(sqlite_url: str, capsys: pytest.C
 
 
 @pytest.mark.slow
-def test_init_script_migrates_sets_the_admin_login_and_seeds(tmp_path: Path, airflow_db: str):
-    """docker/airflow-init.sh with the compose file's init environment, on SQLite instead of PostgreSQL."""
+def test_init_script_migrates_sets_the_admin_login_creates_the_bucket_and_seeds(tmp_path: Path, airflow_db: str, s3_endpoint: str):
+    """docker/airflow-init.sh with the compose file's init environment, on SQLite instead of PostgreSQL
+    and a local S3 server instead of MinIO."""
+    import s3fs
+
     environment = compose({"AIRFLOW_ADMIN_PASSWORD": "s3cret-pw"})["services"]["airflow-init"]["environment"]
     warehouse = tmp_path / "warehouse.db"
+    bucket = f"shopmtl-init-{tmp_path.name[-8:].replace('_', '-').lower()}-{os.getpid()}"
     environment.update(
         {
             # Host-side stand-ins for the containers' PostgreSQL, volumes and image paths.
@@ -469,6 +485,8 @@ def test_init_script_migrates_sets_the_admin_login_and_seeds(tmp_path: Path, air
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_DIR / "dags"),
             WAREHOUSE_CONN_VAR: f"sqlite:///{warehouse}",
             "SHOPMTL_HOME": str(tmp_path / "home"),
+            "AWS_ENDPOINT_URL": s3_endpoint,
+            "SHOPMTL_ARTIFACTS_URL": f"s3://{bucket}/artifacts",
             "DEMO_START": "2026-02-04",
             "DEMO_SCALE": "0.02",
         }
@@ -479,6 +497,9 @@ def test_init_script_migrates_sets_the_admin_login_and_seeds(tmp_path: Path, air
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"Airflow connection '{WAREHOUSE_CONN_ID}' -> sqlite:///{warehouse} answers" in result.stdout
     assert _load_seed_script().source_rows(f"sqlite:///{warehouse}")["orders"] > 0
+    assert f"Run artifacts in s3://{bucket}/artifacts" in result.stdout
+    client = s3fs.S3FileSystem(endpoint_url=s3_endpoint, key=environment["AWS_ACCESS_KEY_ID"], secret=environment["AWS_SECRET_ACCESS_KEY"], skip_instance_cache=True)
+    assert bucket in [name.rstrip("/") for name in client.ls("")]
 
     # The api-server's SimpleAuthManager reads the login airflow-init wrote.
     code = (
