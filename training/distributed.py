@@ -55,6 +55,7 @@ import numpy as np
 import polars as pl
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
 from etl.io import write_json_atomically
@@ -158,6 +159,10 @@ class DistributedReplica(Replica):
             else frame.gather_every(self.world, offset=self.rank)
             for kind, frame in frames.items()
         }  # fmt: skip
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """A step's rows, all of them: they are this rank's own already (``shard_frames``)."""
+        return index
 
     def count_totals(self, sizes: dict[str, int]) -> dict[str, int]:
         """Every rank's rows per kind, summed (every rank holds the same kinds)."""
@@ -280,6 +285,7 @@ def shard_impressions(rows: ImpressionRows, rank: int, world: int) -> ShardRows:
     return ShardRows(**fields, shard_files=tuple(files), stride=(rank, world))
 
 
+@record  # a failure's traceback goes to torchrun's error file, which its failure summary quotes
 def main() -> None:
     """A torchrun process: ``python -m training.distributed JOB`` (a pickled ``TrainingJob``)."""
     from training.data import read_feature_tables  # noqa: PLC0415 - below: training.train imports this module

@@ -22,13 +22,14 @@ from training.data import read_feature_tables
 from training.train import train_multitask
 
 # How far a gated metric (etl.contract.MAIN_METRIC: AUC, or the category's accuracy) of the 2-process
-# run may lie from the 1-process run's. Two processes split the rows into other batches and draw
-# other id dropout, so they train other, equally valid, weights: the difference is seed-like noise,
-# not an error. Measured on these tiny features (3k impressions, 41 eval items) over 6 data seeds,
-# the largest 1-vs-2-process difference was 0.029 (review AUC; category accuracy moves in steps of
-# 1/41 = 0.024 per item), the largest seed-to-seed difference of the 1-process run itself larger
-# still; 0.05 passes that noise and still fails a run that learns nothing (AUC ~0.5 against ~0.7-0.9).
-METRIC_TOLERANCE = 0.05
+# run may lie from the 1-process run's. Two processes draw other batches and other id dropout, so they
+# train other, equally valid, weights: the difference is seed-like noise, not an error. Measured on
+# features like these (3k impressions, 41 eval items) over 6 data seeds: the largest 1-vs-2-process
+# difference was 0.049 (category accuracy, 2 of the 41 items; AUCs at most 0.033, with no sign
+# favoured), while one process alone ranged over at least 0.074 in every gated metric between seeds.
+# 0.075 (3 items) admits that noise; a run that learns less fails it (the bug that halved every
+# rank's rows cost 0.29 accuracy), and one that learns nothing scores AUC ~0.5 against ~0.7-0.9.
+METRIC_TOLERANCE = 0.075
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,10 @@ def test_ranks_read_disjoint_shards_that_cover_the_training_impressions(day_feat
         assert isinstance(rows, ImpressionRows)
         shards = [shard_impressions(rows, rank, world) for rank in range(world)]
         # By day files when there are enough (each rank reads only its own), else every world-th row.
-        assert all(len(shard.files) < len(rows.files) for shard in shards) == (directory == day_features and world == 2)
+        by_files = directory == day_features and world == 2
+        assert all((shard.stride is None) == by_files for shard in shards)
+        if by_files:
+            assert not set(shards[0].files) & set(shards[1].files)
         ids = [pl.concat(list(shard.batches(["user_id", "item_id"], batch_rows=100))) for shard in shards]
         assert all(frame.height > 0 for frame in ids)
         assert [frame.height for frame in ids] == [shard.lazy().select(pl.len()).collect().item() for shard in shards]
