@@ -129,7 +129,11 @@ def stop(process: subprocess.Popen, airflow_home: Path) -> list[int]:
             process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             pass
-    leftovers = processes_of(airflow_home)
+    # standalone may return while its components are still exiting (slowly on a busy machine): give
+    # them the rest of the time before calling them leftovers.
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while (leftovers := processes_of(airflow_home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     for pid in leftovers:
         try:
             os.kill(pid, signal.SIGKILL)

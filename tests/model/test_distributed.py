@@ -3,8 +3,13 @@ real torchrun, real gloo processes on the CPU, the real ``train_multitask``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
+import pickle
+import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -14,12 +19,12 @@ import torch
 from etl.contract import MAIN_METRIC
 from etl.layout import day_file_path
 from training.config import MultiTaskConfig
-from training.distributed import DistributedTrainingError, shard_impressions
+from training.distributed import KINDS, DistributedReplica, DistributedTrainingError, run_streaming, shard_impressions
 from training.impression_rows import ImpressionRows
-from training.loop import plan_epoch
+from training.loop import ID_KEYS, ObjectiveLosses, build_optimizers, plan_epoch, take_batch, train_step
 from training.splits import split_objective_frames
 from training.data import read_feature_tables
-from training.train import train_multitask
+from training.train import build_objective_weighting, prepare_training, train_multitask
 
 # How far a gated metric (etl.contract.MAIN_METRIC: AUC, or the category's accuracy) of the 2-process
 # run may lie from the 1-process run's. Two processes draw other batches and other id dropout, so they
@@ -30,6 +35,31 @@ from training.train import train_multitask
 # 0.075 (3 items) admits that noise; a run that learns less fails it (the bug that halved every
 # rank's rows cost 0.29 accuracy), and one that learns nothing scores AUC ~0.5 against ~0.7-0.9.
 METRIC_TOLERANCE = 0.075
+
+# How far one DDP step's averaged gradient may lie from one process's gradient of the mean of the
+# ranks' losses, relative to that gradient's norm (per parameter tensor). Both are float32 sums of the
+# same per-rank terms in another order: DDP divides each rank's gradient by the world size in its
+# buckets and gloo adds the two ranks', while one process accumulates both ranks' backward passes
+# into one .grad (the rank-mean's 1/2 applied inside autograd). That reorders a few float32
+# additions: measured at most 9e-8 relative (most tensors bit-equal). 1e-5 leaves 100x for it, while a
+# wrong average (a sum, or a mean over only the ranks that had a kind) is off by 50-100%.
+GRADIENT_RTOL = 1e-5
+GRADIENT_ATOL = 1e-8  # for tensors whose gradient is (nearly) zero, e.g. a bias no row moved
+# Rows of each kind a rank takes per step (rank 1 one fewer than rank 0, so the ranks' batches differ in size too).
+STEP_ROWS = {"impression": 48, "review": 16, "item": 6, "order": 32}
+# The DDP steps the test takes, in order: {name: (kinds rank 0 lacks, kinds rank 1 lacks)}.
+DDP_STEPS = {
+    "every kind": ((), ()),
+    **{f"rank 1 without {kind}": ((), (kind,)) for kind in KINDS},  # that kind's rows only on rank 0
+    "no rank with review": (("review",), ("review",)),  # its tower reached by no rank: grad None
+}
+# MultiTaskNet's modules that only each kind's rows reach (all of them, for review).
+TOWERS = {
+    "impression": ("impression_tower",),
+    "review": ("review_tower", "review_text_linear"),
+    "item": ("image_encoder", "category_head"),
+    "order": ("fraud_tower",),
+}
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +176,155 @@ def test_ranks_share_a_batch_a_step_while_an_epoch_has_few_steps() -> None:
     shard = {"impression": 500}
     plan = plan_epoch(shard, config, torch.Generator().manual_seed(0), 2, {"impression": 1_000})
     assert [step["impression"].numel() for step in plan] == [50] * 10
+
+
+def test_one_ddp_step_averages_the_gradients_one_process_would(
+    features_dir: Path, tiny_config: MultiTaskConfig, tmp_path: Path
+) -> None:
+    """Two real torchrun ranks (gloo) take real DDP steps (``DistributedReplica.wrap``, the loop's
+    ``take_batch`` and ``train_step``, so DDP's all-reduce and ``average_gradients``) on fixed rows of
+    their own shards. After each step every rank must hold, for every parameter (the network's dense
+    ones, its sparse id tables, the uncertainty weighting's s_i), what one process computes: the
+    gradient of the mean of the ranks' losses, (1/2) d(L_0 + L_1) -- the average of the per-rank
+    gradients. A rank without a kind's rows adds nothing for it (``Replica.average_gradients``: one
+    that only some reached averages with zeros from the others; ``train_step``: a replica without
+    rows joins the average), so that kind's tower gets half rank 0's gradient, not all of it; a
+    parameter no rank reached keeps ``grad = None``."""
+    config = dataclasses.replace(
+        tiny_config,
+        network=dataclasses.replace(tiny_config.network, augment=False),  # no random crops: the ranks' forwards are repeatable
+        id_dropout=0.0,
+        grad_clip_norm=math.inf,  # clipping scales by exactly 1: the gradients after train_step are the averaged ones
+        loss_weighting="uncertainty",  # its s_i are averaged by average_gradients, not by DDP
+    )
+    job = tmp_path / "job.pickle"
+    result = tmp_path / "gradients.pt"
+    job.write_bytes(pickle.dumps((features_dir, config, result)))
+    # The way launch_training starts torchrun (the project's run_streaming), with this module as the script.
+    run_streaming([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__, str(job)], 2)
+    steps = torch.load(result, weights_only=True)
+
+    assert list(steps) == list(DDP_STEPS)
+    for name, step in steps.items():
+        lacking = DDP_STEPS[name]
+        assert step["rows"] == [
+            {kind: STEP_ROWS[kind] - rank for kind in KINDS if kind not in lacking[rank]} for rank in (0, 1)
+        ], name
+        ddp, expected, other_rank = step["ddp"], step["expected"], step["rank 1"]
+        assert ddp.keys() == expected.keys() == other_rank.keys(), name
+        # Both ranks hold the same averaged gradients (so their optimizers take the same step).
+        differ = [key for key in ddp if not torch.equal(ddp[key], other_rank[key])]
+        assert not differ, f"{name}: the ranks hold different gradients of {differ}"
+        reached = {key for key, grad in expected.items() if grad.numel()}  # an empty tensor: grad None
+        assert {key for key, grad in ddp.items() if grad.numel()} == reached, name
+        unreached = {key.split(".")[1] for key in expected.keys() - reached}
+        assert unreached == {module for kind in set(lacking[0]) & set(lacking[1]) for module in TOWERS[kind]}, name
+        assert any(key.startswith("weighting.") for key in reached)
+        assert any(step["sparse"][key] for key in reached)  # the id tables' sparse gradients are in the check
+        far = {}
+        for key in reached:
+            error = float((ddp[key] - expected[key]).norm())
+            if error > GRADIENT_RTOL * float(expected[key].norm()) + GRADIENT_ATOL:
+                far[key] = (error, float(expected[key].norm()), float(ddp[key].norm()))
+        assert not far, f"{name}: DDP gradients off one process's mean of the ranks' gradients (error, |expected|, |ddp|): {far}"
+        # The step exercised something: most gradients are non-zero, and the tower of a kind only rank
+        # 0 had got a gradient (rank 0's, halved) rather than none.
+        assert sum(float(expected[key].norm()) > 0 for key in reached) > len(reached) // 2, name
+        for kind in set(lacking[1]) - set(lacking[0]):
+            tower = [key for key in reached if key.split(".")[1] in TOWERS[kind]]
+            assert tower and any(float(expected[key].norm()) > 0 for key in tower), name
+
+
+def ddp_step_worker(job_path: str) -> None:
+    """One torchrun rank of ``test_one_ddp_step_averages_the_gradients_one_process_would``: the DDP
+    steps of ``DDP_STEPS`` on fixed rows; rank 0 also computes each step's expected gradients in this
+    process, on an unwrapped copy of the network taken before the step (no collective)."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    from training.data import n_rows, read_feature_tables  # noqa: PLC0415
+    from training.device import seeded_torch  # noqa: PLC0415
+    from training.multitask import with_image_features  # noqa: PLC0415
+
+    features_dir, config, result_path = pickle.loads(Path(job_path).read_bytes())
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cpu = torch.device("cpu")
+    try:
+        replica = DistributedReplica(rank, world)
+        tables = read_feature_tables(features_dir, impression_splits=("eval",))
+        with tempfile.TemporaryDirectory() as scratch, seeded_torch(config.seed, cpu, config.num_threads) as generator:
+            prepared = prepare_training(tables, config, None, Path(scratch), replica)
+            model, trained = prepared.model, prepared.trained
+            assert {"click", "purchase", "review", "category", "fraud"} <= set(trained)
+            weighting = build_objective_weighting(config, trained)
+            optimizers = build_optimizers(model, weighting, config)
+            network = replica.wrap(ObjectiveLosses(model), weighting)  # DDP: rank 0's weights on every rank
+            items = with_image_features(model, prepared.items)
+            sparse_ids = {id(p) for p in (optimizers.sparse.param_groups[0]["params"] if optimizers.sparse else [])}
+            named = step_parameters(model, weighting)
+            steps = {}
+            for number, (name, lacking) in enumerate(DDP_STEPS.items()):
+                kinds = [kind for kind in KINDS if kind not in lacking[rank]]
+                rows = {}
+                for kind in kinds:
+                    count = STEP_ROWS[kind] - rank
+                    rows[kind] = (torch.arange(count) + number * STEP_ROWS[kind]) % n_rows(prepared.train[kind])
+                batches = {
+                    kind: take_batch(prepared.train[kind], index, ID_KEYS[kind], 0.0, generator, cpu) for kind, index in rows.items()
+                }
+                before = (copy.deepcopy(model), copy.deepcopy(weighting)) if rank == 0 else None
+                model.train()
+                losses = network(batches, items, trained, config, cpu, generator)
+                train_step(model, weighting, optimizers, losses, config, replica)  # the loop's step
+                grads = {key: dense_grad(p) for key, p in named}
+                every: list = [None] * world
+                dist.all_gather_object(every, ({kind: index.numel() for kind, index in rows.items()}, batches, grads))
+                if rank == 0:
+                    steps[name] = {
+                        "rows": [r for r, _, _ in every],
+                        "ddp": grads,
+                        "rank 1": every[1][2],
+                        "expected": mean_rank_gradients(*before, [b for _, b, _ in every], items, trained, config),
+                        "sparse": {key: id(p) in sparse_ids for key, p in named},
+                    }
+            if rank == 0:
+                torch.save(steps, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def step_parameters(model: torch.nn.Module, weighting: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """Every parameter a step updates, named "model.<name>" (the network's) or "weighting.<name>"."""
+    return [
+        *((f"model.{name}", p) for name, p in model.named_parameters()),
+        *((f"weighting.{name}", p) for name, p in weighting.named_parameters()),
+    ]
+
+
+def dense_grad(parameter: torch.nn.Parameter) -> torch.Tensor:
+    """``parameter.grad`` as a dense tensor (an empty one for None)."""
+    if parameter.grad is None:
+        return torch.empty(0)
+    return (parameter.grad.to_dense() if parameter.grad.is_sparse else parameter.grad).detach().clone()
+
+
+def mean_rank_gradients(
+    model: torch.nn.Module,
+    weighting: torch.nn.Module,
+    batches: list[dict],
+    items,  # noqa: ANN001 - a training.data.ItemTable
+    trained: tuple[str, ...],
+    config: MultiTaskConfig,
+) -> dict[str, torch.Tensor]:
+    """One process's gradient of the mean of the ranks' losses, (1/world) sum_r weighting(L_r(batches[r])):
+    the unwrapped network, no collective."""
+    model.train()
+    network = ObjectiveLosses(model)
+    total = sum(weighting.combine(network(b, items, trained, config, torch.device("cpu"), torch.Generator())) for b in batches)
+    (total / len(batches)).backward()
+    named = step_parameters(model, weighting)
+    return {name: dense_grad(p) for name, p in named}
+
+
+if __name__ == "__main__":  # a torchrun process of the DDP-step test: python -m torch.distributed.run ... THIS JOB
+    ddp_step_worker(sys.argv[1])

@@ -169,6 +169,7 @@ def test_pushing_the_same_bytes_again_leaves_the_committed_folder_in_place(tmp_p
     first = worker(tmp_path, store_url, "a")
     model = write(first.home / "runs/d/models/v1/model.pt", b"deterministic weights").parent
     first.push_folder(model)
+    caplog.clear()
     with caplog.at_level("INFO", logger="etl.artifacts"):
         first.push_folder(model)  # a re-run of the day trains the same version, byte for byte
     assert "already in the store as it is here" in caplog.text and "Pushed" not in caplog.text
