@@ -40,7 +40,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -130,7 +130,7 @@ class ArtifactStore:
         the floor from under a task of another night on this worker that has just written it."""
         paths = [Path(path) for path in paths]
         if not self.shared:
-            return self.snapshot(paths)
+            return {path: local_stat(path) for path in paths}
         by_parent: dict[Path, list[Path]] = {}
         for path in paths:
             by_parent.setdefault(path.parent, []).append(path)
@@ -166,8 +166,7 @@ class ArtifactStore:
                     "(or was stopped mid-write), so none of it is read"
                 )
             return False
-        self.fs.invalidate_cache(self.key(path))
-        listing = {info["name"]: info for info in self.fs.find(self.key(path), detail=True).values()}
+        listing = self._find(self.key(path))
         wanted = []
         for relative, entry in record["files"].items():
             source = entry.get("same_as") or f"{self.key(path)}/{relative}"
@@ -245,16 +244,13 @@ class ArtifactStore:
         if committed is not None:  # uncommit first: from now until the new record a reader sees no folder
             self.fs.rm_file(f"{folder_key}/{COMMIT_FILE}")
         self._upload(uploads)
-        stale = set(self._list_all(folder_key)) - {f"{folder_key}/{relative}" for relative in entries}
+        stale = set(self._find(folder_key)) - {f"{folder_key}/{relative}" for relative in entries}
         for key in sorted(stale):
             self.fs.rm_file(key)
         record = {"files": entries, "pushed_at": datetime.now(UTC).isoformat(timespec="seconds"), "host": socket.gethostname()}
-        self._put_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), f"{folder_key}/{COMMIT_FILE}")
+        record_bytes = json.dumps(record, indent=1, sort_keys=True).encode()
+        self._write_object(f"{folder_key}/{COMMIT_FILE}", lambda target: self.fs.pipe_file(target, record_bytes))
         log.info("Pushed %s (%d files, %d uploaded)", self.location(path), len(entries), len(uploads))
-
-    def snapshot(self, paths: Iterable[Path]) -> dict[Path, Stat | None]:
-        """The local state of ``paths`` (their size and modification second; None when absent)."""
-        return {Path(path): local_stat(Path(path)) for path in paths}
 
     def push_changed(self, before: Mapping[Path, Stat | None]) -> list[Path]:
         """Push the files of a ``pull_files`` snapshot that the stage created or changed since, or that
@@ -284,27 +280,24 @@ class ArtifactStore:
     def _upload(self, uploads: list[tuple[Path, str]]) -> None:
         def put(item: tuple[Path, str]) -> None:
             local, key = item
-            if is_filesystem(self.fs):  # a filesystem store: temporary name, then rename
-                partial = f"{key.rsplit('/', 1)[0]}/.{key.rsplit('/', 1)[1]}.{os.getpid()}.push"
-                self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
-                self.fs.put_file(str(local), partial)
-                self.fs.mv(partial, key)
-            else:  # an object store's PUT is atomic
-                self.fs.put_file(str(local), key)
+            self._write_object(key, lambda target: self.fs.put_file(str(local), target))
             info = self.fs.info(key)
             mtime = modified(self.fs, info)
             os.utime(local, (mtime, mtime))  # the next pull's quick check sees the object as this file
 
         run_all(put, uploads)
 
-    def _put_bytes(self, data: bytes, key: str) -> None:
-        if is_filesystem(self.fs):
-            partial = f"{key.rsplit('/', 1)[0]}/.{key.rsplit('/', 1)[1]}.{os.getpid()}.push"
-            self.fs.makedirs(key.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.pipe_file(partial, data)
-            self.fs.mv(partial, key)
-        else:
-            self.fs.pipe_file(key, data)
+    def _write_object(self, key: str, write: Callable[[str], object]) -> None:
+        """``write(target key)`` so that ``key`` appears whole: an object store's PUT is atomic; on a
+        filesystem store the object is written under a temporary name and renamed."""
+        if not is_filesystem(self.fs):
+            write(key)
+            return
+        folder, name = key.rsplit("/", 1)
+        partial = f"{folder}/.{name}.{os.getpid()}.push"
+        self.fs.makedirs(folder, exist_ok=True)
+        write(partial)
+        self.fs.mv(partial, key)
 
     def _list(self, folder_key: str) -> dict[str, dict[str, Any]]:
         """The files directly in a folder of the store, by name."""
@@ -315,12 +308,13 @@ class ArtifactStore:
             return {}
         return {entry["name"].rsplit("/", 1)[-1]: entry for entry in entries if entry.get("type") == "file"}
 
-    def _list_all(self, folder_key: str) -> list[str]:
+    def _find(self, folder_key: str) -> dict[str, dict[str, Any]]:
+        """Every object under a folder of the store, by key, with its listing entry."""
         self.fs.invalidate_cache(folder_key)
         try:
-            return list(self.fs.find(folder_key))
+            return self.fs.find(folder_key, detail=True)
         except FileNotFoundError:
-            return []
+            return {}
 
     def _info(self, key: str) -> dict[str, Any] | None:
         self.fs.invalidate_cache(key)

@@ -191,6 +191,15 @@ class MultiTaskConfig:
         """The config as canonical JSON (sorted keys), as hashed into the model version."""
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def from_json(cls, text: str) -> MultiTaskConfig:
+        """The inverse of ``to_json``: the nested configs and the tuples rebuilt."""
+        values = json.loads(text)
+        values["objectives"] = tuple(values["objectives"])
+        values["network"] = NetworkConfig.from_dict(values["network"])
+        values["validation"] = ValidationSplit(**values["validation"])
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class FraudLgbmConfig:

@@ -42,7 +42,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -82,7 +81,7 @@ class DistributedTrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """What every torchrun process trains (pickled into a file by the launching process)."""
+    """What every torchrun process trains (a JSON file the launching process writes)."""
 
     features_dir: Path
     output_dir: Path
@@ -90,6 +89,29 @@ class TrainingJob:
     warm_start_dir: Path | None
     model_version: str
     summary_path: Path  # rank 0 writes the TrainingSummary here, as JSON
+
+    def to_json(self) -> str:
+        values = {
+            "features_dir": str(self.features_dir),
+            "output_dir": str(self.output_dir),
+            "config": json.loads(self.config.to_json()),
+            "warm_start_dir": None if self.warm_start_dir is None else str(self.warm_start_dir),
+            "model_version": self.model_version,
+            "summary_path": str(self.summary_path),
+        }
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingJob:
+        values = json.loads(text)
+        return cls(
+            features_dir=Path(values["features_dir"]),
+            output_dir=Path(values["output_dir"]),
+            config=MultiTaskConfig.from_json(json.dumps(values["config"])),
+            warm_start_dir=None if values["warm_start_dir"] is None else Path(values["warm_start_dir"]),
+            model_version=values["model_version"],
+            summary_path=Path(values["summary_path"]),
+        )
 
 
 def launch_training(
@@ -105,9 +127,8 @@ def launch_training(
             model_version=model_version,
             summary_path=Path(directory) / "summary.json",
         )
-        job_path = Path(directory) / "job.pickle"
-        # Pickle, not JSON: the config is nested dataclasses, and the file lives as long as this call.
-        job_path.write_bytes(pickle.dumps(job))
+        job_path = Path(directory) / "job.json"
+        job_path.write_text(job.to_json())
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
             "-m", "training.distributed", str(job_path),
@@ -287,13 +308,13 @@ def shard_impressions(rows: ImpressionRows, rank: int, world: int) -> ShardRows:
 
 @record  # a failure's traceback goes to torchrun's error file, which its failure summary quotes
 def main() -> None:
-    """A torchrun process: ``python -m training.distributed JOB`` (a pickled ``TrainingJob``)."""
+    """A torchrun process: ``python -m training.distributed JOB`` (a ``TrainingJob`` as JSON)."""
     from training.data import read_feature_tables  # noqa: PLC0415 - below: training.train imports this module
     from training.device import resolve_device  # noqa: PLC0415
     from training.train import train_and_save  # noqa: PLC0415
 
     started = time.perf_counter()
-    job: TrainingJob = pickle.loads(Path(sys.argv[1]).read_bytes())
+    job = TrainingJob.from_json(Path(sys.argv[1]).read_text())
     device = resolve_device(job.config.device)
     if device.type == "cuda":  # one GPU per process: torchrun numbers them on the node (its LOCAL_RANK)
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))

@@ -39,7 +39,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -110,12 +109,6 @@ SOURCE_MODULES = (
     warm_start_module, device_module, incremental_module, parallel_module, impression_rows_module, selection_module,
     splits_module, distributed_module,
 )
-Reduce = Callable[[torch.Tensor], torch.Tensor]  # a tensor summed over the processes that train (itself alone)
-
-
-def keep_local(values: torch.Tensor) -> torch.Tensor:
-    """The sum over one process: ``values``."""
-    return values
 
 
 def plan_objectives(
@@ -179,12 +172,12 @@ def log_odds(rate: float) -> float:
     return math.log(rate / (1 - rate))
 
 
-def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors], reduce: Reduce = keep_local) -> None:
+def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors], replica: Replica = Replica()) -> None:
     """Start each head at its training base rate (log-odds, log prior), so early steps learn ranking, not
-    the prior. The counts are ``reduce``d: summed over the processes that each hold a shard of the rows."""
+    the prior. The counts are summed over the replicas (torchrun's ranks each hold a shard of the rows)."""
 
     def count(*labels: torch.Tensor) -> list[float]:  # [rows, sum of each label]
-        return reduce(torch.tensor([labels[0].numel(), *(label.double().sum() for label in labels)], dtype=torch.float64)).tolist()
+        return replica.sum(torch.tensor([labels[0].numel(), *(label.double().sum() for label in labels)], dtype=torch.float64)).tolist()
 
     with torch.no_grad():
         if "impression" in train:
@@ -196,7 +189,7 @@ def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors], reduce: R
             rows, negatives = count(train["review"]["negative"])
             model.review_tower[-1].bias.fill_(log_odds(negatives / rows if rows else math.nan))
         if "item" in train:
-            counts = reduce(torch.bincount(train["item"]["label"], minlength=model.category_head.out_features).double())
+            counts = replica.sum(torch.bincount(train["item"]["label"], minlength=model.category_head.out_features).double())
             model.category_head.bias.copy_(torch.log((counts + 1.0) / (counts.sum() + counts.numel())).float())
         if "order" in train:
             rows, frauds = count(train["order"]["is_fraud"])
@@ -206,16 +199,16 @@ def init_output_biases(model: MultiTaskNet, train: dict[str, Tensors], reduce: R
 SCALING_CHUNK_ROWS = 1 << 20  # rows summed at a time in float64 (a float64 copy of 14M x 22 would be 2.5 GB)
 
 
-def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor, reduce: Reduce = keep_local) -> None:
+def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor, replica: Replica = Replica()) -> None:
     """Fill a model's mean/std buffers from training features [rows, n_dense]; constant columns get std 1.
-    The sums are ``reduce``d: summed over the processes that each hold a shard of the rows."""
+    The sums are over the replicas (torchrun's ranks each hold a shard of the rows)."""
     if dense.shape[1] == 0:
         return
     total = torch.zeros(dense.shape[1] + 1, dtype=torch.float64)  # [1 + n_dense] rows, then column sums
     total[0] = dense.shape[0]
     for chunk in dense.split(SCALING_CHUNK_ROWS):
         total[1:] += chunk.double().sum(dim=0)
-    total = reduce(total)
+    total = replica.sum(total)
     rows = total[0]
     if rows == 0:
         return
@@ -223,7 +216,7 @@ def set_dense_scaling(mean: torch.Tensor, std: torch.Tensor, dense: torch.Tensor
     squares = torch.zeros_like(column_mean)  # [n_dense] sum of squared deviations (two passes: no cancellation)
     for chunk in dense.split(SCALING_CHUNK_ROWS):
         squares += (chunk.double() - column_mean).pow(2).sum(dim=0)
-    column_std = (reduce(squares) / rows).sqrt()  # [n_dense] population std
+    column_std = (replica.sum(squares) / rows).sqrt()  # [n_dense] population std
     mean.copy_(column_mean.float())
     std.copy_(torch.where(column_std > 1e-6, column_std, torch.ones_like(column_std)).float())
 
@@ -302,11 +295,11 @@ def prepare_training(
         del train["item"]
     validation = encode_objective_data(model, spec, frames.validation, item_table, set(train))
     if "impression" in train:
-        set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"], replica.sum)
+        set_dense_scaling(model.impression_dense_mean, model.impression_dense_std, train["impression"]["dense"], replica)
     if "order" in train:
-        set_dense_scaling(model.order_dense_mean, model.order_dense_std, train["order"]["dense"], replica.sum)
+        set_dense_scaling(model.order_dense_mean, model.order_dense_std, train["order"]["dense"], replica)
     if not warm:  # a warm-started network keeps the champion's heads, biases included
-        init_output_biases(model, train, replica.sum)
+        init_output_biases(model, train, replica)
     for objective, reason in skipped.items():
         log.info("objective %s skipped: %s", objective, reason)
     log.info(

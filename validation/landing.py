@@ -38,12 +38,18 @@ class Landing:
     def landed(self) -> bool:
         return not self.missing
 
+    @property
+    def day_end(self) -> datetime:
+        return self.day_start + timedelta(days=1)
+
+    def wait_start(self, waiting_since: datetime | None = None) -> datetime:
+        """When the wait began: D's end, or ``waiting_since`` when that is later (a scheduled run
+        created late, when its DAG was unpaused: it waits its full time for its loads)."""
+        return max(self.day_end, waiting_since or datetime.min)
+
     def gave_up(self, now: datetime, wait: timedelta, waiting_since: datetime | None = None) -> bool:
-        """Whether to stop waiting: data is still missing ``wait`` after D ended, or after
-        ``waiting_since`` when that is later (a scheduled run created late, when its DAG was unpaused:
-        it waits its full time for its loads)."""
-        start = max(self.day_start + timedelta(days=1), waiting_since or datetime.min)
-        return not self.landed and now >= start + wait
+        """Whether to stop waiting: data is still missing ``wait`` after the wait began (``wait_start``)."""
+        return not self.landed and now >= self.wait_start(waiting_since) + wait
 
     def message(self) -> str:
         day = self.day_start.date().isoformat()
@@ -113,7 +119,8 @@ def poke_landing(
     if landing.gave_up(now, wait, waiting_since):
         write_results(warehouse_url, ds, run_id, landing.outcomes())  # "why did it stop?" is answered there
         hours = wait.total_seconds() / 3600
-        raise NoDataError(f"{landing.message()}, {hours:g} h after {'the run started' if waiting_since and waiting_since > day_start + timedelta(days=1) else 'the day ended'}")
+        since = "the run started" if landing.wait_start(waiting_since) > landing.day_end else "the day ended"
+        raise NoDataError(f"{landing.message()}, {hours:g} h after {since}")
     return landing
 
 

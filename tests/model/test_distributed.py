@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import json
 import math
-import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -141,6 +140,15 @@ def test_a_failing_process_is_reported_with_its_error(
     assert "no objective can be trained" in str(failure.value)  # the processes' own error, quoted
 
 
+def test_the_job_reaches_the_processes_as_json_whole(tiny_config: MultiTaskConfig, tmp_path: Path) -> None:
+    from training.distributed import TrainingJob
+
+    config = dataclasses.replace(tiny_config, objectives=("click", "fraud"), grad_clip_norm=math.inf, recent_days=3)
+    job = TrainingJob(tmp_path / "features", tmp_path / "model", config, None, "multitask-20260122-abc", tmp_path / "summary.json")
+    assert TrainingJob.from_json(job.to_json()) == job  # no pickle: plain JSON, the config rebuilt field by field
+    assert MultiTaskConfig.from_json(config.to_json()) == config
+
+
 def test_ranks_read_disjoint_shards_that_cover_the_training_impressions(day_features: Path, features_dir: Path) -> None:
     for directory, world in ((day_features, 2), (day_features, 8), (features_dir, 2)):
         rows = split_objective_frames(read_feature_tables(directory, impression_splits=("eval",))).train["impression"]
@@ -197,9 +205,9 @@ def test_one_ddp_step_averages_the_gradients_one_process_would(
         grad_clip_norm=math.inf,  # clipping scales by exactly 1: the gradients after train_step are the averaged ones
         loss_weighting="uncertainty",  # its s_i are averaged by average_gradients, not by DDP
     )
-    job = tmp_path / "job.pickle"
+    job = tmp_path / "job.json"
     result = tmp_path / "gradients.pt"
-    job.write_bytes(pickle.dumps((features_dir, config, result)))
+    job.write_text(json.dumps({"features_dir": str(features_dir), "config": config.to_json(), "result": str(result)}))
     # The way launch_training starts torchrun (the project's run_streaming), with this module as the script.
     run_streaming([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", __file__, str(job)], 2)
     steps = torch.load(result, weights_only=True)
@@ -245,7 +253,8 @@ def ddp_step_worker(job_path: str) -> None:
     from training.device import seeded_torch  # noqa: PLC0415
     from training.multitask import with_image_features  # noqa: PLC0415
 
-    features_dir, config, result_path = pickle.loads(Path(job_path).read_bytes())
+    job = json.loads(Path(job_path).read_text())
+    features_dir, config, result_path = Path(job["features_dir"]), MultiTaskConfig.from_json(job["config"]), Path(job["result"])
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     cpu = torch.device("cpu")
