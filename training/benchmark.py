@@ -26,7 +26,8 @@ import torch
 from training.config import MultiTaskConfig
 from training.data import OBJECTIVE_KIND, n_rows, read_feature_tables
 from training.device import resolve_device, seeded_torch
-from training.loop import ID_KEYS, build_optimizers, kind_settings, objective_losses, take_batch, train_one_epoch, train_step
+from training.loop import ID_KEYS, build_optimizers, objective_losses, take_batch, train_one_epoch, train_step
+from training.sampler import kind_settings
 from training.multitask import with_image_features
 from training.train import build_objective_weighting, prepare_training
 

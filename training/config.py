@@ -113,7 +113,7 @@ class MultiTaskConfig:
     network: NetworkConfig = NetworkConfig()
     id_dropout: float = 0.05  # share of training ids replaced by the default row 0, so unseen ids get a trained row
     category_label_smoothing: float = 0.0  # cross-entropy label smoothing of the image head (listed labels are noisy)
-    # Multi-task sampler: every step takes one batch of each kind present (see training/loop.py). An
+    # Multi-task sampler: every step takes one batch of each kind present (see training/sampler.py). An
     # epoch passes ratio x rows of each kind; the kind needing most batches of its batch size sets the
     # number of steps, and the other kinds' rows are spread evenly over those steps.
     batch_size: int = 1024  # impressions per step (at most)
@@ -181,7 +181,7 @@ class MultiTaskConfig:
     # takes its own batches every step and their gradients are averaged. None: one per usable core.
     # On an accelerator training runs in one process.
     processes: int | None = None
-    # ...but only as many as keep an epoch at least this many steps (training/loop.py count_replicas):
+    # ...but only as many as keep an epoch at least this many steps (training/sampler.py count_replicas):
     # the demo (~70 steps) trains in one process, 10x the demo (~700 steps) in two. Weights are
     # reproducible for a given replica count (logged, and kept in the metrics' history).
     min_steps_per_replica: int = 250

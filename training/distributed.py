@@ -17,7 +17,7 @@ so training/loop.py runs the same loop as for the forked CPU replicas, except th
   output biases still cover the whole window (training/train.py ``prepare_training``);
 - every rank takes as many steps an epoch, planned from the summed row counts (``count_totals``),
   each from its own rows, and each step has rows of at least one kind on every rank
-  (``loop.plan_shard_rows``): DDP's all-reduce waits for every rank's backward pass. A step holds
+  (``sampler.plan_shard_rows``): DDP's all-reduce waits for every rank's backward pass. A step holds
   one batch per rank only while an epoch keeps ``min_steps_per_replica`` steps (``count_replicas``,
   as for the forked replicas); below that the ranks split one batch, so little data gets the
   updates an epoch of one process;

@@ -3,7 +3,7 @@
 The network's small matrix products do not split across threads (two torch threads measured 0.97x
 the wall time of one), so ``MultiTaskConfig.processes`` replicas each train on one thread: every
 step, each replica takes its own batches (``Replica.shard`` of the step's rows, which
-``training/loop.py`` plans ``world`` batches wide), runs forward and backward, and the gradients are
+``training/sampler.py`` plans ``world`` batches wide), runs forward and backward, and the gradients are
 averaged before the (identical) optimizer steps, so the replicas' weights stay equal. Splitting one
 batch between replicas instead gained nothing: a step's fixed cost (Python, small kernels) does not
 shrink with its rows. This is what ``torch.nn.parallel.DistributedDataParallel`` does; it is not used

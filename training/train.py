@@ -59,6 +59,7 @@ from training import loss_weighting as loss_weighting_module
 from training import multitask as multitask_module
 from training import parallel as parallel_module
 from training import predict as predict_module
+from training import sampler as sampler_module
 from training import selection as selection_module
 from training import splits as splits_module
 from training import warm_start as warm_start_module
@@ -107,7 +108,7 @@ log = logging.getLogger(__name__)
 SOURCE_MODULES = (
     multitask_module, data_module, encoders_module, loss_weighting_module, loop_module, predict_module,
     warm_start_module, device_module, incremental_module, parallel_module, impression_rows_module, selection_module,
-    splits_module, distributed_module,
+    splits_module, distributed_module, sampler_module,
 )
 
 

@@ -20,7 +20,8 @@ from etl.layout import day_file_path
 from training.config import MultiTaskConfig
 from training.distributed import KINDS, DistributedReplica, DistributedTrainingError, run_streaming, shard_impressions
 from training.impression_rows import ImpressionRows
-from training.loop import ID_KEYS, ObjectiveLosses, build_optimizers, plan_epoch, take_batch, train_step
+from training.loop import ID_KEYS, ObjectiveLosses, build_optimizers, take_batch, train_step
+from training.sampler import plan_epoch
 from training.splits import split_objective_frames
 from training.data import read_feature_tables
 from training.train import build_objective_weighting, prepare_training, train_multitask

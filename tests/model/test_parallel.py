@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from training.config import MultiTaskConfig
-from training.loop import count_replicas, plan_epoch
+from training.sampler import count_replicas, plan_epoch
 from training.parallel import Replica, run_replicas
 
 

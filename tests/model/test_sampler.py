@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from training.config import MultiTaskConfig
-from training.loop import plan_epoch
+from training.sampler import plan_epoch
 
 SIZES = {"impression": 100_000, "review": 5_000, "item": 800, "order": 20_000}
 

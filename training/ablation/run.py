@@ -96,7 +96,7 @@ def steps_per_epoch(config: MultiTaskConfig, n_train: Mapping[str, int]) -> int:
 
 def objective_batch_fields() -> dict[str, tuple[str, str]]:
     """The (ratio, batch size) config fields of each objective's batch kind, as the sampler reads them."""
-    from training.loop import KIND_FIELDS
+    from training.sampler import KIND_FIELDS
 
     return {objective: KIND_FIELDS[kind] for objective, kind in OBJECTIVE_KIND.items()}
 
