@@ -39,6 +39,7 @@ READY_TIMEOUT_S = 300
 # its first nights without the history and matured fraud labels they train on.
 MIN_DAYS = 28
 STOP_TIMEOUT_S = 60
+LEFTOVER_GRACE_S = 10  # each of the two waits after standalone: stopping stays within STOP_TIMEOUT_S + 20 s
 
 
 def airflow_environment(airflow_home: Path, port: int) -> dict[str, str]:
@@ -120,27 +121,49 @@ def processes_of(airflow_home: Path) -> list[int]:
     return pids
 
 
+def command_line(pid: int) -> str:
+    """A process's command line, for the operator to see what would not stop."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return "(gone)"
+
+
 def stop(process: subprocess.Popen, airflow_home: Path) -> list[int]:
-    """SIGINT standalone (it stops its components), wait; SIGKILL whatever is left. Returns the pids
-    that had to be killed."""
+    """Stop Airflow as Ctrl-C in a terminal would: SIGINT standalone (it stops its components) and
+    wait; then SIGTERM whatever of ours is left (a terminal signals the whole foreground group, not
+    only standalone: a component's own children can outlive it); SIGKILL what still runs. Returns
+    the pids that had to be killed."""
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             pass
-    # standalone may return while its components are still exiting (slowly on a busy machine): give
-    # them the rest of the time before calling them leftovers.
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while (leftovers := processes_of(airflow_home)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    leftovers = wait_for_exit(airflow_home, LEFTOVER_GRACE_S)
     for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        print(f"  still running after standalone stopped, sent SIGTERM: pid {pid}: {command_line(pid)}", flush=True)
+        signal_process(pid, signal.SIGTERM)
+    leftovers = wait_for_exit(airflow_home, LEFTOVER_GRACE_S) if leftovers else []
+    for pid in leftovers:
+        signal_process(pid, signal.SIGKILL)
     process.wait()
     return leftovers
+
+
+def wait_for_exit(airflow_home: Path, timeout_s: float) -> list[int]:
+    """Our processes still running after up to ``timeout_s`` of waiting for them to exit."""
+    deadline = time.monotonic() + timeout_s
+    while (running := processes_of(airflow_home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return running
+
+
+def signal_process(pid: int, signal_number: int) -> None:
+    try:
+        os.kill(pid, signal_number)
+    except ProcessLookupError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
